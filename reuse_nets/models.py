@@ -1,0 +1,164 @@
+"""Model builders: stack reuse blocks to any depth, for vectors and images.
+
+A model is `input -> [flatten] -> block_01 ... block_NN -> [pool] -> head`. Every
+block is one layer named `block_XX`, so gradient norms can be attributed to depth.
+
+Which tensor a block reuses (`reuse_source`):
+- "previous": the block's own input (classic residual networks);
+- "input": the original network input (flattened for the `mlp` family), so that a
+  block deep in the network sees what entered it.
+
+Width under concatenation is bounded: `concat` and `masked` blocks reuse the
+network input, so every block's output has `width + input_features` features
+(`width + input_channels` channels for `conv`) at any depth. Concatenating the
+previous block's output instead would grow the width by `width` per block (a
+DenseNet without transitions), which is why those strategies refuse "previous".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+
+from reuse_nets import layers
+
+FAMILIES = ("mlp", "conv")
+REUSE_SOURCES = ("input", "previous")
+MAX_DEPTH = 256
+
+
+def _residual_options(index, depth, options):
+    # Each residual branch adds variance; scaling the branch init by 1/depth keeps
+    # the output scale bounded at any depth (as in Fixup/SkipInit), where the
+    # He init of the plain blocks would grow activations ~2x per block.
+    return {
+        "kernel_initializer": keras.initializers.VarianceScaling(
+            scale=2.0 / depth, mode="fan_in", distribution="truncated_normal"
+        )
+    }
+
+
+def _masked_options(index, depth, options):
+    # A different seeded subset per block, so that depth sees more of the input.
+    return {
+        "keep_ratio": options["keep_ratio"],
+        "learned": options["learned_mask"],
+        "seed": options["mask_seed"] + index,
+        "mask_shape": options["mask_shape"],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How a strategy builds its blocks.
+
+    Attributes:
+        block: The block layer class.
+        reuse_sources: Allowed `reuse_source` values; the first is the default.
+        block_options: `(index, depth, options) -> kwargs` for strategy-specific
+            block arguments (`index` counts from 1).
+    """
+
+    block: type
+    reuse_sources: tuple[str, ...]
+    block_options: Callable[[int, int, dict], dict] = lambda index, depth, options: {}
+
+
+# A new strategy is one block class in `layers.py` and one line here.
+STRATEGIES: dict[str, Strategy] = {
+    "plain": Strategy(layers.PlainBlock, ("previous",)),
+    "concat": Strategy(layers.FeatureAugmentationLayer, ("input",)),
+    "residual": Strategy(layers.ResidualBlock, ("previous", "input"), _residual_options),
+    "masked": Strategy(layers.MaskedReuseBlock, ("input",), _masked_options),
+}
+
+
+def block_name(index: int) -> str:
+    """Stable name of the `index`-th block (from 1): `block_01`, `block_02`, ..."""
+    return f"block_{index:02d}"
+
+
+def block_names(model: keras.Model) -> list[str]:
+    """Names of the reuse blocks of a model built here, in depth order."""
+    return sorted(l.name for l in model.layers if l.name.startswith("block_"))
+
+
+def build_model(
+    strategy: str,
+    depth: int,
+    width: int,
+    input_shape,
+    num_classes: int,
+    family: str = "mlp",
+    *,
+    activation: str = "relu",
+    kernel_size: int = 3,
+    reuse_source: str | None = None,
+    keep_ratio: float = 0.5,
+    learned_mask: bool = False,
+    mask_seed: int = 0,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds an uncompiled classifier of `depth` reuse blocks.
+
+    Args:
+        strategy: One of `STRATEGIES`: "plain", "concat", "residual", "masked".
+        depth: Number of blocks, 1 to `MAX_DEPTH`.
+        width: Units (mlp) or channels (conv) of every block's transform.
+        input_shape: Shape of one example, e.g. `(10,)`, `(28, 28, 1)`.
+        num_classes: Number of classes; the head outputs softmax probabilities.
+        family: "mlp" (inputs flattened) or "conv" ("same" convolutions over
+            channels, resolution kept, global average pooling before the head).
+        activation: Activation of every block.
+        kernel_size: Convolution size of the `conv` family.
+        reuse_source: "previous" or "input" (see the module docstring); `None`
+            takes the strategy's default.
+        keep_ratio, learned_mask, mask_seed: Masked reuse options; block `i`
+            draws its mask with seed `mask_seed + i`.
+        name: Model name; defaults to `"{strategy}_{family}_d{depth}"`.
+
+    Returns:
+        A `keras.Model` mapping a batch of inputs to class probabilities.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {sorted(STRATEGIES)}. Received: strategy={strategy!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {list(FAMILIES)}. Received: family={family!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"`depth` must be an integer in [1, {MAX_DEPTH}]. Received: depth={depth!r}")
+    spec = STRATEGIES[strategy]
+    source = reuse_source or spec.reuse_sources[0]
+    if source not in spec.reuse_sources:
+        raise ValueError(
+            f"`reuse_source` for strategy {strategy!r} must be one of {list(spec.reuse_sources)}. "
+            f"Received: reuse_source={source!r}"
+        )
+    input_shape = tuple(input_shape)
+    if family == "conv" and len(input_shape) != 3:
+        raise ValueError(f"family='conv' needs image inputs (H, W, C). Received: input_shape={input_shape}")
+
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = keras.layers.Flatten(name="flatten")(inputs) if family == "mlp" and len(input_shape) > 1 else inputs
+    reused_input = x
+    options = {
+        "keep_ratio": keep_ratio,
+        "learned_mask": learned_mask,
+        "mask_seed": mask_seed,
+        # Conv models mask input pixels: a channel mask over 1 or 3 channels is degenerate.
+        "mask_shape": tuple(input_shape) if family == "conv" else None,
+    }
+    for index in range(1, depth + 1):
+        block = spec.block(
+            width,
+            activation=activation,
+            kernel_size=kernel_size if family == "conv" else None,
+            name=block_name(index),
+            **spec.block_options(index, depth, options),
+        )
+        x = block(x) if source == "previous" else block([x, reused_input])
+    if family == "conv":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name=name or f"{strategy}_{family}_d{depth}")
