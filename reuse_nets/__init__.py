@@ -1,8 +1,8 @@
 """reuse-nets: how should a deep network reuse its inputs?
 
-Importing the package registers its Keras layers for `safe_mode=True` loading.
+The package root stays light (no TensorFlow import) so that study validation and
+command-line errors are fast. `import reuse_nets.layers` registers the Keras
+layers for `keras.saving.load_model(path, safe_mode=True)`.
 """
-
-from reuse_nets import layers  # noqa: F401  (registers serializable layers)
 
 __version__ = "0.1.0"

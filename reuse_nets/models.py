@@ -20,16 +20,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import keras
-
-from reuse_nets import layers
-
 FAMILIES = ("mlp", "conv")
 REUSE_SOURCES = ("input", "previous")
 MAX_DEPTH = 256
 
 
 def _residual_options(index, depth, options):
+    import keras
+
     # Each residual branch adds variance; scaling the branch init by 1/depth keeps
     # the output scale bounded at any depth (as in Fixup/SkipInit), where the
     # He init of the plain blocks would grow activations ~2x per block.
@@ -55,23 +53,24 @@ class Strategy:
     """How a strategy builds its blocks.
 
     Attributes:
-        block: The block layer class.
+        block: Name of the block layer class in `reuse_nets.layers` (resolved
+            when a model is built, so that reading the registry needs no Keras).
         reuse_sources: Allowed `reuse_source` values; the first is the default.
         block_options: `(index, depth, options) -> kwargs` for strategy-specific
             block arguments (`index` counts from 1).
     """
 
-    block: type
+    block: str
     reuse_sources: tuple[str, ...]
     block_options: Callable[[int, int, dict], dict] = lambda index, depth, options: {}
 
 
 # A new strategy is one block class in `layers.py` and one line here.
 STRATEGIES: dict[str, Strategy] = {
-    "plain": Strategy(layers.PlainBlock, ("previous",)),
-    "concat": Strategy(layers.FeatureAugmentationLayer, ("input",)),
-    "residual": Strategy(layers.ResidualBlock, ("previous", "input"), _residual_options),
-    "masked": Strategy(layers.MaskedReuseBlock, ("input",), _masked_options),
+    "plain": Strategy("PlainBlock", ("previous",)),
+    "concat": Strategy("FeatureAugmentationLayer", ("input",)),
+    "residual": Strategy("ResidualBlock", ("previous", "input"), _residual_options),
+    "masked": Strategy("MaskedReuseBlock", ("input",), _masked_options),
 }
 
 
@@ -80,7 +79,7 @@ def block_name(index: int) -> str:
     return f"block_{index:02d}"
 
 
-def block_names(model: keras.Model) -> list[str]:
+def block_names(model) -> list[str]:
     """Names of the reuse blocks of a model built here, in depth order."""
     return sorted(l.name for l in model.layers if l.name.startswith("block_"))
 
@@ -100,7 +99,7 @@ def build_model(
     learned_mask: bool = False,
     mask_seed: int = 0,
     name: str | None = None,
-) -> keras.Model:
+) -> "keras.Model":
     """Builds an uncompiled classifier of `depth` reuse blocks.
 
     Args:
@@ -135,6 +134,10 @@ def build_model(
             f"`reuse_source` for strategy {strategy!r} must be one of {list(spec.reuse_sources)}. "
             f"Received: reuse_source={source!r}"
         )
+    import keras
+
+    from reuse_nets import layers
+
     input_shape = tuple(input_shape)
     if family == "conv" and len(input_shape) != 3:
         raise ValueError(f"family='conv' needs image inputs (H, W, C). Received: input_shape={input_shape}")
@@ -150,7 +153,7 @@ def build_model(
         "mask_shape": tuple(input_shape) if family == "conv" else None,
     }
     for index in range(1, depth + 1):
-        block = spec.block(
+        block = getattr(layers, spec.block)(
             width,
             activation=activation,
             kernel_size=kernel_size if family == "conv" else None,

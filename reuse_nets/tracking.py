@@ -13,7 +13,7 @@ import os
 import subprocess
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -207,6 +207,7 @@ def track_training(
     hooks: tuple[training.EpochHook, ...] = (),
     killed_on: tuple[type[BaseException], ...] = (),
     log_model: bool = True,
+    on_start: Callable[[str], None] | None = None,
 ) -> tuple[str, training.TrainingResult]:
     """Trains `config` inside an MLflow run and logs everything about it.
 
@@ -214,6 +215,7 @@ def track_training(
     result is still returned, with `status == "diverged"`) or raises (re-raised),
     KILLED on `KeyboardInterrupt` or an exception in `killed_on` (re-raised; e.g.
     pruning). The reason is in the `reuse_nets.outcome` and `failure_reason` tags.
+    `on_start(run_id)` is called once the run exists, before training.
 
     Returns:
         `(run_id, result)`.
@@ -231,6 +233,8 @@ def track_training(
         mlflow.log_metrics(metrics, step=epoch, synchronous=True)
 
     try:
+        if on_start is not None:
+            on_start(run_id)
         mlflow.log_params(trial_params(config, dataset))
         mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
         _log_dataset_inputs(dataset)

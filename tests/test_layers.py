@@ -101,6 +101,38 @@ def test_layers_are_registered_for_safe_mode_loading():
         assert keras.saving.get_registered_object(name) is cls
 
 
+MIXED_PRECISION_CASES = [
+    pytest.param(PlainBlock, {"units": 4}, id="PlainBlock"),
+    pytest.param(FeatureAugmentationLayer, {"units": 4}, id="FeatureAugmentationLayer"),
+    pytest.param(ResidualBlock, {"units": 4}, id="ResidualBlock"),
+    pytest.param(MaskedInputLayer, {"learned": True}, id="MaskedInputLayer"),
+]
+
+
+@pytest.mark.parametrize("layer_cls, kwargs", MIXED_PRECISION_CASES)
+def test_mixed_float16_policy_computes_in_float16(layer_cls, kwargs, rng):
+    x = rng.normal(size=(3, 6)).astype("float32")
+    layer = layer_cls(dtype="mixed_float16", **kwargs)
+    out = layer([x, x])
+    assert out.dtype == "float16"
+    assert all(w.dtype == "float32" for w in layer.weights)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_masked_reuse_block_mixed_precision_reaches_its_mask_BUG(learned, rng):
+    """The block's `masking` sublayer is built without the block's dtype policy.
+
+    Under `mixed_float16` every other block returns float16, but `MaskedReuseBlock`
+    returns float32: its float32-policy sublayer casts `f(x)` back up before the
+    concatenation. Any other policy (e.g. "float64") is likewise ignored by the mask.
+    """
+    x = rng.normal(size=(3, 6)).astype("float32")
+    layer = MaskedReuseBlock(4, learned=learned, dtype="mixed_float16")
+    out = layer([x, x])
+    assert layer.masking.dtype_policy.name == "mixed_float16"
+    assert out.dtype == "float16"
+
+
 # ---------------------------------------------------------------------------
 # The three tutorial usages.
 # ---------------------------------------------------------------------------

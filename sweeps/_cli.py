@@ -1,0 +1,50 @@
+"""Shared command-line plumbing of the sweeps/ scripts: quiet TF, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+# Before TensorFlow is imported anywhere: keep its C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def add_data_args(parser) -> None:
+    parser.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    parser.add_argument("--manual-dir", help="folder with the dataset's upstream archives, for offline preparation")
+    parser.add_argument("--download", action="store_true", help="let TFDS download data that is not prepared yet")
+
+
+def add_tracking_args(parser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+
+def data_source(args):
+    from reuse_nets.data import DataSource
+
+    return DataSource(data_dir=args.data_dir, manual_dir=args.manual_dir, download=args.download)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main_guard(main) -> int:
+    """Runs `main()`; user errors become one line on stderr and exit code 2."""
+    from reuse_nets.data import DataError
+    from reuse_nets.studies import StudyError
+    from reuse_nets.sweep import SweepError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return main() or 0
+    except (StudyError, DataError, SweepError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: runs were closed as KILLED; re-run the same command to resume", file=sys.stderr)
+        return 130

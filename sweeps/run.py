@@ -1,0 +1,67 @@
+"""Run or resume a study: `python sweeps/run.py --study residual_depth`.
+
+Re-running the same command continues the study to its number of trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", help="study name in experiments/ or path to a study YAML file")
+    parser.add_argument("--list", action="store_true", help="list the studies in experiments/ and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; writes nothing")
+    parser.add_argument("--n-trials", type=int, help="finished trials wanted in total (default: the study's)")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a study field, e.g. --set epochs=1 --set dataset.train_split=train[:2000]",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    _cli.add_tracking_args(parser)
+    _cli.add_data_args(parser)
+    args = parser.parse_args(argv)
+    if not args.list and not args.study:
+        parser.error("--study is required (or --list)")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.n_trials is not None and args.n_trials < 1:
+        parser.error(f"--n-trials must be at least 1, got {args.n_trials}")
+    return args
+
+
+def main(argv=None) -> int:
+    from reuse_nets import studies, sweep
+
+    args = parse_args(argv)
+    if args.list:
+        for name, description in studies.list_studies():
+            print(f"{name:20s} {description}")
+        return 0
+    spec = studies.load_study(args.study, args.overrides)
+    options = sweep.SweepOptions(
+        storage=args.storage or sweep.DEFAULT_STORAGE,
+        tracking_uri=args.tracking_uri,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        data=_cli.data_source(args),
+        verbose=not args.quiet,
+    )
+    if args.dry_run:
+        print(sweep.describe_plan(spec, options))
+        return 0
+    result = sweep.run_sweep(spec, options)
+    print(sweep.summary(result))
+    return 0 if result.finished >= result.total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.main_guard(main))

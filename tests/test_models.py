@@ -1,0 +1,432 @@
+"""Unit tests of the model builders: every strategy x depth x family, names, width, saving."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from reuse_nets import layers, models
+from reuse_nets.models import block_name, block_names, build_model
+
+STRATEGIES = ["plain", "concat", "residual", "masked"]
+DEPTHS = [1, 2, 8, 32]
+FAMILY_SHAPES = [
+    ("mlp", (10,)),
+    ("mlp", (28, 28, 1)),
+    ("mlp", (32, 32, 3)),
+    ("conv", (28, 28, 1)),
+    ("conv", (32, 32, 3)),
+]
+BLOCK_CLASSES = {
+    "plain": layers.PlainBlock,
+    "concat": layers.FeatureAugmentationLayer,
+    "residual": layers.ResidualBlock,
+    "masked": layers.MaskedReuseBlock,
+}
+# Tiny sizes keep the ~80 build/train/predict cases fast on 2 CPU cores.
+WIDTH = 8
+BATCH = 4
+NUM_CLASSES = 3
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shape_id(shape):
+    return "x".join(str(d) for d in shape)
+
+
+def make_batch(input_shape, batch=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, *input_shape)).astype("float32")
+    y = np.arange(batch) % NUM_CLASSES
+    return x, y
+
+
+def compile_eager(model, learning_rate=0.05):
+    # Eager steps avoid one tf.function trace per model, which dominates at this size.
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )
+    return model
+
+
+def weights_of(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def np_(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+# ---------------------------------------------------------------------------
+# Every strategy x depth x family x input shape builds, trains and predicts.
+# ---------------------------------------------------------------------------
+
+GRID = [
+    pytest.param(strategy, depth, family, shape, id=f"{strategy}-d{depth}-{family}-{shape_id(shape)}")
+    for strategy in STRATEGIES
+    for depth in DEPTHS
+    for family, shape in FAMILY_SHAPES
+]
+
+
+def check_build_train_predict(model, depth, input_shape):
+    assert block_names(model) == [block_name(i) for i in range(1, depth + 1)]
+    assert model.output_shape == (None, NUM_CLASSES)
+    x, y = make_batch(input_shape)
+    compile_eager(model)
+    before = weights_of(model.trainable_weights)
+    frozen_before = weights_of(model.non_trainable_weights)
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    changed = [not np.array_equal(b, a) for b, a in zip(before, weights_of(model.trainable_weights))]
+    assert any(changed), "one training step changed no weight"
+    for b, a in zip(frozen_before, weights_of(model.non_trainable_weights)):
+        np.testing.assert_array_equal(b, a)
+    probs = np_(model(x, training=False))
+    assert probs.shape == (BATCH, NUM_CLASSES)
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy, depth, family, input_shape", GRID)
+def test_build_train_predict(strategy, depth, family, input_shape):
+    model = build_model(strategy, depth, WIDTH, input_shape, NUM_CLASSES, family)
+    assert model.name == f"{strategy}_{family}_d{depth}"
+    check_build_train_predict(model, depth, input_shape)
+
+
+@pytest.mark.parametrize("family, input_shape", FAMILY_SHAPES, ids=lambda v: v if isinstance(v, str) else shape_id(v))
+def test_residual_reusing_the_network_input(family, input_shape):
+    model = build_model("residual", 8, WIDTH, input_shape, NUM_CLASSES, family, reuse_source="input")
+    check_build_train_predict(model, 8, input_shape)
+    # Every block after the first gets [previous output, network input].
+    block = model.get_layer("block_05")
+    x_in, reused_in = block.input
+    assert x_in is model.get_layer("block_04").output
+    features = input_shape[-1] if family == "conv" else math.prod(input_shape)
+    assert reused_in.shape[-1] == features
+
+
+def test_masked_with_learned_masks_trains():
+    model = build_model("masked", 8, WIDTH, (28, 28, 1), NUM_CLASSES, "conv", learned_mask=True)
+    check_build_train_predict(model, 8, (28, 28, 1))
+
+
+def test_depth_64_builds_and_predicts():
+    model = build_model("residual", 64, WIDTH, (10,), NUM_CLASSES)
+    assert block_names(model) == [block_name(i) for i in range(1, 65)]
+    x, _ = make_batch((10,))
+    assert np_(model(x)).shape == (BATCH, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_conv_on_vector_input_raises(strategy):
+    with pytest.raises(ValueError, match=re.escape("input_shape=(10,)")):
+        build_model(strategy, 2, WIDTH, (10,), NUM_CLASSES, "conv")
+
+
+@pytest.mark.parametrize("depth", [0, -1, 257, True, False, 2.0, "8"])
+def test_invalid_depth_raises(depth):
+    with pytest.raises(ValueError, match=re.escape(f"depth={depth!r}")) as info:
+        build_model("plain", depth, WIDTH, (10,), NUM_CLASSES)
+    assert "`depth`" in str(info.value)
+
+
+def test_max_depth_is_256():
+    assert models.MAX_DEPTH == 256
+
+
+# ---------------------------------------------------------------------------
+# Block names and width.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 8, 32])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_block_names_are_stable_and_in_depth_order(strategy, depth):
+    model = build_model(strategy, depth, WIDTH, (10,), NUM_CLASSES)
+    expected = [f"block_{i:02d}" for i in range(1, depth + 1)]
+    assert block_names(model) == expected
+    # The order is the graph order, not just sorted names.
+    assert [l.name for l in model.layers if l.name.startswith("block_")] == expected
+    for name in expected:
+        assert type(model.get_layer(name)) is BLOCK_CLASSES[strategy]
+    # Stable: a rebuild gives the same names.
+    keras.backend.clear_session()
+    assert block_names(build_model(strategy, depth, WIDTH, (10,), NUM_CLASSES)) == expected
+
+
+def test_block_names_in_depth_order_beyond_99_blocks_BUG():
+    """`block_names` sorts names as strings, so "block_100" lands between 10 and 11.
+
+    MAX_DEPTH is 256, so any model deeper than 99 blocks reports its blocks out of
+    depth order (and per-depth gradient norms get attributed to the wrong depth).
+    """
+    model = build_model("plain", 101, 4, (10,), NUM_CLASSES)
+    expected = [block_name(i) for i in range(1, 102)]
+    assert [l.name for l in model.layers if l.name.startswith("block_")] == expected
+    assert block_names(model) == expected
+
+
+def test_block_name_format():
+    assert [block_name(i) for i in (1, 9, 10, 99)] == ["block_01", "block_09", "block_10", "block_99"]
+
+
+WIDTH_GRID = [
+    pytest.param(strategy, depth, family, shape, id=f"{strategy}-d{depth}-{family}-{shape_id(shape)}")
+    for strategy in ("concat", "masked")
+    for depth in (8, 32)
+    for family, shape in FAMILY_SHAPES
+]
+
+
+@pytest.mark.parametrize("strategy, depth, family, input_shape", WIDTH_GRID)
+def test_width_does_not_grow_with_depth(strategy, depth, family, input_shape):
+    model = build_model(strategy, depth, WIDTH, input_shape, NUM_CLASSES, family)
+    if family == "mlp":
+        expected = (None, WIDTH + math.prod(input_shape))
+    else:
+        expected = (None, *input_shape[:-1], WIDTH + input_shape[-1])
+    shapes = {name: tuple(model.get_layer(name).output.shape) for name in block_names(model)}
+    assert len(shapes) == depth
+    assert set(shapes.values()) == {expected}, shapes
+    assert model.get_layer("head").kernel.shape == (expected[-1], NUM_CLASSES)
+
+
+@pytest.mark.parametrize("strategy", ["plain", "residual"])
+@pytest.mark.parametrize("family, input_shape", [("mlp", (28, 28, 1)), ("conv", (32, 32, 3))])
+def test_width_of_plain_and_residual_blocks_is_width(strategy, family, input_shape):
+    model = build_model(strategy, 8, WIDTH, input_shape, NUM_CLASSES, family)
+    for name in block_names(model):
+        assert model.get_layer(name).output.shape[-1] == WIDTH
+
+
+# ---------------------------------------------------------------------------
+# Masked models: batch, per-block masks, learned vs fixed masks.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (28, 28, 1))])
+def test_masked_model_keeps_batch_of_7(family, input_shape):
+    model = build_model("masked", 3, WIDTH, input_shape, NUM_CLASSES, family)
+    x, _ = make_batch(input_shape, batch=7)
+    probs = np_(model(x))
+    assert probs.shape == (7, NUM_CLASSES)
+    # Row i of the output depends only on row i of the input.
+    perm = np.array([3, 6, 0, 2, 5, 1, 4])
+    np.testing.assert_allclose(np_(model(x[perm])), probs[perm], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np_(model(x[:1])), probs[:1], rtol=1e-5, atol=1e-7)
+
+
+def test_masked_blocks_draw_masks_from_mask_seed_plus_index():
+    model = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=10, keep_ratio=0.3)
+    masks = [model.get_layer(name).masking.mask.numpy() for name in block_names(model)]
+    for index, mask in enumerate(masks, start=1):
+        np.testing.assert_array_equal(mask, layers.feature_mask((10,), 0.3, 10 + index))
+        assert mask.sum() == 3
+    assert len({m.tobytes() for m in masks}) > 1  # blocks see different subsets
+    # Same seed -> same masks; different seed -> different masks.
+    again = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=10, keep_ratio=0.3)
+    for name, mask in zip(block_names(again), masks):
+        np.testing.assert_array_equal(again.get_layer(name).masking.mask.numpy(), mask)
+    other = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=11, keep_ratio=0.3)
+    assert not np.array_equal(other.get_layer("block_01").masking.mask.numpy(), masks[0])
+
+
+def test_conv_masked_model_masks_input_pixels():
+    model = build_model("masked", 2, WIDTH, (28, 28, 1), NUM_CLASSES, "conv", keep_ratio=0.25)
+    mask = model.get_layer("block_01").masking.mask.numpy()
+    assert mask.shape == (28, 28, 1)
+    assert mask.sum() == round(0.25 * 28 * 28)
+
+
+def fit_a_few_steps(model, input_shape):
+    x, y = make_batch(input_shape, batch=16, seed=1)
+    compile_eager(model, learning_rate=0.5)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+
+
+@pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (8, 8, 1))])
+def test_learned_mask_changes_under_training(family, input_shape):
+    model = build_model("masked", 2, WIDTH, input_shape, NUM_CLASSES, family, learned_mask=True)
+    logits = [model.get_layer(n).masking.mask for n in block_names(model)]
+    assert all(v.name == "mask_logits" and v.trainable for v in logits)
+    trainable_paths = {v.path for v in model.trainable_weights}
+    assert all(v.path in trainable_paths for v in logits)
+    before = weights_of(logits)
+    fit_a_few_steps(model, input_shape)
+    for name, b, a in zip(block_names(model), before, weights_of(logits)):
+        assert not np.array_equal(b, a), f"{name}: learned mask did not change"
+
+
+@pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (8, 8, 1))])
+def test_fixed_mask_is_non_trainable_and_does_not_change(family, input_shape):
+    model = build_model("masked", 2, WIDTH, input_shape, NUM_CLASSES, family)
+    masks = [model.get_layer(n).masking.mask for n in block_names(model)]
+    assert all(v.name == "mask" and not v.trainable for v in masks)
+    trainable_paths = {v.path for v in model.trainable_weights}
+    frozen_paths = {v.path for v in model.non_trainable_weights}
+    assert all(v.path not in trainable_paths and v.path in frozen_paths for v in masks)
+    before = weights_of(masks)
+    kernel_before = model.get_layer("block_01").kernel.numpy().copy()
+    fit_a_few_steps(model, input_shape)
+    for b, a in zip(before, weights_of(masks)):
+        np.testing.assert_array_equal(b, a)
+    # ...while the rest of the block did train.
+    assert not np.array_equal(kernel_before, model.get_layer("block_01").kernel.numpy())
+
+
+# ---------------------------------------------------------------------------
+# Saved models reload with safe_mode=True in a fresh process.
+# ---------------------------------------------------------------------------
+
+RELOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import reuse_nets  # the documented way to make the layers loadable
+    import keras
+
+    manifest = json.loads(open(sys.argv[1]).read())
+    report = {"package_import_error": None}
+    try:
+        keras.saving.load_model(manifest[0]["model"], safe_mode=True)
+    except Exception as error:  # recorded and asserted on by the parent test
+        report["package_import_error"] = f"{type(error).__name__}: {error}"[:2000]
+        import reuse_nets.layers  # noqa: F401  so the predictions can still be compared
+    for entry in manifest:
+        model = keras.saving.load_model(entry["model"], safe_mode=True)
+        x = np.load(entry["input"])
+        np.save(entry["output"], keras.ops.convert_to_numpy(model(x, training=False)))
+    open(sys.argv[2], "w").write(json.dumps(report))
+    """
+)
+
+SAVE_CASES = [
+    (strategy, family, shape, {})
+    for strategy in STRATEGIES
+    for family, shape in (("mlp", (28, 28, 1)), ("conv", (8, 8, 3)))
+] + [
+    ("masked", "mlp", (10,), {"learned_mask": True}),
+    ("masked", "conv", (8, 8, 3), {"learned_mask": True}),
+    ("residual", "mlp", (10,), {"reuse_source": "input"}),
+    ("residual", "conv", (8, 8, 3), {"reuse_source": "input"}),
+]
+
+
+@pytest.fixture(scope="module")
+def reloaded_in_fresh_process(tmp_path_factory):
+    """Saves one model per case, reloads them all in ONE fresh Python process.
+
+    Returns `(entries, expected, report)`: the file paths per case, the predictions
+    of the in-memory models, and what the fresh process reported.
+    """
+    tmp_path = tmp_path_factory.mktemp("fresh_process")
+    keras.utils.set_random_seed(7)
+    entries, expected = [], {}
+    for i, (strategy, family, shape, extra) in enumerate(SAVE_CASES):
+        model = build_model(strategy, 3, WIDTH, shape, NUM_CLASSES, family, mask_seed=5, **extra)
+        x, y = make_batch(shape, batch=5, seed=i)
+        # Train a step first, so the saved weights are not what a rebuild would give.
+        compile_eager(model).train_on_batch(x, y)
+        tag = f"{i:02d}_{strategy}_{family}"
+        entry = {
+            "model": str(tmp_path / f"{tag}.keras"),
+            "input": str(tmp_path / f"{tag}_x.npy"),
+            "output": str(tmp_path / f"{tag}_pred.npy"),
+        }
+        model.save(entry["model"])
+        np.save(entry["input"], x)
+        expected[tag] = np_(model(x, training=False))
+        entries.append((tag, entry))
+    keras.backend.clear_session()
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([e for _, e in entries]))
+    report_path = tmp_path / "report.json"
+    script = tmp_path / "reload.py"
+    script.write_text(RELOAD_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(script), str(manifest), str(report_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return entries, expected, json.loads(report_path.read_text())
+
+
+def test_saved_models_of_every_strategy_reload_in_a_fresh_process(reloaded_in_fresh_process):
+    entries, expected, _ = reloaded_in_fresh_process
+    assert {s for s, *_ in SAVE_CASES} == set(STRATEGIES)
+    assert {f for _, f, *_ in SAVE_CASES} == {"mlp", "conv"}
+    for tag, entry in entries:
+        predictions = np.load(entry["output"])
+        assert predictions.shape == (5, NUM_CLASSES)
+        np.testing.assert_array_equal(predictions, expected[tag], err_msg=tag)
+
+
+def test_import_reuse_nets_alone_makes_saved_models_loadable(reloaded_in_fresh_process):
+    """`import reuse_nets` must register the layers for `safe_mode=True` loading."""
+    _, _, report = reloaded_in_fresh_process
+    assert report["package_import_error"] is None, report["package_import_error"]
+
+
+# ---------------------------------------------------------------------------
+# Argument validation.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["dense", "Concat", "", None])
+def test_unknown_strategy_raises(strategy):
+    with pytest.raises(ValueError, match=re.escape(f"strategy={strategy!r}")) as info:
+        build_model(strategy, 2, WIDTH, (10,), NUM_CLASSES)
+    assert "`strategy`" in str(info.value)
+
+
+def test_unknown_family_raises():
+    with pytest.raises(ValueError, match=re.escape("family='rnn'")):
+        build_model("plain", 2, WIDTH, (10,), NUM_CLASSES, "rnn")
+
+
+@pytest.mark.parametrize("strategy", ["concat", "masked"])
+def test_concatenating_strategies_refuse_previous_reuse_source(strategy):
+    with pytest.raises(ValueError, match=re.escape("reuse_source='previous'")) as info:
+        build_model(strategy, 2, WIDTH, (10,), NUM_CLASSES, reuse_source="previous")
+    assert "`reuse_source`" in str(info.value)
+
+
+def test_plain_refuses_input_reuse_source():
+    with pytest.raises(ValueError, match=re.escape("reuse_source='input'")):
+        build_model("plain", 2, WIDTH, (10,), NUM_CLASSES, reuse_source="input")
+
+
+def test_unknown_reuse_source_raises():
+    with pytest.raises(ValueError, match=re.escape("reuse_source='skip'")):
+        build_model("residual", 2, WIDTH, (10,), NUM_CLASSES, reuse_source="skip")
+
+
+@pytest.mark.parametrize("width", [0, -1, "a"])
+def test_bad_width_raises(width):
+    with pytest.raises(ValueError, match=re.escape(f"={width!r}")):
+        build_model("plain", 2, width, (10,), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("keep_ratio", [0, 1.5])
+def test_masked_model_bad_keep_ratio_raises(keep_ratio):
+    with pytest.raises(ValueError, match=re.escape(f"keep_ratio={keep_ratio!r}")):
+        build_model("masked", 2, WIDTH, (10,), NUM_CLASSES, keep_ratio=keep_ratio)
