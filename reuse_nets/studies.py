@@ -140,6 +140,14 @@ class StudySpec(_Strict):
                 raise ValueError(f"{name}: {_first_error(error)}") from None
         return parsed
 
+    @pydantic.field_serializer("search_space")
+    def _dump_params(self, space):
+        # Back to the file's own forms, so a dumped spec validates again.
+        return {
+            name: param.value if isinstance(param, Fixed) else param.model_dump(exclude_none=True)
+            for name, param in space.items()
+        }
+
     @pydantic.model_validator(mode="after")
     def _consistent(self):
         if len(set(self.seeds)) != len(self.seeds):

@@ -17,6 +17,8 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import Callable
 
 from reuse_nets import studies
@@ -71,15 +73,17 @@ def make_storage(url: str, spec: StudySpec):
     optuna = _optuna()
     execution = spec.execution
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            heartbeat_interval=execution.heartbeat_interval,
-            grace_period=execution.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=execution.max_retry
-            ),
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                heartbeat_interval=execution.heartbeat_interval,
+                grace_period=execution.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=execution.max_retry
+                ),
+            )
     except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
         raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
 
@@ -178,7 +182,9 @@ def reconcile(study, experiment_id: str) -> int:
     import mlflow
 
     optuna = _optuna()
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     client = mlflow.MlflowClient()
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     closed = 0
@@ -509,5 +515,39 @@ def _run_workers(spec: StudySpec, options: SweepOptions) -> None:
             process.join()
         raise
     failed = [p.exitcode for p in processes if p.exitcode]
+    if len(failed) == len(processes):
+        raise SweepError(f"all {len(processes)} workers failed (exit codes {failed}); see their output above")
     if failed:
         print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
+
+
+def describe_plan(spec: StudySpec, options: SweepOptions) -> str:
+    """What `run_sweep` would do, as text; reads and writes nothing."""
+    import yaml
+
+    total = options.n_trials or spec.total_trials
+    lines = [
+        f"study {spec.name}: {total} finished trials wanted, sampler {spec.sampler.type} (seed {spec.sampler.seed}), "
+        f"pruner {spec.pruner.type}, objective {spec.objective.direction} {spec.objective.metric}",
+        f"storage {options.storage}; MLflow tracking {options.tracking_uri or 'MLflow default (MLFLOW_TRACKING_URI or sqlite:///mlflow.db)'}",
+        f"workers {options.workers} x {max(1, (os.cpu_count() or 1) // options.workers)} TensorFlow threads",
+    ]
+    if spec.sampler.type == "grid":
+        grid = spec.grid()
+        lines.append(f"grid of {len(grid)} points:")
+        lines += [f"  {i:3d}: {point}" for i, point in enumerate(grid)]
+    lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
+    return "\n".join(lines)
+
+
+def summary(result: SweepResult) -> str:
+    """The end-of-study summary: counts, where to look, and the report's tables."""
+    lines = [
+        f"study {result.study_name}: {result.finished}/{result.total} trials finished",
+        f"MLflow experiment {result.experiment_id}, parent run {result.parent_run_id} (run `mlflow ui` here to browse)",
+    ]
+    if result.report_dir:
+        report = (Path(result.report_dir) / "report.md").read_text().splitlines()
+        lines += [line for line in report if not line.startswith(("![", "# ", "## Plots"))]
+        lines.append(f"report: {result.report_dir}/report.md (also logged to the parent run)")
+    return "\n".join(lines).rstrip()

@@ -8,6 +8,7 @@ URI says otherwise, so a bare `mlflow ui` in the project root shows every run.
 from __future__ import annotations
 
 import functools
+import logging
 import importlib.metadata
 import os
 import subprocess
@@ -15,6 +16,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from reuse_nets import models, training
@@ -123,11 +125,16 @@ def _save_keras_model(path, **kwargs):
 
 def _log_model(model, dataset: Dataset) -> str:
     """Logs `model` through MLflow's Keras flavor; returns its model URI."""
+    import keras
     import mlflow
     from mlflow.models import Model, infer_signature
 
+    # MLflow predicts on the input example with Keras's progress bar; no bars in logs.
+    keras.utils.disable_interactive_logging()
+    # No pip in uv-made environments: MLflow warns it cannot read pip's version.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     example = dataset.sample("validation", INPUT_EXAMPLE_SIZE)
-    signature = infer_signature(example, model.predict(example, verbose=0))
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
     versions = library_versions()
     info = Model.log(
         artifact_path=None,

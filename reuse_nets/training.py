@@ -206,6 +206,7 @@ def train(config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = 
         validation_data=val_data,
         epochs=config.epochs,
         verbose=0,
+        shuffle=False,  # the pipeline shuffles, with the trial's seed
         callbacks=[_epoch_callback(dataset.num_examples("train"), history, result, hooks)],
     )
     if result.status == "completed" and "test" in dataset.splits:
@@ -237,6 +238,7 @@ def measure_gradient_norm_overhead(config: TrialConfig, dataset: Dataset, epochs
                 dataset.pipeline("train", config.batch_size, seed=config.seed),
                 epochs=epochs,
                 verbose=0,
+                shuffle=False,
                 callbacks=[recorder],
             )
             times[tracked].extend(h["epoch_time"] for h in history[1:])
