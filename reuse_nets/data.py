@@ -178,7 +178,8 @@ def _metadata_digest(builder, splits: dict[str, str]) -> str:
         "name": info.full_name,
         "splits": {
             role: [
-                (fi.filename, fi.skip, fi.take, fi.examples_in_shard)
+                # File names only: the digest must not depend on where data_dir is.
+                (Path(fi.filename).name, fi.skip, fi.take, fi.examples_in_shard)
                 for fi in info.splits[expr].file_instructions
             ]
             for role, expr in sorted(splits.items())
@@ -207,6 +208,8 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
     arrays = {}
     for role, expr in roles.items():
         try:
+            if info.splits[expr].num_examples <= 0:  # e.g. a reversed slice "train[5:3]"
+                raise ValueError("it selects no examples")
             images, labels = tfds.as_numpy(builder.as_dataset(split=expr, as_supervised=True, batch_size=-1))
         except (ValueError, KeyError, AssertionError) as error:
             first_line = (str(error).strip().splitlines() or [""])[0]
@@ -214,8 +217,6 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
                 f"bad {role} split {expr!r} for dataset {name!r} (splits: {', '.join(info.splits.keys())}): "
                 f"{first_line}"
             ) from None
-        if len(labels) == 0:
-            raise DataError(f"{role} split {expr!r} of dataset {name!r} is empty")
         arrays[role] = (images, labels)
     return Dataset(
         name=name,

@@ -9,6 +9,8 @@ layers serve vectors `(batch, features)` and images `(batch, H, W, channels)`.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import keras
 from keras import ops
@@ -268,12 +270,12 @@ class MaskedInputLayer(keras.layers.Layer):
         if mask_shape is not None:
             mask_shape = tuple(_positive_int("mask_shape", d) for d in mask_shape)
         self.mask_shape = mask_shape
-        if not 0.0 < float(keep_ratio) <= 1.0:
-            raise ValueError(f"`keep_ratio` must be in (0, 1]. Received: keep_ratio={keep_ratio!r}")
+        if not isinstance(keep_ratio, numbers.Real) or not 0.0 < float(keep_ratio) <= 1.0:
+            raise ValueError(f"`keep_ratio` must be a number in (0, 1]. Received: keep_ratio={keep_ratio!r}")
         self.keep_ratio = float(keep_ratio)
         self.learned = bool(learned)
         self.seed = int(seed)
-        if float(gate_init) <= 0.0:
+        if not isinstance(gate_init, numbers.Real) or float(gate_init) <= 0.0:
             raise ValueError(f"`gate_init` must be positive. Received: gate_init={gate_init!r}")
         self.gate_init = float(gate_init)
 
@@ -357,6 +359,7 @@ class MaskedReuseBlock(ReuseBlock):
             learned=learned,
             seed=seed,
             gate_init=gate_init,
+            dtype=self.dtype_policy,  # mixed precision reaches the mask too
             name="masking",
         )
 

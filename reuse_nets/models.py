@@ -18,6 +18,7 @@ DenseNet without transitions), which is why those strategies refuse "previous".
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Callable
 
 FAMILIES = ("mlp", "conv")
@@ -81,7 +82,8 @@ def block_name(index: int) -> str:
 
 def block_names(model) -> list[str]:
     """Names of the reuse blocks of a model built here, in depth order."""
-    return sorted(l.name for l in model.layers if l.name.startswith("block_"))
+    names = [layer.name for layer in model.layers if layer.name.startswith("block_")]
+    return sorted(names, key=lambda name: int(name.removeprefix("block_")))
 
 
 def build_model(
@@ -125,8 +127,11 @@ def build_model(
         raise ValueError(f"`strategy` must be one of {sorted(STRATEGIES)}. Received: strategy={strategy!r}")
     if family not in FAMILIES:
         raise ValueError(f"`family` must be one of {list(FAMILIES)}. Received: family={family!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"`depth` must be an integer in [1, {MAX_DEPTH}]. Received: depth={depth!r}")
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+        raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
+    depth, width = int(depth), int(width)
     spec = STRATEGIES[strategy]
     source = reuse_source or spec.reuse_sources[0]
     if source not in spec.reuse_sources:

@@ -85,10 +85,12 @@ def _gradient_norm_model_class():
             self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
             gradients = tape.gradient(loss, variables)
             self.optimizer.apply_gradients(zip(gradients, variables))
-            squares = [tf.reduce_sum(tf.square(g)) for g in gradients]
-            self.norm_trackers[0].update_state(tf.sqrt(tf.add_n(squares)))
+            # Sums over stacked squares, not `tf.add_n`: graph rewrites may reorder
+            # AddN's inputs, which changes float rounding between processes.
+            squares = tf.stack([tf.reduce_sum(tf.square(g)) for g in gradients])
+            self.norm_trackers[0].update_state(tf.sqrt(tf.reduce_sum(squares)))
             for tracker, group in zip(self.norm_trackers[1:], self._groups):
-                tracker.update_state(tf.sqrt(tf.add_n([squares[i] for i in group])))
+                tracker.update_state(tf.sqrt(tf.reduce_sum(tf.gather(squares, group))))
             return self.compute_metrics(x, y, y_pred)
 
         def test_step(self, data):

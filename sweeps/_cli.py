@@ -31,7 +31,8 @@ def add_tracking_args(parser) -> None:
 def data_source(args):
     from reuse_nets.data import DataSource
 
-    return DataSource(data_dir=args.data_dir, manual_dir=args.manual_dir, download=args.download)
+    # Empty strings mean "not set" (MLproject parameters cannot be omitted).
+    return DataSource(data_dir=args.data_dir or None, manual_dir=args.manual_dir or None, download=args.download)
 
 
 def _terminate(signum, frame):
@@ -41,13 +42,14 @@ def _terminate(signum, frame):
 def main_guard(main) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
     from reuse_nets.data import DataError
+    from reuse_nets.reproduce import ReproduceError
     from reuse_nets.studies import StudyError
     from reuse_nets.sweep import SweepError
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return main() or 0
-    except (StudyError, DataError, SweepError) as error:
+    except (StudyError, DataError, SweepError, ReproduceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,298 @@
+"""Tests of MLflow tracking of one trial, against a temporary sqlite tracking store."""
+
+import contextlib
+import dataclasses
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+from PIL import Image
+
+from reuse_nets import tracking
+from reuse_nets.config import TrialConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/global")
+
+
+@contextlib.contextmanager
+def use_tracking_store(directory: Path, template: Path | None = None):
+    """Tracks into `directory/mlflow.db` with artifacts under `directory/mlruns`, then
+    restores the tracking URI, its environment variable and the working directory.
+
+    `template` is an empty, migrated `mlflow.db` to start from: creating the schema
+    takes MLflow several seconds per store.
+    """
+    if template is not None:
+        shutil.copyfile(template, directory / "mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored on exit
+        patch.chdir(directory)
+        uri = f"sqlite:///{directory}/mlflow.db"
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            while mlflow.active_run():  # never leak a run into other tests
+                mlflow.end_run(status="KILLED")
+            mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An empty tracking database with MLflow's schema, copied by every store here."""
+    directory = tmp_path_factory.mktemp("empty-store")
+    with use_tracking_store(directory):
+        assert [e.name for e in mlflow.MlflowClient().search_experiments()] == ["Default"]
+    return directory / "mlflow.db"
+
+
+@pytest.fixture
+def tracking_store(tmp_path, empty_store):
+    """A temporary tracking store of the test's own, active while it runs."""
+    with use_tracking_store(tmp_path, template=empty_store) as uri:
+        yield uri
+
+
+def small_config(dataset_config, **overrides):
+    fields = dict(strategy="residual", depth=3, width=32, epochs=2, batch_size=128, seed=0, dataset=dataset_config)
+    return TrialConfig(**{**fields, **overrides})
+
+
+@dataclasses.dataclass
+class TrackedRun:
+    directory: Path
+    uri: str
+    config: TrialConfig
+    dataset: object
+    run_id: str
+    result: object
+
+
+@pytest.fixture(scope="module")
+def tracked_run_store(tmp_path_factory, empty_store, fashion_mnist, fashion_mnist_config):
+    """One completed tracked run, in its own store, read by many tests."""
+    directory = tmp_path_factory.mktemp("tracked")
+    config = small_config(fashion_mnist_config)
+    with use_tracking_store(directory, template=empty_store) as uri:
+        run_id, result = tracking.track_training(
+            config, fashion_mnist, experiment_id=tracking.experiment_id("test"), run_name="short"
+        )
+    return TrackedRun(directory, uri, config, fashion_mnist, run_id, result)
+
+
+@pytest.fixture
+def tracked(tracked_run_store):
+    """The completed run, with its store active for the duration of a test."""
+    with use_tracking_store(tracked_run_store.directory):
+        yield tracked_run_store
+
+
+def get_run(run_id):
+    return mlflow.MlflowClient().get_run(run_id)
+
+
+# --- A completed run ------------------------------------------------------------------
+
+
+def test_completed_run_is_finished_in_the_temporary_store(tracked):
+    run = get_run(tracked.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "short"
+    assert run.data.tags[tracking.OUTCOME_TAG] == "completed"
+    assert run.data.tags[tracking.KIND_TAG] == "trial"
+    assert tracking.REASON_TAG not in run.data.tags
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(tracked.directory / "mlruns") and artifacts.is_dir()
+    assert (tracked.directory / "mlflow.db").is_file()
+    assert mlflow.active_run() is None
+
+
+def test_params_hold_every_config_field_and_the_dataset(tracked):
+    params = get_run(tracked.run_id).data.params
+    for key in ("strategy", "depth", "width", "learning_rate", "batch_size", "epochs", "seed", "family"):
+        assert params[key] == str(getattr(tracked.config, key)), key
+    for key, value in tracked.config.flat().items():
+        assert params["dataset" if key == "dataset.name" else key] == str(value), key
+    assert params["dataset"] == "fashion_mnist"
+    assert params["dataset_version"] == "3.0.1"
+    assert params["dataset_digest"] == tracked.dataset.digest
+    assert params["split.train"] == "train[:2000]"
+
+
+def test_every_epoch_metric_is_logged_per_step(tracked):
+    client = mlflow.MlflowClient()
+    epochs = tracked.config.epochs
+    blocks = [f"grad_norm/block_{i:02d}" for i in range(1, tracked.config.depth + 1)]
+    for key in (*EPOCH_METRICS, *blocks):
+        history = sorted(client.get_metric_history(tracked.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(1, epochs + 1)), key
+        np.testing.assert_allclose([m.value for m in history], [h[key] for h in tracked.result.history], rtol=1e-6)
+    logged = get_run(tracked.run_id).data.metrics
+    assert sorted(k for k in logged if "grad_norm" in k) == sorted(["grad_norm/global", *blocks])
+
+
+def test_test_accuracy_is_logged(tracked):
+    metrics = get_run(tracked.run_id).data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(tracked.result.test_metrics["test_accuracy"])
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+
+
+def test_dataset_inputs_record_every_split_with_the_digest(tracked):
+    inputs = get_run(tracked.run_id).inputs.dataset_inputs
+    contexts = {}
+    for dataset_input in inputs:
+        tags = {tag.key: tag.value for tag in dataset_input.tags}
+        contexts[tags["mlflow.data.context"]] = (dataset_input.dataset, tags)
+    assert set(contexts) == {"training", "validation", "testing"}
+    for context, role in (("training", "train"), ("validation", "validation"), ("testing", "test")):
+        dataset, tags = contexts[context]
+        assert dataset.digest == tracked.dataset.digest
+        assert tags["tfds.split"] == tracked.dataset.splits[role]
+        assert tracked.dataset.splits[role] in dataset.name
+
+
+def test_tags_record_code_and_library_versions(tracked):
+    tags = get_run(tracked.run_id).data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert tags["mlflow.source.git.commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
+    assert tags["reuse_nets.git_dirty"] in {"true", "false"}
+    for name in tracking.LIBRARIES:
+        assert f"reuse_nets.version.{name}" in tags, name
+    assert tags["reuse_nets.version.mlflow"] == mlflow.__version__
+    assert tags["reuse_nets.version.keras"] == keras.__version__
+
+
+def test_config_artifact_round_trips(tracked):
+    assert TrialConfig(**tracking.read_config(tracked.run_id)) == tracked.config
+
+
+@pytest.mark.parametrize("name", ["training_curves.png", "grad_norm_by_block.png"])
+def test_plots_are_valid_pngs(tracked, name, tmp_path):
+    path = mlflow.artifacts.download_artifacts(run_id=tracked.run_id, artifact_path=f"plots/{name}", dst_path=tmp_path)
+    content = Path(path).read_bytes()
+    assert content.startswith(PNG_SIGNATURE)
+    Image.open(io.BytesIO(content)).verify()
+    width, height = Image.open(io.BytesIO(content)).size
+    assert width > 200 and height > 100
+
+
+def test_logged_model_has_signature_and_input_example(tracked):
+    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature is not None
+    assert info.saved_input_example_info is not None
+    (spec,) = info.signature.inputs.inputs
+    assert tuple(spec.shape) == (-1, 28, 28, 1)
+    assert info.run_id == tracked.run_id
+
+
+def test_logged_model_reloads_in_a_fresh_process(tracked):
+    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    inputs = tracked.dataset.sample("test", 8)
+    np.save(tracked.directory / "inputs.npy", inputs)
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from reuse_nets import tracking
+        m = tracking.load_logged_model(sys.argv[1])
+        np.save("outputs.npy", m.predict(np.load("inputs.npy"), verbose=0))
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracked.uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.run(
+        [sys.executable, "-c", script, model_uri],
+        cwd=tracked.directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    reloaded = np.load(tracked.directory / "outputs.npy")
+    expected = tracked.result.model.predict(inputs, verbose=0)
+    assert reloaded.shape == (8, 10)
+    np.testing.assert_allclose(reloaded, expected, rtol=1e-6)
+
+
+# --- Runs that do not complete --------------------------------------------------------
+
+
+def assert_no_run_left_running(experiment):
+    runs = mlflow.MlflowClient().search_runs([experiment], run_view_type=ViewType.ALL)
+    assert runs and all(run.info.status != "RUNNING" for run in runs)
+    assert mlflow.active_run() is None
+
+
+def test_diverged_run_fails_with_reason_and_no_model(tracking_store, fashion_mnist, fashion_mnist_config):
+    config = small_config(fashion_mnist_config, strategy="plain", depth=4, optimizer="sgd", learning_rate=1e6)
+    experiment = tracking.experiment_id("test")
+    run_id, result = tracking.track_training(config, fashion_mnist, experiment_id=experiment)
+    assert result.status == "diverged"
+    run = get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.OUTCOME_TAG] == "diverged"
+    assert "non-finite loss" in run.data.tags[tracking.REASON_TAG]
+    assert tracking.MODEL_URI_TAG not in run.data.tags
+    assert "test_accuracy" not in run.data.metrics
+    models = mlflow.MlflowClient().search_logged_models(experiment_ids=[experiment])
+    assert [m for m in models if m.source_run_id == run_id] == []
+    assert math.isnan(run.data.metrics["loss"])  # the diverged epoch is still recorded
+    assert_no_run_left_running(experiment)
+
+
+class Pruned(Exception):
+    pass
+
+
+def raise_at_first_epoch(error):
+    def hook(epoch, metrics):
+        raise error
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "error, status, outcome, reason",
+    [
+        (KeyboardInterrupt(), "KILLED", "interrupted", "interrupted"),
+        (Pruned("pruned at epoch 1"), "KILLED", "pruned", "Pruned: pruned at epoch 1"),
+        (RuntimeError("boom"), "FAILED", "error", "RuntimeError: boom"),
+    ],
+    ids=["keyboard-interrupt", "killed-on", "other-error"],
+)
+def test_hook_exception_ends_run_and_propagates(
+    tracking_store, fashion_mnist, fashion_mnist_config, error, status, outcome, reason
+):
+    config = small_config(fashion_mnist_config, depth=2, width=16)
+    experiment = tracking.experiment_id("test")
+    with pytest.raises(type(error)):
+        tracking.track_training(
+            config,
+            fashion_mnist,
+            experiment_id=experiment,
+            run_name="stopped",
+            hooks=(raise_at_first_epoch(error),),
+            killed_on=(Pruned,),
+        )
+    (run,) = mlflow.MlflowClient().search_runs([experiment], run_view_type=ViewType.ALL)
+    assert run.info.status == status
+    assert run.data.tags[tracking.OUTCOME_TAG] == outcome
+    assert run.data.tags[tracking.REASON_TAG] == reason
+    assert tracking.MODEL_URI_TAG not in run.data.tags
+    # The epoch that ran before the hook stopped training is recorded.
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
+    assert steps == [1]
+    assert_no_run_left_running(experiment)

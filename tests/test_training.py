@@ -1,0 +1,163 @@
+"""Tests of deterministic training with per-block gradient norms, on real fashion_mnist."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from reuse_nets import data, training
+from reuse_nets.config import TrialConfig
+
+TIMING_METRICS = {"epoch_time", "throughput"}
+
+
+def small_config(dataset_config, **overrides):
+    fields = dict(strategy="residual", depth=3, width=32, epochs=2, batch_size=128, seed=0, dataset=dataset_config)
+    return TrialConfig(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def short_run(fashion_mnist, fashion_mnist_config):
+    """One short training run, shared by the tests that only read its result."""
+    config = small_config(fashion_mnist_config)
+    return config, training.train(config, fashion_mnist)
+
+
+def without_timing(history):
+    return [{k: v for k, v in epoch.items() if k not in TIMING_METRICS} for epoch in history]
+
+
+def test_every_epoch_records_metrics_and_one_norm_per_block(short_run):
+    config, result = short_run
+    assert result.status == "completed" and result.reason is None
+    assert len(result.history) == config.epochs
+    blocks = {f"grad_norm/block_{i:02d}" for i in range(1, config.depth + 1)}
+    expected = {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "throughput", "grad_norm/global"}
+    for epoch in result.history:
+        assert set(epoch) == expected | blocks  # no val_grad_norm/..., nothing else
+        assert all(math.isfinite(value) for value in epoch.values())
+        assert epoch["epoch_time"] > 0 and epoch["throughput"] > 0
+
+
+def test_gradient_norms_are_positive_and_bounded_by_the_global_norm(short_run):
+    _, result = short_run
+    for epoch in result.history:
+        norms = {k: v for k, v in epoch.items() if k.startswith("grad_norm/block_")}
+        assert all(0 < value < math.inf for value in norms.values())
+        # Per step, the global norm covers every block; the epoch means inherit it.
+        assert all(epoch["grad_norm/global"] >= value for value in norms.values())
+
+
+def test_training_learns_and_evaluates_on_test(short_run):
+    _, result = short_run
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.history[-1]["val_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert set(result.test_metrics) == {"test_loss", "test_accuracy"}
+    assert 0.5 < result.test_metrics["test_accuracy"] <= 1.0
+    assert result.final("val_accuracy") == result.history[-1]["val_accuracy"]
+
+
+def test_same_seed_gives_identical_metrics(short_run, fashion_mnist):
+    config, first = short_run
+    second = training.train(config, fashion_mnist)
+    assert without_timing(second.history) == without_timing(first.history)  # exact, not approximate
+    assert second.test_metrics == first.test_metrics
+
+
+def test_different_seed_gives_different_metrics(short_run, fashion_mnist):
+    config, first = short_run
+    other = training.train(config.model_copy(update={"seed": 1}), fashion_mnist)
+    for key in ("loss", "val_loss", "grad_norm/global", "grad_norm/block_01"):
+        assert [h[key] for h in other.history] != [h[key] for h in first.history], key
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_nan_learning_rate_ends_diverged_without_raising(fashion_mnist, fashion_mnist_config, optimizer):
+    config = small_config(
+        fashion_mnist_config, strategy="plain", depth=4, optimizer=optimizer, learning_rate=1e6, epochs=3
+    )
+    result = training.train(config, fashion_mnist)
+    assert result.status == "diverged"
+    assert "non-finite loss" in result.reason
+    assert len(result.history) < config.epochs  # stopped early
+    assert not math.isfinite(result.history[-1]["loss"])
+    assert result.test_metrics == {}
+
+
+def test_hooks_see_every_epoch(fashion_mnist, fashion_mnist_config):
+    config = small_config(fashion_mnist_config, depth=1, width=8)
+    seen = []
+    result = training.train(config, fashion_mnist, hooks=(lambda epoch, metrics: seen.append((epoch, metrics)),))
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert [metrics for _, metrics in seen] == result.history
+
+
+def test_hook_exception_propagates(fashion_mnist, fashion_mnist_config):
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_epoch(epoch, metrics):
+        raise Stop(f"stop at {epoch}")
+
+    config = small_config(fashion_mnist_config, depth=1, width=8)
+    with pytest.raises(Stop, match="stop at 1"):
+        training.train(config, fashion_mnist, hooks=(stop_at_first_epoch,))
+
+
+def norms_by_hand(model, batches, optimizer):
+    """Global and per-block gradient norms of each step, applying `optimizer` in between."""
+    blocks = {name: {id(v) for v in model.get_layer(name).trainable_variables} for name in ("block_01", "block_02")}
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    steps = []
+    for x, y in batches:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        squares = {id(v): float(tf.reduce_sum(tf.square(g))) for v, g in zip(variables, gradients)}
+        norms = {"grad_norm/global": math.sqrt(sum(squares.values()))}
+        norms.update({f"grad_norm/{name}": math.sqrt(sum(squares[i] for i in ids)) for name, ids in blocks.items()})
+        steps.append(norms)
+        optimizer.apply_gradients(zip(gradients, variables))
+    return steps
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_gradient_norms_are_the_training_gradients(fashion_mnist, fashion_mnist_config, steps):
+    train_size = fashion_mnist.num_examples("train")
+    config = small_config(fashion_mnist_config, depth=2, width=16, epochs=1, batch_size=train_size // steps, seed=3)
+    result = training.train(config, fashion_mnist)
+
+    # Same initial weights, same optimizer, same shuffled batches as inside `train`.
+    keras.backend.clear_session()
+    training.seed_everything(config.seed)
+    model = training.build(config, fashion_mnist)
+    training.compile_for_training(model, config, track_gradients=False)
+    batches = list(fashion_mnist.pipeline("train", config.batch_size, seed=config.seed))
+    assert len(batches) == steps
+    by_hand = norms_by_hand(model, batches, model.optimizer)
+
+    for key in ("grad_norm/global", "grad_norm/block_01", "grad_norm/block_02"):
+        expected = np.mean([step[key] for step in by_hand])  # the epoch mean over steps
+        np.testing.assert_allclose(result.history[0][key], expected, rtol=1e-4, err_msg=key)
+    if steps == 2:  # the steps differ, so a last-step value would not match the mean
+        assert by_hand[0]["grad_norm/global"] != pytest.approx(by_hand[1]["grad_norm/global"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_gradient_norm_overhead(data_source, fashion_mnist_config):
+    # 40 steps an epoch: on the 2000-example fixture, per-epoch fixed costs and
+    # scheduler noise swamp the per-step cost being measured.
+    dataset = data.load_dataset("fashion_mnist", data.Splits(train="train[:10000]", validation="train[:100]", test=None), data_source)
+    config = small_config(fashion_mnist_config, depth=8, width=128, batch_size=256, epochs=3)
+    timing = training.measure_gradient_norm_overhead(config, dataset, epochs=3, repeats=2)
+    print(
+        f"\ngradient-norm overhead (residual d8 w128 b256, 10000 examples): ratio {timing['ratio']:.3f} "
+        f"(target < 1.05), tracked {timing['tracked_s'] * 1e3:.1f} ms/epoch, plain {timing['plain_s'] * 1e3:.1f} "
+        f"ms/epoch, throughput {timing['throughput']:.0f} examples/s"
+    )
+    assert timing["tracked_s"] > 0 and timing["plain_s"] > 0
+    assert timing["throughput"] == pytest.approx(dataset.num_examples("train") / timing["tracked_s"])
+    assert timing["ratio"] < 1.25  # noisy on a shared 2-core machine; the real target is < 5%
