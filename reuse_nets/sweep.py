@@ -136,6 +136,16 @@ def open_study(spec: StudySpec, storage):
     return study
 
 
+def load_existing_study(spec: StudySpec, url: str):
+    """The stored Optuna study of `spec`, without creating anything."""
+    optuna = _optuna()
+    storage = make_storage(url, spec)
+    try:
+        return optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        raise SweepError(f"no study {spec.name!r} in storage {url}; run it first with sweeps/run.py") from None
+
+
 # ---------------------------------------------------------------------------
 # Trial bookkeeping
 

@@ -16,6 +16,10 @@ os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
 # One process trains many models, so tf.function retracing warnings are expected noise.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Under `mlflow run`, MLflow hands its project run to us through MLFLOW_RUN_ID, which
+# every `mlflow.start_run()` would then resume. Our runs are our own: take the id
+# out of the environment and only tag the project run with what we made.
+PROJECT_RUN_ID = os.environ.pop("MLFLOW_RUN_ID", None)
 
 
 def add_data_args(parser) -> None:
@@ -33,6 +37,16 @@ def data_source(args):
 
     # Empty strings mean "not set" (MLproject parameters cannot be omitted).
     return DataSource(data_dir=args.data_dir or None, manual_dir=args.manual_dir or None, download=args.download)
+
+
+def tag_project_run(tags: dict) -> None:
+    """Tags the `mlflow run` project run that launched this script, if any."""
+    if PROJECT_RUN_ID:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(PROJECT_RUN_ID, key, str(value))
 
 
 def _terminate(signum, frame):

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
         strict=args.strict,
         evaluate_only=args.evaluate_only,
     )
+    _cli.tag_project_run({"reuse_nets.reproduces": args.run_id, "reuse_nets.agree": outcome.agree})
     if outcome.new_run_id:
         print(f"reproduction logged as run {outcome.new_run_id} (tag reproduces={outcome.original_run_id})")
     print(outcome.table())

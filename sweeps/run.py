@@ -6,6 +6,7 @@ Re-running the same command continues the study to its number of trials.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import _cli
@@ -16,13 +17,14 @@ def parse_args(argv):
     parser.add_argument("--study", help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--list", action="store_true", help="list the studies in experiments/ and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; writes nothing")
-    parser.add_argument("--n-trials", type=int, help="finished trials wanted in total (default: the study's)")
+    parser.add_argument("--n-trials", type=int, help="finished trials wanted in total (default or 0: the study's)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a study field, e.g. --set epochs=1 --set dataset.train_split=train[:2000]",
+        help="override study fields, e.g. --set epochs=1 --set dataset.train_split=train[:2000]; "
+        "one --set may hold several space-separated overrides",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     _cli.add_tracking_args(parser)
@@ -32,8 +34,10 @@ def parse_args(argv):
         parser.error("--study is required (or --list)")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
-    if args.n_trials is not None and args.n_trials < 1:
-        parser.error(f"--n-trials must be at least 1, got {args.n_trials}")
+    if args.n_trials is not None and args.n_trials < 0:
+        parser.error(f"--n-trials must be positive (or 0 for the study's own), got {args.n_trials}")
+    # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.
+    args.overrides = [item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item]
     return args
 
 
@@ -49,7 +53,7 @@ def main(argv=None) -> int:
     options = sweep.SweepOptions(
         storage=args.storage or sweep.DEFAULT_STORAGE,
         tracking_uri=args.tracking_uri,
-        n_trials=args.n_trials,
+        n_trials=args.n_trials or None,
         timeout=args.timeout,
         workers=args.workers,
         data=_cli.data_source(args),
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
         print(sweep.describe_plan(spec, options))
         return 0
     result = sweep.run_sweep(spec, options)
+    _cli.tag_project_run({"reuse_nets.study": spec.name, "reuse_nets.study_parent_run_id": result.parent_run_id})
     print(sweep.summary(result))
     return 0 if result.finished >= result.total else 1
 

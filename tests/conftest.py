@@ -1,6 +1,8 @@
-"""Generic test setup: quiet TensorFlow, seed every test, free Keras state after it."""
+"""Test setup: quiet TensorFlow, seed every test, free Keras state after it, and the
+real fashion_mnist data (prepared offline from shared/tfds_manual) for learning tests."""
 
 import os
+from pathlib import Path
 
 # Must be set before TensorFlow is imported (keras imports it), hence at module top.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,6 +11,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from reuse_nets import config as trial_config  # noqa: E402
+from reuse_nets import data  # noqa: E402
 
 SEED = 1234
 
@@ -29,11 +34,6 @@ def rng():
 
 
 # --- Real data: fashion_mnist prepared offline (data, training and tracking tests) ---
-
-from pathlib import Path  # noqa: E402
-
-from reuse_nets import config as trial_config  # noqa: E402
-from reuse_nets import data  # noqa: E402
 
 # Small slices keep every training run in these tests at a second or two.
 FASHION_MNIST_SPLITS = data.Splits(train="train[:2000]", validation="train[50000:50500]", test="test[:500]")

@@ -1,0 +1,43 @@
+"""Rebuild a study's ablation report from the stores: `python sweeps/report.py --study NAME`.
+
+Reads the trials from Optuna and MLflow (never from memory), writes
+reports/<study>/report.{md,html} with its PNGs and logs them to the parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import _cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True, help="study name in experiments/ or path to a study YAML file")
+    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the overrides the study was run with, if any")
+    _cli.add_tracking_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from reuse_nets import report, studies, sweep, tracking
+
+    args = parse_args(argv)
+    spec = studies.load_study(args.study, args.overrides)
+    tracking.set_tracking_uri(args.tracking_uri)
+    study = sweep.load_existing_study(spec, args.storage or sweep.DEFAULT_STORAGE)
+    parent_run_id = study.user_attrs.get(sweep.PARENT_ATTR)
+    if not parent_run_id:
+        raise sweep.SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first")
+    out = report.write_report(study, spec, parent_run_id)
+    print((Path(out) / "report.md").read_text())
+    print(f"report: {out}/report.md (also logged to parent run {parent_run_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.main_guard(main))
