@@ -191,6 +191,8 @@ def reconcile(study, experiment_id: str) -> int:
     """
     import mlflow
 
+    from reuse_nets import tracking
+
     optuna = _optuna()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -205,13 +207,14 @@ def reconcile(study, experiment_id: str) -> int:
     for run in dangling:
         number = run.data.tags.get(TRIAL_TAG)
         trial = by_number.get(int(number)) if number is not None else None
-        if trial is None or trial.state.name == "RUNNING" and trial.user_attrs.get(RUN_ID_ATTR) == run.info.run_id:
-            continue  # the parent run, or a trial still alive
-        from reuse_nets import tracking
-
-        client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
+        # A RUNNING trial is alive: a dead one was just failed by its stale heartbeat.
+        if trial is None or trial.state.name == "RUNNING":
+            continue  # the parent run, or a live trial
+        client.set_tag(run.info.run_id, STATE_TAG, trial.state.name)
         client.set_tag(run.info.run_id, tracking.OUTCOME_TAG, "died")
-        client.set_tag(run.info.run_id, tracking.REASON_TAG, "the trial's process died (no heartbeat); it was retried")
+        client.set_tag(
+            run.info.run_id, tracking.REASON_TAG, "the trial's process died (no heartbeat); Optuna retries its parameters"
+        )
         client.set_terminated(run.info.run_id, status="FAILED")
         closed += 1
     return closed
@@ -225,6 +228,7 @@ def ensure_parent_run(study, spec: StudySpec, experiment_id: str) -> str:
     from reuse_nets import tracking
 
     client = mlflow.MlflowClient()
+    parent_filter = f"tags.`{tracking.KIND_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{spec.name}'"
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         try:
@@ -233,11 +237,7 @@ def ensure_parent_run(study, spec: StudySpec, experiment_id: str) -> str:
         except mlflow.exceptions.MlflowException:
             run_id = None
     if not run_id:
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{tracking.KIND_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{spec.name}'",
-            max_results=1,
-        )
+        found = client.search_runs([experiment_id], filter_string=parent_filter, max_results=1)
         run_id = found[0].info.run_id if found else None
     if not run_id:
         run = client.create_run(
@@ -245,7 +245,12 @@ def ensure_parent_run(study, spec: StudySpec, experiment_id: str) -> str:
             run_name=spec.name,
             tags={tracking.KIND_TAG: "study", STUDY_TAG: spec.name, **tracking.provenance_tags()},
         )
-        run_id = run.info.run_id
+        # Runners on several machines may start a new study at once: all of them keep
+        # the earliest parent run and delete their own if it lost.
+        parents = client.search_runs([experiment_id], filter_string=parent_filter, order_by=["attributes.start_time ASC"])
+        run_id = parents[0].info.run_id
+        if run_id != run.info.run_id:
+            client.delete_run(run.info.run_id)
         for key, value in {
             "sampler": spec.sampler.type,
             "pruner": spec.pruner.type,
@@ -296,10 +301,8 @@ class Objective:
         from reuse_nets import tracking
 
         optuna = _optuna()
-        if self.spec.sampler.type == "grid" and GRID_ATTR not in trial.user_attrs:
-            # Another worker took the last grid point between our check and our ask.
-            trial.set_user_attr(OUTCOME_ATTR, "unused")
-            raise TrialFailed("grid exhausted: no waiting grid point for this trial")
+        if self.spec.sampler.type == "grid":
+            self._claim_grid_point(trial)
         config = studies.suggest_config(self.spec, trial)
         client = mlflow.MlflowClient()
         metric = self.spec.objective.metric
@@ -351,6 +354,29 @@ class Objective:
         self._finish(client, run_ids, trial, "completed", "COMPLETE")
         self.say(f"{label}: {metric}={value:.4f}")
         return value
+
+    @staticmethod
+    def _claim_grid_point(trial) -> None:
+        """Refuses a trial whose grid point another trial already owns.
+
+        Runners on several machines may enqueue the same point at the same time;
+        of the trials holding a point, the lowest-numbered live or finished one runs.
+        """
+        point = trial.user_attrs.get(GRID_ATTR)
+        if point is None:
+            # Another worker took the last grid point between our check and our ask.
+            trial.set_user_attr(OUTCOME_ATTR, "unused")
+            raise TrialFailed("grid exhausted: no waiting grid point for this trial")
+        owners = [
+            other.number
+            for other in trial.study.get_trials(deepcopy=False)
+            if other.user_attrs.get(GRID_ATTR) == point
+            and other.number != trial.number
+            and (other.state.name == "RUNNING" or _finished(other))
+        ]
+        if owners and min(owners) < trial.number:
+            trial.set_user_attr(OUTCOME_ATTR, "duplicate")
+            raise TrialFailed(f"grid point {point} is already trial {min(owners)}'s")
 
     @staticmethod
     def _finish(client, run_ids, trial, outcome: str, state: str) -> None:
@@ -445,9 +471,9 @@ def run_sweep(spec: StudySpec, options: SweepOptions = SweepOptions()) -> SweepR
     total = options.n_trials or spec.total_trials
     if spec.sampler.type == "grid" and total > len(spec.grid()):
         raise SweepError(f"n_trials={total} exceeds the {len(spec.grid())} points of the grid of {spec.name!r}")
-    dataset = _load_data(spec, options.data) if options.workers == 1 else None
-    if dataset is None:
-        _load_data(spec, options.data)  # fail fast, and prepare once before the workers
+    # Before anything is written: a data problem must leave no runs behind. With
+    # workers this also prepares the dataset once, before they start.
+    dataset = _load_data(spec, options.data)
     storage = make_storage(options.storage, spec)
     study = open_study(spec, storage)
     tracking.set_tracking_uri(options.tracking_uri)

@@ -1,0 +1,401 @@
+"""End-to-end tests of reproducing a logged run and of the MLflow Project.
+
+One real (tiny) smoke study is run once per module through `sweeps/run.py`, into a
+temporary Optuna storage and MLflow tracking store; every test then drives the real
+entry points (`sweeps/reproduce.py`, `sweeps/run.py`, `mlflow run`) as subprocesses
+against it and reads back what they stored.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from mlflow.entities import Metric, Param
+
+from reuse_nets import report, studies, sweep, tracking
+
+pytestmark = pytest.mark.slow  # every test here runs real entry points on real data
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "sweeps"
+MANUAL_DIR = os.environ.get("REUSE_NETS_MANUAL_DIR") or os.fspath(ROOT.parent / "shared" / "tfds_manual" / "fashion_mnist")
+# Two trials (grid of 2 strategies at depth 2), 1000 training examples, 2 epochs.
+SMOKE_OVERRIDES = [
+    "search_space.strategy=[residual, masked]",
+    "search_space.depth=[2]",
+    "dataset.train_split=train[:1000]",
+    "dataset.validation_split=train[50000:50500]",
+    "dataset.test_split=test[:500]",
+]
+PROJECT_OVERRIDES = [
+    "search_space.strategy=[plain]",
+    "search_space.depth=[1]",
+    "dataset.train_split=train[:500]",
+    "dataset.validation_split=train[50000:50300]",
+    "dataset.test_split=test[:300]",
+]
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/global")
+TIMEOUT = 600
+
+
+def script_env(**extra) -> dict:
+    """This environment without MLflow run/tracking settings an outer process may have set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+    env.update(extra)
+    return env
+
+
+def run_script(script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.fspath(SCRIPTS / script), *map(str, args)],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def describe(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+VERDICT = re.compile(r"(DIS)?AGREE within tolerance ")
+
+
+def verdict(proc: subprocess.CompletedProcess) -> str | None:
+    """The last line of the comparison table ("AGREE ..." or "DISAGREE ...")."""
+    lines = [line for line in proc.stdout.splitlines() if VERDICT.match(line)]
+    return lines[-1] if lines else None
+
+
+def table_rows(proc: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """Rows of the printed comparison table: metric name -> its four numbers."""
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("metric "))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if VERDICT.match(line):
+            break
+        name, *numbers = line.split()
+        rows[name] = numbers
+    return rows
+
+
+@dataclasses.dataclass
+class Study:
+    directory: Path
+    tracking_uri: str
+    storage: str
+    client: mlflow.MlflowClient
+    experiment_id: str
+    parent_run_id: str
+    trial_run_ids: list[str]  # the COMPLETE trials, by trial number
+    command: list[str]  # sweeps/run.py arguments that made (and resume) the study
+
+    @property
+    def run_id(self) -> str:
+        # The later trial: it ran after another in the same process, so reproducing
+        # it bit-exactly shows no state leaks from one trial into the next.
+        return self.trial_run_ids[-1]
+
+    def run_ids(self) -> set[str]:
+        return {run.info.run_id for run in self.client.search_runs([self.experiment_id], max_results=1000)}
+
+    def reproductions_of(self, run_id: str) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`reproduces` = '{run_id}'")
+
+    def reproduce(self, run_id: str, *args) -> subprocess.CompletedProcess:
+        return run_script(
+            "reproduce.py", run_id, "--tracking-uri", self.tracking_uri, "--manual-dir", MANUAL_DIR, *args, cwd=self.directory
+        )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished 2-trial smoke study, made by the real entry point."""
+    directory = tmp_path_factory.mktemp("study")
+    tracking_uri = f"sqlite:///{directory}/mlflow.db"
+    storage = f"sqlite:///{directory}/optuna.db"
+    command = [
+        "--study", "smoke", "--manual-dir", MANUAL_DIR, "--storage", storage,
+        "--tracking-uri", tracking_uri, "--set", " ".join(SMOKE_OVERRIDES),
+    ]
+    proc = run_script("run.py", *command, cwd=directory)
+    assert proc.returncode == 0, describe(proc)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("smoke")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'study'")
+    trials = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{sweep.STATE_TAG}` = 'COMPLETE' and tags.`{tracking.KIND_TAG}` = 'trial'",
+    )
+    assert len(trials) == 2, describe(proc)
+    trials.sort(key=lambda run: int(run.data.tags[sweep.TRIAL_TAG]))
+    return Study(
+        directory=directory,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        client=client,
+        experiment_id=experiment.experiment_id,
+        parent_run_id=parent.info.run_id,
+        trial_run_ids=[run.info.run_id for run in trials],
+        command=command,
+    )
+
+
+@pytest.fixture(scope="module")
+def reproduction(study):
+    """`reproduce.py RUN_ID` on the study's later trial: the process and the new run."""
+    before = study.run_ids()
+    proc = study.reproduce(study.run_id)
+    new = study.run_ids() - before
+    assert len(new) == 1, describe(proc)
+    return proc, study.client.get_run(new.pop())
+
+
+def metric_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+
+def test_reproduce_retrains_a_trial_bit_exactly(study, reproduction):
+    proc, new_run = reproduction
+    original = study.client.get_run(study.run_id)
+
+    assert proc.returncode == 0, describe(proc)
+    assert verdict(proc) == "AGREE within tolerance 0", describe(proc)
+    assert f"reproduction logged as run {new_run.info.run_id}" in proc.stdout
+    # Logged beside the original, as a child of the same study parent run.
+    assert new_run.info.experiment_id == original.info.experiment_id
+    assert new_run.info.status == "FINISHED"
+    assert new_run.data.tags["reproduces"] == study.run_id
+    assert original.data.tags[tracking.PARENT_TAG] == study.parent_run_id
+    assert new_run.data.tags[tracking.PARENT_TAG] == study.parent_run_id
+    assert new_run.data.params == original.data.params
+
+    blocks = sorted(name for name in original.data.metrics if name.startswith("grad_norm/block_"))
+    assert blocks == ["grad_norm/block_01", "grad_norm/block_02"]  # depth 2
+    for name in (*EPOCH_METRICS, *blocks, "test_loss", "test_accuracy"):
+        before = metric_history(study.client, study.run_id, name)
+        after = metric_history(study.client, new_run.info.run_id, name)
+        if name in EPOCH_METRICS or name in blocks:
+            assert [step for step, _ in before] == [0, 1], name  # one value per epoch
+        assert after == before, name  # exact: training is deterministic on CPU
+
+
+def test_a_reproduction_is_not_a_trial_of_the_study(study, reproduction):
+    _, new_run = reproduction
+    before = study.run_ids()
+    assert new_run.info.run_id in before
+
+    proc = run_script("run.py", *study.command, cwd=study.directory)
+
+    assert proc.returncode == 0, describe(proc)
+    assert "study smoke: 2/2 trials finished" in proc.stdout, describe(proc)
+    assert "started" not in proc.stdout, describe(proc)  # no trial was run
+    assert study.run_ids() == before
+    storage_study = optuna.load_study(study_name="smoke", storage=study.storage)
+    assert len(storage_study.trials) == 2
+    # Resuming the study left the reproduction alone (not closed as a dead trial).
+    assert study.client.get_run(new_run.info.run_id).info.status == "FINISHED"
+    # The report counts the study's trials only, not the reproduction of one of them.
+    spec = studies.load_study("smoke", SMOKE_OVERRIDES)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mlflow.set_tracking_uri(study.tracking_uri)
+        try:
+            points = report.collect(spec, study.parent_run_id)
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert [point.run_id for point in points] == study.trial_run_ids
+    parent = study.client.get_run(study.parent_run_id)
+    assert parent.data.tags["best_run_id"] in study.trial_run_ids
+
+
+def test_evaluate_only_rescores_the_logged_model(study):
+    before = study.run_ids()
+
+    proc = study.reproduce(study.run_id, "--evaluate-only")
+
+    assert proc.returncode == 0, describe(proc)
+    assert verdict(proc) == "AGREE within tolerance 0", describe(proc)
+    rows = table_rows(proc)
+    assert set(rows) == {"test_loss", "test_accuracy"}, describe(proc)
+    logged = study.client.get_run(study.run_id).data.metrics["test_accuracy"]
+    assert float(rows["test_accuracy"][0]) == pytest.approx(logged, abs=1e-6)
+    assert float(rows["test_accuracy"][2]) == 0.0
+    assert study.run_ids() == before  # re-scoring logs nothing
+
+
+def tampered_copy(study, *, params=(), config=None, with_model=True) -> str:
+    """A finished run in the study's experiment that copies the later trial, except
+    for the given params and `config.yaml` content."""
+    client = study.client
+    original = client.get_run(study.run_id)
+    # MLflow's own tags (parent, source, model history) are left out: the copy is
+    # no child of the study, so the study's report never sees it.
+    tags = {k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}
+    if not with_model:
+        del tags[tracking.MODEL_URI_TAG]
+    run_id = client.create_run(original.info.experiment_id, run_name="tampered", tags=tags).info.run_id
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in {**original.data.params, **dict(params)}.items()],
+        metrics=[Metric(k, v, 0, 0) for k, v in original.data.metrics.items()],
+    )
+    if config is None:
+        config = Path(client.download_artifacts(study.run_id, "config.yaml", os.fspath(study.directory))).read_text()
+    client.log_text(run_id, config, "config.yaml")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def test_strict_refuses_a_run_with_another_dataset_version(study):
+    tampered = tampered_copy(study, params={"dataset_version": "9.9.9"})
+
+    proc = study.reproduce(tampered, "--strict")
+
+    assert proc.returncode == 2, describe(proc)
+    (error,) = error_lines(proc)
+    assert "--strict" in error and "dataset version" in error and "9.9.9" in error, error
+    assert "Traceback" not in proc.stderr
+    assert verdict(proc) is None
+    assert study.reproductions_of(tampered) == []  # refused before training
+
+
+def test_without_strict_a_dataset_version_difference_is_a_warning(study):
+    tampered = tampered_copy(study, params={"dataset_version": "9.9.9"})
+
+    proc = study.reproduce(tampered, "--evaluate-only")
+
+    assert proc.returncode == 0, describe(proc)
+    lines = proc.stdout.splitlines()
+    warning = [i for i, line in enumerate(lines) if line.startswith("warning: dataset version") and "9.9.9" in line]
+    assert len(warning) == 1, describe(proc)
+    header = next(i for i, line in enumerate(lines) if line.startswith("metric "))
+    assert warning[0] < header  # said before the work, not after
+    # The copy shares the original's model and data, so the scores still agree.
+    assert verdict(proc) == "AGREE within tolerance 0", describe(proc)
+    assert error_lines(proc) == []
+
+
+def test_an_edited_config_is_reported(study):
+    original = study.client.get_run(study.run_id)
+    config = yaml.safe_load(Path(study.client.download_artifacts(study.run_id, "config.yaml", os.fspath(study.directory))).read_text())
+    assert original.data.params["width"] == str(config["width"])
+    config["width"] *= 2
+    tampered = tampered_copy(study, config=yaml.safe_dump(config, sort_keys=False), with_model=False)
+
+    proc = study.reproduce(tampered, "--evaluate-only")
+
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: config.yaml")]
+    assert warnings == ["warning: config.yaml disagrees with the logged params on width"], describe(proc)
+    # Without a logged model there is nothing to re-score: a one-line error.
+    assert proc.returncode == 2, describe(proc)
+    (error,) = error_lines(proc)
+    assert "logged no model" in error and tampered in error, error
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("unknown", "no MLflow run 'deadbeef'"),
+        ("parent", "parent run"),
+        ("foreign", "not made by reuse-nets"),
+    ],
+)
+def test_a_run_that_cannot_be_reproduced_is_a_one_line_error(study, which, message):
+    if which == "unknown":
+        run_id = "deadbeef"
+    elif which == "parent":
+        run_id = study.parent_run_id
+    else:  # a run some other code logged into the same experiment
+        run_id = study.client.create_run(study.experiment_id, run_name="foreign").info.run_id
+        study.client.log_param(run_id, "width", "32")
+        study.client.set_terminated(run_id, "FINISHED")
+    before = study.run_ids()
+
+    proc = study.reproduce(run_id)
+
+    assert proc.returncode == 2, describe(proc)
+    (error,) = error_lines(proc)
+    assert message in error, error
+    assert "Traceback" not in proc.stderr, describe(proc)
+    assert proc.stdout.strip() == ""
+    assert study.run_ids() == before
+
+
+def paths_under(directory: Path) -> set[str]:
+    return {os.fspath(path.relative_to(directory)) for path in directory.rglob("*")} if directory.exists() else set()
+
+
+def git(*args) -> str:
+    return subprocess.run(["git", "-C", os.fspath(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow2.db"
+    artifacts = tmp_path / "mlruns2"
+    # `mlflow run` runs the command in the project directory (this repo), where the
+    # default artifact root ./mlruns would be: point both experiments elsewhere.
+    monkeypatch.chdir(tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    projects_id = client.create_experiment("projects", artifact_location=os.fspath(artifacts))
+    smoke_id = client.create_experiment("smoke", artifact_location=os.fspath(artifacts))
+    repo_mlruns_before = paths_under(ROOT / "mlruns")
+    # The sweep writes its report to ./reports, here the repo's (gitignored) folder.
+    report_dirs_made = [path for path in (ROOT / "reports", ROOT / "reports" / "smoke") if not path.exists()]
+    head_before = git("rev-parse", "HEAD")
+    # `--env-manager local` runs `python` from PATH: this environment's, as when activated.
+    bin_dir = Path(sys.executable).parent
+    env = script_env(MLFLOW_TRACKING_URI=tracking_uri, PATH=os.pathsep.join([os.fspath(bin_dir), os.environ.get("PATH", "")]))
+    command = [
+        os.fspath(bin_dir / "mlflow"), "run", os.fspath(ROOT), "-e", "sweep",
+        "-P", "study=smoke", "-P", f"manual_dir={MANUAL_DIR}", "-P", f"storage=sqlite:///{tmp_path}/optuna2.db",
+        "-P", "set=" + " ".join(PROJECT_OVERRIDES), "--env-manager", "local", "--experiment-name", "projects",
+    ]
+    try:
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    finally:
+        for path in reversed(report_dirs_made):
+            shutil.rmtree(path, ignore_errors=True)
+    head_after = git("rev-parse", "HEAD")
+
+    assert proc.returncode == 0, describe(proc)
+    (project_run,) = client.search_runs([projects_id])
+    assert project_run.info.status == "FINISHED"
+    assert project_run.data.tags["mlflow.project.entryPoint"] == "sweep"
+    # Other commits may land while the test runs; the run's commit is one of them.
+    assert project_run.data.tags["mlflow.source.git.commit"] in {head_before, head_after}
+    parent = client.get_run(project_run.data.tags["reuse_nets.study_parent_run_id"])
+    assert parent.info.experiment_id == smoke_id
+    assert parent.data.tags[tracking.KIND_TAG] == "study"
+    assert parent.info.status == "FINISHED"
+    (trial,) = client.search_runs([smoke_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
+    assert trial.info.status == "FINISHED"
+    assert trial.data.tags[sweep.STATE_TAG] == "COMPLETE"
+    assert trial.data.params["strategy"] == "plain" and trial.data.params["depth"] == "1"
+    # The study's runs are its own, not nested in the project run.
+    assert client.search_runs([projects_id, smoke_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{project_run.info.run_id}'") == []
+
+    # Everything was stored under tmp_path, nothing under the repo's mlruns/.
+    model_id = trial.data.tags[tracking.MODEL_URI_TAG].removeprefix("models:/")
+    ours = [project_run.info.run_id, parent.info.run_id, trial.info.run_id, model_id]
+    stored = paths_under(artifacts)
+    for name in ours:
+        assert any(name in path for path in stored), name  # so the check below can fail
+    new_in_repo = paths_under(ROOT / "mlruns") - repo_mlruns_before
+    assert [path for path in new_in_repo if any(name in path for name in ours)] == []
