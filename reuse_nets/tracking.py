@@ -131,8 +131,10 @@ def _log_model(model, dataset: Dataset) -> str:
 
     # MLflow predicts on the input example with Keras's progress bar; no bars in logs.
     keras.utils.disable_interactive_logging()
-    # No pip in uv-made environments: MLflow warns it cannot read pip's version.
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+    # MLflow's environment probing (no pip in uv-made environments, "detected uv
+    # project") is noise in a sweep's output; requirements are pinned below.
+    for logger in ("mlflow.utils.environment", "mlflow.utils.uv_utils"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
     example = dataset.sample("validation", INPUT_EXAMPLE_SIZE)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
     versions = library_versions()
