@@ -43,7 +43,10 @@ class Outcome:
 
     @property
     def agree(self) -> bool:
-        return all(row.final_diff <= self.tolerance and row.max_epoch_diff <= self.tolerance for row in self.rows)
+        """Every compared metric within tolerance; nothing compared is no agreement."""
+        return bool(self.rows) and all(
+            row.final_diff <= self.tolerance and row.max_epoch_diff <= self.tolerance for row in self.rows
+        )
 
     def table(self) -> str:
         lines = [f"{'metric':24s} {'original':>12s} {'reproduced':>12s} {'final diff':>11s} {'max epoch diff':>15s}"]
@@ -56,9 +59,14 @@ class Outcome:
         return "\n".join(lines)
 
 
-def _diff(a: float, b: float) -> float:
+def _diff(a: float | None, b: float | None) -> float:
+    """|a - b|, with NaN equal to NaN and a missing value infinitely far."""
+    if a is None or b is None:
+        return math.inf
     if math.isnan(a) and math.isnan(b):
         return 0.0
+    if math.isnan(a) or math.isnan(b):
+        return math.inf
     return abs(a - b)
 
 
@@ -78,11 +86,13 @@ def _fetch_run(run_id: str):
 
 
 def _load_config(run) -> TrialConfig:
+    import mlflow
     import pydantic
+    import yaml
 
     try:
         return TrialConfig.model_validate(tracking.read_config(run.info.run_id))
-    except (OSError, pydantic.ValidationError) as error:
+    except (OSError, mlflow.exceptions.MlflowException, yaml.YAMLError, pydantic.ValidationError, TypeError) as error:
         first = str(error).splitlines()[0]
         raise ReproduceError(f"run {run.info.run_id} has no valid config.yaml: {first}") from None
 
@@ -136,7 +146,7 @@ def compare_runs(original_id: str, new_id: str) -> list[MetricComparison]:
             rows.append(MetricComparison(name, before[name][max(before[name])], math.nan, math.inf, math.inf))
             continue
         steps = sorted(set(before[name]) | set(after[name]))
-        diffs = [_diff(before[name].get(s, math.nan), after[name].get(s, math.inf)) for s in steps]
+        diffs = [_diff(before[name].get(s), after[name].get(s)) for s in steps]
         final_before, final_after = before[name][max(before[name])], after[name][max(after[name])]
         rows.append(MetricComparison(name, final_before, final_after, _diff(final_before, final_after), max(diffs)))
     return rows
@@ -185,6 +195,8 @@ def reproduce(
 
     run = _fetch_run(run_id)
     config = _load_config(run)
+    if not any(name not in NOT_COMPARED for name in run.data.metrics):
+        raise ReproduceError(f"run {run_id} logged no metrics (it failed before its first epoch); nothing to compare")
     dataset = data.load_dataset(
         config.dataset.name,
         Splits(

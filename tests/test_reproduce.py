@@ -6,6 +6,7 @@ entry points (`sweeps/reproduce.py`, `sweeps/run.py`, `mlflow run`) as subproces
 against it and reads back what they stored.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.slow  # every test here runs real entry points on real 
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "sweeps"
-MANUAL_DIR = os.environ.get("REUSE_NETS_MANUAL_DIR") or os.fspath(ROOT.parent / "shared" / "tfds_manual" / "fashion_mnist")
+MANUAL_DIR = os.environ.get("REUSE_NETS_MANUAL_DIR") or os.fspath(
+    ROOT.parent / "shared" / "tfds_manual" / "fashion_mnist"
+)
 # Two trials (grid of 2 strategies at depth 2), 1000 training examples, 2 epochs.
 SMOKE_OVERRIDES = [
     "search_space.strategy=[residual, masked]",
@@ -48,7 +51,8 @@ TIMEOUT = 600
 
 def script_env(**extra) -> dict:
     """This environment without MLflow run/tracking settings an outer process may have set."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+    outer = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     env.update(extra)
     return env
 
@@ -118,9 +122,14 @@ class Study:
         return self.client.search_runs([self.experiment_id], filter_string=f"tags.`reproduces` = '{run_id}'")
 
     def reproduce(self, run_id: str, *args) -> subprocess.CompletedProcess:
-        return run_script(
-            "reproduce.py", run_id, "--tracking-uri", self.tracking_uri, "--manual-dir", MANUAL_DIR, *args, cwd=self.directory
-        )
+        options = ["--tracking-uri", self.tracking_uri, "--manual-dir", MANUAL_DIR]
+        return run_script("reproduce.py", run_id, *options, *args, cwd=self.directory)
+
+    def logged_config(self) -> str:
+        """The later trial's `config.yaml`, as logged."""
+        downloads = self.directory / "downloads"
+        downloads.mkdir(exist_ok=True)
+        return Path(self.client.download_artifacts(self.run_id, "config.yaml", os.fspath(downloads))).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +200,7 @@ def test_reproduce_retrains_a_trial_bit_exactly(study, reproduction):
         before = metric_history(study.client, study.run_id, name)
         after = metric_history(study.client, new_run.info.run_id, name)
         if name in EPOCH_METRICS or name in blocks:
-            assert [step for step, _ in before] == [0, 1], name  # one value per epoch
+            assert [step for step, _ in before] == [1, 2], name  # one value per epoch, from 1
         assert after == before, name  # exact: training is deterministic on CPU
 
 
@@ -239,7 +248,7 @@ def test_evaluate_only_rescores_the_logged_model(study):
     assert study.run_ids() == before  # re-scoring logs nothing
 
 
-def tampered_copy(study, *, params=(), config=None, with_model=True) -> str:
+def tampered_copy(study, *, params=(), config=None, with_model=True, with_metrics=True) -> str:
     """A finished run in the study's experiment that copies the later trial, except
     for the given params and `config.yaml` content."""
     client = study.client
@@ -253,11 +262,9 @@ def tampered_copy(study, *, params=(), config=None, with_model=True) -> str:
     client.log_batch(
         run_id,
         params=[Param(k, str(v)) for k, v in {**original.data.params, **dict(params)}.items()],
-        metrics=[Metric(k, v, 0, 0) for k, v in original.data.metrics.items()],
+        metrics=[Metric(k, v, 0, 0) for k, v in original.data.metrics.items()] if with_metrics else [],
     )
-    if config is None:
-        config = Path(client.download_artifacts(study.run_id, "config.yaml", os.fspath(study.directory))).read_text()
-    client.log_text(run_id, config, "config.yaml")
+    client.log_text(run_id, study.logged_config() if config is None else config, "config.yaml")
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -275,38 +282,55 @@ def test_strict_refuses_a_run_with_another_dataset_version(study):
     assert study.reproductions_of(tampered) == []  # refused before training
 
 
-def test_without_strict_a_dataset_version_difference_is_a_warning(study):
-    tampered = tampered_copy(study, params={"dataset_version": "9.9.9"})
-
-    proc = study.reproduce(tampered, "--evaluate-only")
-
-    assert proc.returncode == 0, describe(proc)
-    lines = proc.stdout.splitlines()
-    warning = [i for i, line in enumerate(lines) if line.startswith("warning: dataset version") and "9.9.9" in line]
-    assert len(warning) == 1, describe(proc)
-    header = next(i for i, line in enumerate(lines) if line.startswith("metric "))
-    assert warning[0] < header  # said before the work, not after
-    # The copy shares the original's model and data, so the scores still agree.
-    assert verdict(proc) == "AGREE within tolerance 0", describe(proc)
-    assert error_lines(proc) == []
-
-
-def test_an_edited_config_is_reported(study):
+def test_without_strict_provenance_differences_are_warnings(study):
+    # Another dataset version in the params, another width in config.yaml, no model.
     original = study.client.get_run(study.run_id)
-    config = yaml.safe_load(Path(study.client.download_artifacts(study.run_id, "config.yaml", os.fspath(study.directory))).read_text())
+    config = yaml.safe_load(study.logged_config())
     assert original.data.params["width"] == str(config["width"])
     config["width"] *= 2
-    tampered = tampered_copy(study, config=yaml.safe_dump(config, sort_keys=False), with_model=False)
+    tampered = tampered_copy(
+        study, params={"dataset_version": "9.9.9"}, config=yaml.safe_dump(config, sort_keys=False), with_model=False
+    )
 
     proc = study.reproduce(tampered, "--evaluate-only")
 
-    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: config.yaml")]
-    assert warnings == ["warning: config.yaml disagrees with the logged params on width"], describe(proc)
-    # Without a logged model there is nothing to re-score: a one-line error.
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: ")]
+    assert "warning: config.yaml disagrees with the logged params on width" in warnings, describe(proc)
+    assert [line for line in warnings if line.startswith("warning: dataset version: run used 9.9.9")], describe(proc)
+    # The checks only warned; what stopped it is the model the copy lacks: one line.
     assert proc.returncode == 2, describe(proc)
     (error,) = error_lines(proc)
     assert "logged no model" in error and tampered in error, error
     assert "Traceback" not in proc.stderr
+    assert verdict(proc) is None
+
+
+def test_a_run_without_metrics_is_not_declared_reproduced(study):
+    # Like a trial that failed before its first epoch: nothing logged to compare.
+    tampered = tampered_copy(study, with_metrics=False)
+
+    proc = study.reproduce(tampered)
+
+    assert proc.returncode == 2, describe(proc)
+    assert verdict(proc) != "AGREE within tolerance 0", describe(proc)
+    assert "logged no metrics" in proc.stderr, describe(proc)
+
+
+def unreproducible_run(study, which: str) -> str:
+    client = study.client
+    if which == "unknown":
+        return "deadbeef"
+    if which == "parent":
+        return study.parent_run_id
+    if which == "foreign":  # a run some other code logged into the same experiment
+        run_id = client.create_run(study.experiment_id, run_name="foreign").info.run_id
+        client.log_param(run_id, "width", "32")
+    else:  # a trial whose process died before it logged its config, or a mangled one
+        run_id = client.create_run(study.experiment_id, run_name=which, tags={tracking.KIND_TAG: "trial"}).info.run_id
+        if which == "broken config":
+            client.log_text(run_id, "width: [32\n", "config.yaml")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 @pytest.mark.parametrize(
@@ -315,35 +339,36 @@ def test_an_edited_config_is_reported(study):
         ("unknown", "no MLflow run 'deadbeef'"),
         ("parent", "parent run"),
         ("foreign", "not made by reuse-nets"),
+        ("no config", "no valid config.yaml"),
+        ("broken config", "no valid config.yaml"),
     ],
 )
 def test_a_run_that_cannot_be_reproduced_is_a_one_line_error(study, which, message):
-    if which == "unknown":
-        run_id = "deadbeef"
-    elif which == "parent":
-        run_id = study.parent_run_id
-    else:  # a run some other code logged into the same experiment
-        run_id = study.client.create_run(study.experiment_id, run_name="foreign").info.run_id
-        study.client.log_param(run_id, "width", "32")
-        study.client.set_terminated(run_id, "FINISHED")
+    run_id = unreproducible_run(study, which)
     before = study.run_ids()
 
     proc = study.reproduce(run_id)
 
     assert proc.returncode == 2, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
     (error,) = error_lines(proc)
     assert message in error, error
-    assert "Traceback" not in proc.stderr, describe(proc)
     assert proc.stdout.strip() == ""
     assert study.run_ids() == before
 
 
 def paths_under(directory: Path) -> set[str]:
-    return {os.fspath(path.relative_to(directory)) for path in directory.rglob("*")} if directory.exists() else set()
+    """Every path below `directory`, relative; os.walk skips folders removed meanwhile."""
+    paths = set()
+    for folder, subfolders, files in os.walk(directory):
+        relative = Path(folder).relative_to(directory)
+        paths.update(os.fspath(relative / name) for name in (*subfolders, *files))
+    return paths
 
 
 def git(*args) -> str:
-    return subprocess.run(["git", "-C", os.fspath(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+    proc = subprocess.run(["git", "-C", os.fspath(ROOT), *args], capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
@@ -361,7 +386,8 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     head_before = git("rev-parse", "HEAD")
     # `--env-manager local` runs `python` from PATH: this environment's, as when activated.
     bin_dir = Path(sys.executable).parent
-    env = script_env(MLFLOW_TRACKING_URI=tracking_uri, PATH=os.pathsep.join([os.fspath(bin_dir), os.environ.get("PATH", "")]))
+    path = os.pathsep.join([os.fspath(bin_dir), os.environ.get("PATH", "")])
+    env = script_env(MLFLOW_TRACKING_URI=tracking_uri, PATH=path)
     command = [
         os.fspath(bin_dir / "mlflow"), "run", os.fspath(ROOT), "-e", "sweep",
         "-P", "study=smoke", "-P", f"manual_dir={MANUAL_DIR}", "-P", f"storage=sqlite:///{tmp_path}/optuna2.db",
@@ -370,8 +396,12 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     try:
         proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     finally:
-        for path in reversed(report_dirs_made):
-            shutil.rmtree(path, ignore_errors=True)
+        # Only what this test made: other studies may write reports/ meanwhile.
+        if ROOT / "reports" / "smoke" in report_dirs_made:
+            shutil.rmtree(ROOT / "reports" / "smoke", ignore_errors=True)
+        if ROOT / "reports" in report_dirs_made:
+            with contextlib.suppress(OSError):
+                (ROOT / "reports").rmdir()  # if still empty
     head_after = git("rev-parse", "HEAD")
 
     assert proc.returncode == 0, describe(proc)
@@ -389,13 +419,14 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     assert trial.data.tags[sweep.STATE_TAG] == "COMPLETE"
     assert trial.data.params["strategy"] == "plain" and trial.data.params["depth"] == "1"
     # The study's runs are its own, not nested in the project run.
-    assert client.search_runs([projects_id, smoke_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{project_run.info.run_id}'") == []
+    nested = f"tags.`{tracking.PARENT_TAG}` = '{project_run.info.run_id}'"
+    assert client.search_runs([projects_id, smoke_id], filter_string=nested) == []
 
     # Everything was stored under tmp_path, nothing under the repo's mlruns/.
     model_id = trial.data.tags[tracking.MODEL_URI_TAG].removeprefix("models:/")
-    ours = [project_run.info.run_id, parent.info.run_id, trial.info.run_id, model_id]
     stored = paths_under(artifacts)
-    for name in ours:
+    for name in (parent.info.run_id, trial.info.run_id, model_id):  # the project run logs no files
         assert any(name in path for path in stored), name  # so the check below can fail
+    ours = [project_run.info.run_id, parent.info.run_id, trial.info.run_id, model_id]
     new_in_repo = paths_under(ROOT / "mlruns") - repo_mlruns_before
     assert [path for path in new_in_repo if any(name in path for name in ours)] == []

@@ -310,6 +310,33 @@ def test_objective_cannot_be_a_gradient_norm():
         studies.load_study("smoke", ["objective.metric=grad_norm/global"])
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "search_space.width={low: 32.0, high: 256.0}",  # float bounds on an integer field
+        "search_space.width={low: 32.0, high: 256.0, log: true}",
+        "search_space.depth={low: 1, high: 8, step: 0.5}",  # a float step on an integer field
+    ],
+)
+def test_a_spec_that_validates_only_suggests_valid_configs(override):
+    """`StudySpec` promises that every value its search can produce makes a valid
+    `TrialConfig`; a study that breaks that must be rejected when it is loaded.
+
+    Exposes a bug: only a range's bounds are checked, and 32.0 and 256.0 are valid
+    widths, so this loads, then every trial gets a fractional width (e.g. 62.84)
+    and `suggest_config` raises pydantic's ValidationError inside the runner.
+    """
+    try:
+        spec = studies.load_study("residual_depth", [override])
+    except StudyError as error:  # rejected up front, naming the field: the fix
+        message = str(error)
+        assert "\n" not in message and override.split("=")[0] in message, message
+        return
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        studies.suggest_config(spec, study.ask())
+
+
 # --- suggest_config -----------------------------------------------------------------------
 
 
@@ -360,7 +387,11 @@ def test_suggest_config_distributions():
     assert trial.distributions["depth"].choices == (1, 2, 4, 8, 16, 32)
 
 
-@pytest.mark.parametrize("make_sampler", [lambda: optuna.samplers.TPESampler(seed=3, n_startup_trials=2), lambda: optuna.samplers.RandomSampler(seed=3)])
+@pytest.mark.parametrize(
+    "make_sampler",
+    [lambda: optuna.samplers.TPESampler(seed=3, n_startup_trials=2), lambda: optuna.samplers.RandomSampler(seed=3)],
+    ids=["tpe", "random"],
+)
 def test_suggest_config_is_deterministic_for_a_seeded_sampler(make_sampler):
     spec = studies.load_study("residual_depth")
     first = configs_from(spec, make_sampler(), 6)
