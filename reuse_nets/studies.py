@@ -163,6 +163,8 @@ class StudySpec(_Strict):
                 raise ValueError(f"n_trials is required with sampler type {self.sampler.type!r}")
         # Every value the search can produce must make a valid TrialConfig.
         for name, param in self.search_space.items():
+            if isinstance(param, Range) and not param.is_int and TrialConfig.model_fields[name].annotation is int:
+                raise ValueError(f"search_space.{name}: an integer field needs integer low, high and step")
             values = {Fixed: lambda p: [p.value], Choices: lambda p: p.choices, Range: lambda p: [p.low, p.high]}
             for value in values[type(param)](param):
                 try:
@@ -251,8 +253,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value  # e.g. "train[:2000]" stays a string
-    if isinstance(parsed, str) or parsed is None:
-        parsed = value if value.strip() else None
+    if isinstance(parsed, str):
+        parsed = value  # verbatim: YAML would strip quotes or spaces
     return key.strip().split("."), parsed
 
 

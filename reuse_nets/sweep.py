@@ -281,8 +281,10 @@ class PruningHook:
     def __call__(self, epoch: int, metrics: dict) -> None:
         optuna = _optuna()
         value = metrics.get(self.metric)
-        if value is None or not math.isfinite(value):
-            return  # divergence is the training loop's to report
+        # A diverged network still has a finite accuracy (chance level); divergence
+        # is the training loop's to report, as a failure, never as a pruning.
+        if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("loss", 0.0)):
+            return
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.metric}={value:.4f})")
@@ -492,9 +494,9 @@ def run_sweep(spec: StudySpec, options: SweepOptions = SweepOptions()) -> SweepR
     client = mlflow.MlflowClient()
     try:
         _run_until_done(study, spec, options, dataset, experiment_id, parent_run_id, total, deadline, say)
-    except KeyboardInterrupt:
+    except BaseException as error:
         reconcile(study, experiment_id)
-        client.set_terminated(parent_run_id, status="KILLED")
+        client.set_terminated(parent_run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finished = count_finished(study)
     report_dir = None
