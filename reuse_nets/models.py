@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import keras
 
 FAMILIES = ("mlp", "conv")
-REUSE_SOURCES = ("input", "previous")
 MAX_DEPTH = 256
 
 

@@ -518,8 +518,8 @@ def _run_until_done(study, spec, options, dataset, experiment_id, parent_run_id,
             _run_workers(spec, options)
         reconcile(study, experiment_id)
         out_of_time = deadline is not None and time.monotonic() >= deadline
-        if out_of_time or count_finished(study) >= total and not _trials_in(study, "WAITING"):
-            return
+        if out_of_time or count_finished(study) >= total:
+            return  # grid points still WAITING (a smaller --n-trials) wait for a resume
         if _trials_in(study, "WAITING") or not _trials_in(study, "RUNNING"):
             if spec.sampler.type == "grid" and not _trials_in(study, "WAITING"):
                 if not enqueue_grid(study, spec):

@@ -126,7 +126,6 @@ def _save_keras_model(path, **kwargs):
 def _log_model(model, dataset: Dataset) -> str:
     """Logs `model` through MLflow's Keras flavor; returns its model URI."""
     import keras
-    import mlflow
     from mlflow.models import Model, infer_signature
 
     # MLflow predicts on the input example with Keras's progress bar; no bars in logs.

@@ -460,6 +460,22 @@ def test_two_workers_finish_the_grid_without_duplicates(tmp_path):
     assert {r.info.run_id for r in stores.children()} == {t.user_attrs["mlflow_run_id"] for t in complete}
 
 
+@pytest.mark.slow
+def test_fewer_trials_than_grid_points_stops_and_resumes(tmp_path):
+    # Regression: grid points enqueued beyond --n-trials once kept the runner looping.
+    first = run(sweep_command(tmp_path, "smoke", "--n-trials", "2"), cwd=tmp_path, timeout=120)
+    assert first.returncode == 0, explain(first)
+    assert "study smoke: 2/2 trials finished" in first.stdout
+    study = Stores(tmp_path, "smoke").study()
+    assert grid_points(trials_in(study, "COMPLETE")) == [0, 1]
+    assert grid_points(trials_in(study, "WAITING")) == [2, 3, 4, 5, 6, 7]
+    second = run(sweep_command(tmp_path, "smoke", "--n-trials", "3"), cwd=tmp_path, timeout=120)
+    assert second.returncode == 0, explain(second)
+    study = Stores(tmp_path, "smoke").study()
+    assert grid_points(trials_in(study, "COMPLETE")) == [0, 1, 2]
+    assert len(study.get_trials()) == 8  # no point enqueued twice
+
+
 # --- user errors: one line, exit 2, nothing written --------------------------------------------
 
 
