@@ -8,6 +8,7 @@ depth-wise gradient flow is visible per epoch at no extra forward/backward pass.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -49,7 +50,9 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+@functools.lru_cache(maxsize=None)
 def _gradient_norm_model_class():
+    """The trainer class, defined on first use so importing this module needs no TF."""
     import keras
     import tensorflow as tf
 
