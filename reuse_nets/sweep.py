@@ -426,11 +426,17 @@ def _optimize(study, spec: StudySpec, objective: Objective, total: int, deadline
             return
 
 
-def _worker(spec_data: dict, options: SweepOptions, index: int, threads: int) -> None:
-    """Entry point of a `--workers` process: shares the storage, runs trials."""
+def threads_per_worker(workers: int) -> int:
+    """TensorFlow threads for each of `workers` processes, so they share the cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _worker(spec_data: dict, options: SweepOptions, index: int, deadline: float | None) -> None:
+    """Entry point of a `--workers` process: shares the storage and the parent's
+    deadline (`time.monotonic` is system-wide), runs trials."""
     from reuse_nets import tracking, training
 
-    training.configure_threads(threads)
+    training.configure_threads(threads_per_worker(options.workers))
     spec = StudySpec.model_validate(spec_data)
     say = (lambda m: _print(f"[worker {index}] {m}")) if options.verbose else (lambda m: None)
     tracking.set_tracking_uri(options.tracking_uri)
@@ -439,7 +445,6 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, threads: int) ->
     experiment_id = tracking.experiment_id(spec.name)
     total = options.n_trials or spec.total_trials
     objective = Objective(spec, _load_data(spec, options.data), experiment_id, study.user_attrs[PARENT_ATTR], total, say)
-    deadline = _deadline(options, spec)
     _optimize(study, spec, objective, total, deadline)
 
 
@@ -515,7 +520,7 @@ def _run_until_done(study, spec, options, dataset, experiment_id, parent_run_id,
             objective = Objective(spec, dataset, experiment_id, parent_run_id, total, say)
             _optimize(study, spec, objective, total, deadline)
         else:
-            _run_workers(spec, options)
+            _run_workers(spec, options, deadline)
         reconcile(study, experiment_id)
         out_of_time = deadline is not None and time.monotonic() >= deadline
         if out_of_time or count_finished(study) >= total:
@@ -534,11 +539,10 @@ def _run_until_done(study, spec, options, dataset, experiment_id, parent_run_id,
         time.sleep(spec.execution.heartbeat_interval)
 
 
-def _run_workers(spec: StudySpec, options: SweepOptions) -> None:
+def _run_workers(spec: StudySpec, options: SweepOptions, deadline: float | None) -> None:
     context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // options.workers)
     processes = [
-        context.Process(target=_worker, args=(spec.model_dump(mode="json"), options, i + 1, threads), daemon=False)
+        context.Process(target=_worker, args=(spec.model_dump(mode="json"), options, i + 1, deadline), daemon=False)
         for i in range(options.workers)
     ]
     for process in processes:
@@ -568,7 +572,7 @@ def describe_plan(spec: StudySpec, options: SweepOptions) -> str:
         f"study {spec.name}: {total} finished trials wanted, sampler {spec.sampler.type} (seed {spec.sampler.seed}), "
         f"pruner {spec.pruner.type}, objective {spec.objective.direction} {spec.objective.metric}",
         f"storage {options.storage}; MLflow tracking {options.tracking_uri or 'MLflow default (MLFLOW_TRACKING_URI or sqlite:///mlflow.db)'}",
-        f"workers {options.workers} x {max(1, (os.cpu_count() or 1) // options.workers)} TensorFlow threads",
+        f"workers {options.workers} x {threads_per_worker(options.workers)} TensorFlow threads",
     ]
     if spec.sampler.type == "grid":
         grid = spec.grid()
