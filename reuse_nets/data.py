@@ -125,6 +125,12 @@ def load_dataset(name: str, splits: Splits = Splits(), source: DataSource = Data
     return _CACHE[key]
 
 
+def load(config, source: DataSource = DataSource()) -> Dataset:
+    """The dataset a `config.DatasetConfig` names: the one way from a config to data."""
+    splits = Splits(train=config.train_split, validation=config.validation_split, test=config.test_split)
+    return load_dataset(config.name, splits, source)
+
+
 def _builder(name: str, source: DataSource):
     import tensorflow_datasets as tfds
 

@@ -28,27 +28,14 @@ FAMILIES = ("mlp", "conv")
 MAX_DEPTH = 256
 
 
-def _residual_options(index, depth, options):
-    import keras
-
-    # Each residual branch adds variance; scaling the branch init by 1/depth keeps
-    # the output scale bounded at any depth (as in Fixup/SkipInit), where the
-    # He init of the plain blocks would grow activations ~2x per block.
-    return {
-        "kernel_initializer": keras.initializers.VarianceScaling(
-            scale=2.0 / depth, mode="fan_in", distribution="truncated_normal"
-        )
-    }
-
-
 def _masked_options(index, depth, options):
     # A different seeded subset per block, so that depth sees more of the input.
-    return {
-        "keep_ratio": options["keep_ratio"],
-        "learned": options["learned_mask"],
-        "seed": options["mask_seed"] + index,
-        "mask_shape": options["mask_shape"],
-    }
+    # Options not given keep the layer's own defaults.
+    kwargs = {"seed": options["seed"] + index, "mask_shape": options["mask_shape"]}
+    for option, argument in (("keep_ratio", "keep_ratio"), ("learned_mask", "learned")):
+        if option in options:
+            kwargs[argument] = options[option]
+    return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +46,26 @@ class Strategy:
         block: Name of the block layer class in `reuse_nets.layers` (resolved
             when a model is built, so that reading the registry needs no Keras).
         reuse_sources: Allowed `reuse_source` values; the first is the default.
+        options: Names of the `TrialConfig` fields the strategy reads (its own
+            knobs, e.g. `keep_ratio`); they reach `block_options` by name.
         block_options: `(index, depth, options) -> kwargs` for strategy-specific
-            block arguments (`index` counts from 1).
+            block arguments (`index` counts from 1). `options` holds the fields
+            named in `options`, plus `seed` and `mask_shape`.
     """
 
     block: str
     reuse_sources: tuple[str, ...]
+    options: tuple[str, ...] = ()
     block_options: Callable[[int, int, dict], dict] = lambda index, depth, options: {}
 
 
-# A new strategy is one block class in `layers.py` and one line here.
+# A new strategy is one block class in `layers.py` and one line here (plus a
+# `TrialConfig` field for each option of its own).
 STRATEGIES: dict[str, Strategy] = {
     "plain": Strategy("PlainBlock", ("previous",)),
     "concat": Strategy("FeatureAugmentationLayer", ("input",)),
-    "residual": Strategy("ResidualBlock", ("previous", "input"), _residual_options),
-    "masked": Strategy("MaskedReuseBlock", ("input",), _masked_options),
+    "residual": Strategy("ResidualBlock", ("previous", "input")),
+    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),
 }
 
 
@@ -99,10 +91,9 @@ def build_model(
     activation: str = "relu",
     kernel_size: int = 3,
     reuse_source: str | None = None,
-    keep_ratio: float = 0.5,
-    learned_mask: bool = False,
-    mask_seed: int = 0,
+    seed: int = 0,
     name: str | None = None,
+    **options,
 ) -> "keras.Model":
     """Builds an uncompiled classifier of `depth` reuse blocks.
 
@@ -118,9 +109,11 @@ def build_model(
         kernel_size: Convolution size of the `conv` family.
         reuse_source: "previous" or "input" (see the module docstring); `None`
             takes the strategy's default.
-        keep_ratio, learned_mask, mask_seed: Masked reuse options; block `i`
-            draws its mask with seed `mask_seed + i`.
+        seed: Seed of what a strategy draws (masked: block `i` draws its mask
+            with seed `seed + i`); weights are seeded by the Keras global seed.
         name: Model name; defaults to `"{strategy}_{family}_d{depth}"`.
+        **options: The strategy's own options (`Strategy.options`), e.g.
+            `keep_ratio=0.25, learned_mask=True` for "masked".
 
     Returns:
         A `keras.Model` mapping a batch of inputs to class probabilities.
@@ -135,6 +128,9 @@ def build_model(
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
     depth, width = int(depth), int(width)
     spec = STRATEGIES[strategy]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"strategy {strategy!r} takes no option(s) {unknown}; its options: {list(spec.options)}")
     source = reuse_source or spec.reuse_sources[0]
     if source not in spec.reuse_sources:
         raise ValueError(
@@ -153,9 +149,8 @@ def build_model(
     x = keras.layers.Flatten(name="flatten")(inputs) if family == "mlp" and len(input_shape) > 1 else inputs
     reused_input = x
     options = {
-        "keep_ratio": keep_ratio,
-        "learned_mask": learned_mask,
-        "mask_seed": mask_seed,
+        **options,
+        "seed": seed,
         # Conv models mask input pixels: a channel mask over 1 or 3 channels is degenerate.
         "mask_shape": tuple(input_shape) if family == "conv" else None,
     }

@@ -12,11 +12,11 @@ import math
 
 from reuse_nets import tracking
 from reuse_nets.config import TrialConfig
-from reuse_nets.data import DataSource, Splits
+from reuse_nets.data import DataSource
+from reuse_nets.names import KIND_TAG, MODEL_URI_TAG, PARENT_TAG, REPRODUCES_TAG, TAG_PREFIX
 
 # Timings differ between any two runs; they are not results.
 NOT_COMPARED = ("epoch_time", "throughput")
-REPRODUCES_TAG = "reproduces"
 PROJECT_KINDS = ("trial", "reproduction")
 
 
@@ -77,11 +77,11 @@ def _fetch_run(run_id: str):
         run = mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise ReproduceError(f"no MLflow run {run_id!r} in tracking store {mlflow.get_tracking_uri()}") from None
-    kind = run.data.tags.get(tracking.KIND_TAG)
+    kind = run.data.tags.get(KIND_TAG)
     if kind == "study":
         raise ReproduceError(f"run {run_id} is a study's parent run; pass the run id of one of its trials")
     if kind not in PROJECT_KINDS:
-        raise ReproduceError(f"run {run_id} was not made by reuse-nets (it has no {tracking.KIND_TAG} tag)")
+        raise ReproduceError(f"run {run_id} was not made by reuse-nets (it has no {KIND_TAG} tag)")
     return run
 
 
@@ -111,15 +111,15 @@ def check_provenance(run, config: TrialConfig, dataset) -> list[str]:
     if params.get("dataset_digest") != dataset.digest:
         problems.append(f"dataset digest: run used {params.get('dataset_digest')}, this machine gives {dataset.digest}")
     git = tracking.git_state()
-    commit = tags.get(tracking.TAG_PREFIX + "git_commit")
+    commit = tags.get(TAG_PREFIX + "git_commit")
     if commit != git["commit"]:
         problems.append(f"git commit: run used {commit}, this checkout is {git['commit']}")
-    if tags.get(tracking.TAG_PREFIX + "git_dirty") == "true":
+    if tags.get(TAG_PREFIX + "git_dirty") == "true":
         problems.append("the run was made from a dirty tree: its code is not exactly any commit")
     if git["dirty"] == "true":
         problems.append("this checkout has uncommitted changes")
     for name, version in tracking.library_versions().items():
-        then = tags.get(f"{tracking.TAG_PREFIX}version.{name}")
+        then = tags.get(f"{TAG_PREFIX}version.{name}")
         if then is not None and then != version:
             problems.append(f"{name}: run used {then}, this environment has {version}")
     return problems
@@ -156,7 +156,7 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
     """Re-scores the logged model on the logged test (else validation) split."""
     from reuse_nets import training
 
-    uri = run.data.tags.get(tracking.MODEL_URI_TAG)
+    uri = run.data.tags.get(MODEL_URI_TAG)
     if not uri:
         raise ReproduceError(f"run {run.info.run_id} logged no model (it did not finish); nothing to evaluate")
     # Deterministic ops as in training: they change reduction kernels, hence rounding.
@@ -197,15 +197,7 @@ def reproduce(
     config = _load_config(run)
     if not any(name not in NOT_COMPARED for name in run.data.metrics):
         raise ReproduceError(f"run {run_id} logged no metrics (it failed before its first epoch); nothing to compare")
-    dataset = data.load_dataset(
-        config.dataset.name,
-        Splits(
-            train=config.dataset.train_split,
-            validation=config.dataset.validation_split,
-            test=config.dataset.test_split,
-        ),
-        source,
-    )
+    dataset = data.load(config.dataset, source)
     problems = check_provenance(run, config, dataset)
     for problem in problems:
         say(f"warning: {problem}")
@@ -213,13 +205,16 @@ def reproduce(
         raise ReproduceError(f"{len(problems)} provenance difference(s) and --strict: {problems[0]}")
     if evaluate_only:
         return Outcome(run_id, None, problems, _evaluate(run, config, dataset), tolerance)
-    tags = {REPRODUCES_TAG: run_id, tracking.KIND_TAG: "reproduction"}
-    new_id, _ = tracking.track_training(
+    from reuse_nets import training
+
+    tags = {REPRODUCES_TAG: run_id, KIND_TAG: "reproduction"}
+    with tracking.trial_run(
         config,
         dataset,
         experiment_id=run.info.experiment_id,
         run_name=f"reproduce-{run.info.run_name}",
-        parent_run_id=run.data.tags.get(tracking.PARENT_TAG),
+        parent_run_id=run.data.tags.get(PARENT_TAG),
         tags=tags,
-    )
-    return Outcome(run_id, new_id, problems, compare_runs(run_id, new_id), tolerance)
+    ) as reproduction:
+        reproduction.record(training.train(config, dataset, hooks=(reproduction.log_epoch,)))
+    return Outcome(run_id, reproduction.run_id, problems, compare_runs(run_id, reproduction.run_id), tolerance)

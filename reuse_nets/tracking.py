@@ -1,5 +1,13 @@
 """MLflow tracking of one trial: params, per-epoch metrics, lineage, model, plots.
 
+    with tracking.trial_run(config, dataset, experiment_id=...) as run:
+        result = training.train(config, dataset, hooks=(run.log_epoch, ...))
+        run.record(result)
+
+The run receives training's results; it never drives training. How a run ends
+(status, outcome and state tags) is decided and written in one place,
+`close_run`, whether the run finished, was stopped, raised, or died unseen.
+
 Tracking goes to MLflow's default store (`sqlite:///mlflow.db` in the working
 directory, artifacts under `./mlruns`) unless `MLFLOW_TRACKING_URI` or an explicit
 URI says otherwise, so a bare `mlflow ui` in the project root shows every run.
@@ -7,6 +15,7 @@ URI says otherwise, so a bare `mlflow ui` in the project root shows every run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import importlib.metadata
@@ -14,7 +23,7 @@ import os
 import subprocess
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
@@ -22,14 +31,28 @@ import yaml
 from reuse_nets import models, training
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import Dataset
+from reuse_nets.names import (
+    GRAD_NORM_PREFIX,
+    KIND_TAG,
+    MODEL_URI_TAG,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    REASON_TAG,
+    STATE_TAG,
+    TAG_PREFIX,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TAG_PREFIX = "reuse_nets."
-KIND_TAG = TAG_PREFIX + "kind"  # "trial" or "study": marks runs this project made
-OUTCOME_TAG = TAG_PREFIX + "outcome"  # completed | diverged | pruned | interrupted | error
-REASON_TAG = TAG_PREFIX + "failure_reason"
-PARENT_TAG = "mlflow.parentRunId"
-MODEL_URI_TAG = TAG_PREFIX + "model_uri"
+# How a trial run ended -> (MLflow run status, the Optuna trial state it mirrors).
+OUTCOMES = {
+    "completed": ("FINISHED", "COMPLETE"),
+    "pruned": ("KILLED", "PRUNED"),
+    "diverged": ("FAILED", "FAIL"),
+    "error": ("FAILED", "FAIL"),
+    "interrupted": ("KILLED", "FAIL"),
+    "died": ("FAILED", "FAIL"),  # its process vanished; found later by reconciliation
+}
+REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
 LIBRARIES = ("tensorflow-cpu", "keras", "tensorflow-datasets", "mlflow", "optuna", "numpy")
 MODEL_ARTIFACT = "model"
 INPUT_EXAMPLE_SIZE = 4
@@ -182,7 +205,7 @@ def _log_plots(history: list[dict], block_names: list[str]) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     cmap = plt.get_cmap("viridis")
     for i, name in enumerate(block_names):
-        left.plot(epochs, [h[f"grad_norm/{name}"] for h in history], color=cmap(i / max(1, len(block_names) - 1)), label=name)
+        left.plot(epochs, [h[f"{GRAD_NORM_PREFIX}{name}"] for h in history], color=cmap(i / max(1, len(block_names) - 1)), label=name)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_title("gradient norm per block (epoch mean)")
@@ -191,7 +214,7 @@ def _log_plots(history: list[dict], block_names: list[str]) -> None:
     for epoch_index in sorted({0, len(history) - 1}):
         right.plot(
             range(1, len(block_names) + 1),
-            [history[epoch_index][f"grad_norm/{name}"] for name in block_names],
+            [history[epoch_index][f"{GRAD_NORM_PREFIX}{name}"] for name in block_names],
             marker="o",
             label=f"epoch {epoch_index + 1}",
         )
@@ -204,7 +227,51 @@ def _log_plots(history: list[dict], block_names: list[str]) -> None:
     plt.close(fig)
 
 
-def track_training(
+def close_run(client, run_id: str, outcome: str, reason: str | None = None) -> None:
+    """Ends a trial run: the one place that writes its status and state tags.
+
+    The status and the mirrored Optuna state follow from `outcome` (see
+    `OUTCOMES`), so the two can never disagree.
+    """
+    status, state = OUTCOMES[outcome]
+    client.set_tag(run_id, OUTCOME_TAG, outcome)
+    client.set_tag(run_id, STATE_TAG, state)
+    if reason:
+        client.set_tag(run_id, REASON_TAG, reason[:REASON_LIMIT])
+    client.set_terminated(run_id, status=status)
+
+
+class TrialRun:
+    """The MLflow run of one training run, open inside `trial_run`."""
+
+    def __init__(self, run_id: str, dataset: Dataset, log_model: bool):
+        self.run_id, self.dataset, self.log_model = run_id, dataset, log_model
+        self.outcome: str | None = None  # set by `record`
+        self.reason: str | None = None
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        """An epoch hook: logs one epoch's metrics at `step=epoch`."""
+        import mlflow
+
+        mlflow.log_metrics(metrics, step=epoch, synchronous=True)
+
+    def record(self, result: training.TrainingResult) -> None:
+        """Logs what training produced: plots, test metrics and the model."""
+        import mlflow
+
+        if result.history:
+            _log_plots(result.history, models.block_names(result.model))
+        if result.status == "diverged":
+            self.outcome, self.reason = "diverged", f"diverged: {result.reason}"
+            return
+        mlflow.log_metrics(result.test_metrics, step=len(result.history))
+        if self.log_model:
+            mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset))
+        self.outcome = "completed"
+
+
+@contextlib.contextmanager
+def trial_run(
     config: TrialConfig,
     dataset: Dataset,
     *,
@@ -212,78 +279,42 @@ def track_training(
     run_name: str | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
-    hooks: tuple[training.EpochHook, ...] = (),
-    killed_on: tuple[type[BaseException], ...] = (),
     log_model: bool = True,
-    on_start: Callable[[str], None] | None = None,
-) -> tuple[str, training.TrainingResult]:
-    """Trains `config` inside an MLflow run and logs everything about it.
+) -> Iterator[TrialRun]:
+    """An MLflow run holding a config's params, inputs and, once recorded, results.
 
-    The run ends FINISHED when training completes, FAILED when it diverges (the
-    result is still returned, with `status == "diverged"`) or raises (re-raised),
-    KILLED on `KeyboardInterrupt` or an exception in `killed_on` (re-raised; e.g.
-    pruning). The reason is in the `reuse_nets.outcome` and `failure_reason` tags.
-    `on_start(run_id)` is called once the run exists, before training.
-
-    Returns:
-        `(run_id, result)`.
+    On leaving the block the run ends by what happened: what `record` saw
+    (completed or diverged); `training.StopTraining` -> its outcome (e.g.
+    pruned, KILLED); `KeyboardInterrupt` -> interrupted (KILLED); any other
+    exception, or nothing recorded -> error (FAILED). Exceptions propagate.
     """
     import mlflow
 
-    run_tags = {KIND_TAG: "trial", **provenance_tags(), **(tags or {})}
+    run_tags = {KIND_TAG: "trial", **provenance_tags(), STATE_TAG: "RUNNING", **(tags or {})}
     if parent_run_id:
         run_tags[PARENT_TAG] = parent_run_id
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
-    run_id = run.info.run_id
-    client = mlflow.MlflowClient()
-
-    def log_epoch(epoch: int, metrics: dict) -> None:
-        mlflow.log_metrics(metrics, step=epoch, synchronous=True)
-
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
+    run = TrialRun(active.info.run_id, dataset, log_model)
+    outcome, reason = "error", "no training result was recorded"
     try:
-        if on_start is not None:
-            on_start(run_id)
         mlflow.log_params(trial_params(config, dataset))
         mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
         _log_dataset_inputs(dataset)
-        result = training.train(config, dataset, hooks=(log_epoch, *hooks))
-        if result.history:
-            _log_plots(result.history, models.block_names(result.model))
-        if result.status == "diverged":
-            mlflow.set_tags({OUTCOME_TAG: "diverged", REASON_TAG: f"diverged: {result.reason}"})
-            mlflow.end_run(status="FAILED")
-            return run_id, result
-        mlflow.log_metrics(result.test_metrics, step=len(result.history))
-        if log_model:
-            mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, dataset))
-        mlflow.set_tag(OUTCOME_TAG, "completed")
-        mlflow.end_run(status="FINISHED")
-        return run_id, result
-    except killed_on as stop:
-        _end(client, run_id, "KILLED", "pruned", f"{type(stop).__name__}: {stop}")
+        yield run
+        if run.outcome is not None:
+            outcome, reason = run.outcome, run.reason
+    except training.StopTraining as stop:
+        outcome, reason = stop.outcome, str(stop)
         raise
     except KeyboardInterrupt:
-        _end(client, run_id, "KILLED", "interrupted", "interrupted")
+        outcome, reason = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
         raise
     except BaseException as error:
-        _end(client, run_id, "FAILED", "error", f"{type(error).__name__}: {error}")
+        outcome, reason = "error", f"{type(error).__name__}: {error}"
         raise
-
-
-def _end(client, run_id: str, status: str, outcome: str, reason: str) -> None:
-    import mlflow
-
-    client.set_tag(run_id, OUTCOME_TAG, outcome)
-    client.set_tag(run_id, REASON_TAG, reason[:4000])
-    mlflow.end_run(status=status)
-
-
-def experiment_id(name: str) -> str:
-    """Id of the MLflow experiment `name`, created if absent."""
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    finally:
+        close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
+        mlflow.end_run(status=OUTCOMES[outcome][0])
 
 
 def read_config(run_id: str) -> dict:

@@ -20,12 +20,22 @@ import numpy as np
 from reuse_nets import models
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import Dataset
+from reuse_nets.names import GRAD_NORM_PREFIX
 
 # Called after each epoch with (epoch counted from 1, metrics). May raise to stop
-# the trial, e.g. `optuna.TrialPruned` from the sweep's pruning hook.
+# the trial: `StopTraining` for a decision (pruning), anything else for a failure.
 EpochHook = Callable[[int, dict], None]
 
-GRAD_NORM_PREFIX = "grad_norm/"
+
+class StopTraining(Exception):
+    """Raised by an epoch hook to end a run early on purpose (e.g. pruning).
+
+    `outcome` names the decision ("pruned"); the message says why.
+    """
+
+    def __init__(self, outcome: str, reason: str):
+        super().__init__(reason)
+        self.outcome = outcome
 
 
 def configure_threads(threads: int | None) -> None:
@@ -181,6 +191,7 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
 
 def build(config: TrialConfig, dataset: Dataset):
     """The network a config describes, for a dataset's input shape and classes."""
+    strategy = models.STRATEGIES[config.strategy]
     return models.build_model(
         config.strategy,
         config.depth,
@@ -191,9 +202,8 @@ def build(config: TrialConfig, dataset: Dataset):
         activation=config.activation,
         kernel_size=config.kernel_size,
         reuse_source=config.reuse_source,
-        keep_ratio=config.keep_ratio,
-        learned_mask=config.learned_mask,
-        mask_seed=config.seed,
+        seed=config.seed,
+        **{option: getattr(config, option) for option in strategy.options},
     )
 
 

@@ -57,8 +57,8 @@ def main_guard(main) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
     from reuse_nets.data import DataError
     from reuse_nets.reproduce import ReproduceError
+    from reuse_nets.optuna_store import SweepError
     from reuse_nets.studies import StudyError
-    from reuse_nets.sweep import SweepError
 
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -15,6 +15,7 @@ import _cli
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion_mnist", help="TFDS image-classification dataset")
     parser.add_argument("--strategy", default="residual")
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--width", type=int, default=128)
@@ -36,11 +37,9 @@ def main(argv=None) -> int:
         depth=args.depth,
         width=args.width,
         batch_size=args.batch_size,
-        dataset=DatasetConfig(train_split=args.train_split, validation_split="train[50000:51000]", test_split=None),
+        dataset=DatasetConfig(name=args.dataset, train_split=args.train_split, validation_split="train[50000:51000]", test_split=None),
     )
-    dataset = data.load_dataset(
-        "fashion_mnist", data.Splits(train=args.train_split, validation="train[50000:51000]", test=None), _cli.data_source(args)
-    )
+    dataset = data.load(config.dataset, _cli.data_source(args))
     result = training.measure_gradient_norm_overhead(config, dataset, epochs=args.epochs, repeats=args.repeats)
     print(
         f"{config.strategy} depth {config.depth} width {config.width} batch {config.batch_size}, "

@@ -24,16 +24,19 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from reuse_nets import report, studies, sweep, tracking
+    import mlflow
+
+    from reuse_nets import optuna_store, report, study_files, study_runs, tracking
 
     args = parse_args(argv)
-    spec = studies.load_study(args.study, args.overrides)
+    spec = study_files.load_study(args.study, args.overrides)
     tracking.set_tracking_uri(args.tracking_uri)
-    study = sweep.load_existing_study(spec, args.storage or sweep.DEFAULT_STORAGE)
-    parent_run_id = study.user_attrs.get(sweep.PARENT_ATTR)
+    storage = optuna_store.make_storage(args.storage or optuna_store.DEFAULT_STORAGE, spec.execution)
+    experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
+    parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
     if not parent_run_id:
-        raise sweep.SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first")
-    out = report.write_report(study, spec, parent_run_id)
+        raise optuna_store.SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first with sweeps/run.py")
+    out = report.write_report(spec, storage, parent_run_id)
     print((Path(out) / "report.md").read_text())
     print(f"report: {out}/report.md (also logged to parent run {parent_run_id})")
     return 0

@@ -17,13 +17,12 @@ def parse_args(argv):
     parser.add_argument("--study", help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--list", action="store_true", help="list the studies in experiments/ and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; writes nothing")
-    parser.add_argument("--n-trials", type=int, help="finished trials wanted in total (default or 0: the study's)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override study fields, e.g. --set epochs=1 --set dataset.train_split=train[:2000]; "
+        help="override study fields, e.g. --set base.epochs=1 --set base.dataset.train_split=train[:2000]; "
         "one --set may hold several space-separated overrides",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -34,38 +33,36 @@ def parse_args(argv):
         parser.error("--study is required (or --list)")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
-    if args.n_trials is not None and args.n_trials < 0:
-        parser.error(f"--n-trials must be positive (or 0 for the study's own), got {args.n_trials}")
     # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.
     args.overrides = [item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item]
     return args
 
 
 def main(argv=None) -> int:
-    from reuse_nets import studies, sweep
+    from reuse_nets import optuna_store, phases, runner, study_files
 
     args = parse_args(argv)
     if args.list:
-        for name, description in studies.list_studies():
+        for name, description in study_files.list_studies():
             print(f"{name:20s} {description}")
         return 0
-    spec = studies.load_study(args.study, args.overrides)
-    options = sweep.SweepOptions(
-        storage=args.storage or sweep.DEFAULT_STORAGE,
+    spec = study_files.load_study(args.study, args.overrides)
+    options = runner.SweepOptions(
+        storage=args.storage or optuna_store.DEFAULT_STORAGE,
         tracking_uri=args.tracking_uri,
-        n_trials=args.n_trials or None,
-        timeout=args.timeout,
+        timeout=args.timeout or None,  # 0 (MLproject's default): the study's own
         workers=args.workers,
         data=_cli.data_source(args),
         verbose=not args.quiet,
     )
     if args.dry_run:
-        print(sweep.describe_plan(spec, options))
+        threads = runner.threads_per_worker(args.workers)
+        print(phases.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
         return 0
-    result = sweep.run_sweep(spec, options)
+    result = runner.run_study(spec, options)
     _cli.tag_project_run({"reuse_nets.study": spec.name, "reuse_nets.study_parent_run_id": result.parent_run_id})
-    print(sweep.summary(result))
-    return 0 if result.finished >= result.total else 1
+    print(runner.summary(result))
+    return 0 if result.complete else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The trial objective: one Optuna trial -> one config -> one tracked training run.
+
+Tuning trials take the cell's compared values plus what the sampler suggests
+for the tuned knobs, with the tuning seed, and report each epoch to the cell's
+pruner. Final trials take everything (compared values, the cell's selected tuned
+values, a fresh seed) from their enqueued parameters and are never pruned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+from reuse_nets import studies, tracking, training
+from reuse_nets.names import (
+    CELL_TAG,
+    OPTUNA_STUDY_TAG,
+    OUTCOME_ATTR,
+    PHASE_TAG,
+    RUN_ID_ATTR,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
+from reuse_nets.optuna_store import TrialFailed, claim_slot, count_finished_slots, optuna
+from reuse_nets.studies import Cell, StudySpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One Optuna study to fill: a cell's tuning trials, or the final runs.
+
+    `slots[i]` is the cell of slot `i` and the parameters enqueued for it
+    (`{}` for a tuning slot: the sampler chooses).
+    """
+
+    phase: str  # "tune" | "final"
+    study_name: str
+    slots: tuple[tuple[Cell, dict[str, Any]], ...]
+    label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
+
+
+class PruningHook:
+    """Reports each epoch's objective metric to Optuna; stops training when told to prune."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        # A diverged network still has a finite accuracy (chance level); divergence
+        # is the training loop's to report, as a failure, never as a pruning.
+        if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("loss", 0.0)):
+            return
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise training.StopTraining("pruned", f"pruned at epoch {epoch} ({self.metric}={value:.4f})")
+
+
+class Objective:
+    """Trains the config of one trial of `job` under a nested MLflow run."""
+
+    def __init__(self, spec: StudySpec, job: Job, dataset, experiment_id: str, parent_run_id: str, say: Callable):
+        self.spec, self.job, self.dataset, self.say = spec, job, dataset, say
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+
+    def config_of(self, trial, cell: Cell):
+        if self.job.phase == "tune":
+            return self.spec.cell_config(cell, studies.suggest_tuned(self.spec, trial))
+        # Final: every value is enqueued; suggesting with the study's distributions
+        # records them as the trial's params (for Optuna's own tools).
+        for name, values in self.spec.compare.items():
+            trial.suggest_categorical(name, values)
+        tuned = studies.suggest_tuned(self.spec, trial)
+        seed = trial.suggest_categorical("seed", self.spec.final.seeds)
+        return self.spec.cell_config(cell, tuned, seed)
+
+    def __call__(self, trial) -> float:
+        slot = claim_slot(trial)
+        cell, _ = self.job.slots[slot]
+        config = self.config_of(trial, cell)
+        metric = self.spec.objective.metric
+        label = f"{self.job.phase} {cell.key} slot {slot} (trial {trial.number}, lr={config.learning_rate:.2g} width={config.width} seed={config.seed})"
+        done = count_finished_slots(trial.study, len(self.job.slots))
+        self.say(f"{label}: started [{done}/{len(self.job.slots)} of {self.job.label}]")
+
+        def progress(epoch: int, metrics: dict) -> None:
+            self.say(
+                f"  trial {trial.number} epoch {epoch}/{config.epochs}: loss={metrics['loss']:.4f} "
+                f"{metric}={metrics.get(metric, float('nan')):.4f} ({metrics['epoch_time']:.1f}s)"
+            )
+
+        hooks = (PruningHook(trial, metric), progress) if self.job.phase == "tune" else (progress,)
+        tags = {
+            STUDY_TAG: self.spec.name,
+            PHASE_TAG: self.job.phase,
+            CELL_TAG: cell.key,
+            OPTUNA_STUDY_TAG: trial.study.study_name,
+            TRIAL_TAG: str(trial.number),
+        }
+        run_name = f"{self.job.phase}-{cell.key}-" + (f"{trial.number}" if self.job.phase == "tune" else f"seed={config.seed}")
+        try:
+            with tracking.trial_run(
+                config,
+                self.dataset,
+                experiment_id=self.experiment_id,
+                run_name=run_name,
+                parent_run_id=self.parent_run_id,
+                tags=tags,
+            ) as run:
+                trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+                result = training.train(config, self.dataset, hooks=(run.log_epoch, *hooks))
+                run.record(result)
+        except training.StopTraining as stop:
+            trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
+            self.say(f"{label}: PRUNED ({stop})")
+            raise optuna().TrialPruned(str(stop)) from None
+        except Exception as error:
+            trial.set_user_attr(OUTCOME_ATTR, "error")
+            self.say(f"{label}: FAILED ({type(error).__name__}: {error})")
+            raise TrialFailed(f"{type(error).__name__}: {error}") from error
+        if result.status == "diverged":
+            trial.set_user_attr(OUTCOME_ATTR, "diverged")
+            self.say(f"{label}: FAILED (diverged: {result.reason})")
+            raise TrialFailed(f"diverged: {result.reason}")
+        for key, score in result.test_metrics.items():
+            trial.set_user_attr(key, score)
+        trial.set_user_attr(OUTCOME_ATTR, "completed")
+        value = result.final(metric)
+        self.say(f"{label}: {metric}={value:.4f}")
+        return value

@@ -1,0 +1,202 @@
+"""Optuna plumbing: storage, samplers, pruners, opening studies, handing out slots.
+
+A study runs as several Optuna studies: one per compared cell for tuning (its
+own sampler and pruner, so a trial is only ever compared with its own cell) and
+one for the final runs. Every planned trial is a *slot*, enqueued once as a
+WAITING trial; Optuna hands each waiting trial to exactly one process, so
+workers and several runners never run a slot twice, and a slot whose process
+died is enqueued again (at most `max_retry` times).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+from reuse_nets.names import IDENTITY_ATTR, OUTCOME_ATTR, SLOT_ATTR
+from reuse_nets.studies import ExecutionSpec, StudySpec
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"  # in the working directory, beside mlflow.db
+# Outcomes of trials that ran to a result; a FAIL trial without one died and is retried.
+RESULT_OUTCOMES = ("completed", "pruned", "diverged", "error")
+
+
+class SweepError(Exception):
+    """A sweep problem the user can fix; the message is one line."""
+
+
+class TrialFailed(Exception):
+    """A trial that ended without a value (diverged, raised, or had no slot)."""
+
+
+def optuna():
+    import optuna as _optuna
+
+    # Failed trials are reported by the objective itself; Optuna would add a traceback.
+    _optuna.logging.set_verbosity(_optuna.logging.ERROR)
+    return _optuna
+
+
+def make_storage(url: str, execution: ExecutionSpec):
+    """RDB storage with heartbeats, so that dead trials are detected and retried."""
+    op = optuna()
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", op.exceptions.ExperimentalWarning)
+            return op.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                heartbeat_interval=execution.heartbeat_interval,
+                grace_period=execution.grace_period,
+                heartbeat_stale_trial_callback=op.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=execution.max_retry
+                ),
+            )
+    except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
+        raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+def sampler(spec: StudySpec):
+    """The tuning sampler; every cell gets one with the same settings and seed."""
+    op = optuna()
+    settings = spec.tune.sampler if spec.tune else None
+    if settings is not None and settings.type == "tpe":
+        return op.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
+    # The final phase enqueues every trial's parameters: its sampler never chooses.
+    return op.samplers.RandomSampler(seed=settings.seed if settings else 0)
+
+
+def pruner(spec: StudySpec, epochs: int, phase: str):
+    """The tuning pruner of one cell; final runs are never pruned."""
+    op = optuna()
+    settings = spec.tune.pruner if spec.tune and phase == "tune" else None
+    if settings is None or settings.type == "none":
+        return op.pruners.NopPruner()
+    if settings.type == "median":
+        return op.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+    return op.pruners.HyperbandPruner(
+        min_resource=settings.min_resource, max_resource=epochs, reduction_factor=settings.reduction_factor
+    )
+
+
+def check_identity(storage, name: str, identity: dict) -> None:
+    """Refuses a stored study of this name that was made from a different spec."""
+    op = optuna()
+    try:
+        stored = op.load_study(study_name=name, storage=storage).user_attrs.get(IDENTITY_ATTR)
+    except KeyError:
+        return  # not created yet
+    if stored is not None and stored != json.dumps(identity, sort_keys=True):
+        raise SweepError(
+            f"Optuna study {name!r} already exists in this storage with a different spec; "
+            "rename the study (--set name=NEW_NAME) or use another --storage"
+        )
+
+
+def open_study(storage, name: str, identity: dict, *, direction: str, sampler, pruner):
+    """Creates the Optuna study, or loads it (after `check_identity`)."""
+    op = optuna()
+    check_identity(storage, name, identity)
+    study = op.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True
+    )
+    if IDENTITY_ATTR not in study.user_attrs:
+        study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
+    return study
+
+
+def load_existing(storage, name: str):
+    """A stored study, or None."""
+    op = optuna()
+    try:
+        return op.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def is_finished(trial) -> bool:
+    """A trial that produced a result: complete, pruned, or failed with a reason.
+
+    A failed trial without an outcome died or was interrupted and gets retried.
+    """
+    state = trial.state.name
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and trial.user_attrs.get(OUTCOME_ATTR) in RESULT_OUTCOMES)
+
+
+def trials_in(study, *states):
+    op = optuna()
+    return study.get_trials(deepcopy=False, states=tuple(getattr(op.trial.TrialState, s) for s in states))
+
+
+def slot_trials(study) -> dict[int, list]:
+    """Trials by the slot they fill, in trial order."""
+    by_slot: dict[int, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if SLOT_ATTR in trial.user_attrs:
+            by_slot.setdefault(trial.user_attrs[SLOT_ATTR], []).append(trial)
+    return by_slot
+
+
+def deaths(trials) -> int:
+    """Attempts at a slot whose process died (FAIL with no outcome)."""
+    return sum(1 for t in trials if t.state.name == "FAIL" and OUTCOME_ATTR not in t.user_attrs)
+
+
+def slot_done(trials, max_retry: int) -> bool:
+    """A slot with a result, or one that died more often than it may be retried."""
+    return any(is_finished(t) for t in trials) or deaths(trials) > max_retry
+
+
+def open_slots(study, n_slots: int, max_retry: int) -> list[int]:
+    """Slots with neither a result nor a live (running or waiting) trial."""
+    by_slot = slot_trials(study)
+    return [
+        slot
+        for slot in range(n_slots)
+        if not slot_done(by_slot.get(slot, []), max_retry)
+        and not any(t.state.name in ("RUNNING", "WAITING") for t in by_slot.get(slot, []))
+    ]
+
+
+def pending(study, n_slots: int, max_retry: int) -> int:
+    """Slots still without a result (waiting, running, or to be retried)."""
+    by_slot = slot_trials(study)
+    return sum(1 for slot in range(n_slots) if not slot_done(by_slot.get(slot, []), max_retry))
+
+
+def enqueue_slots(study, points: list[dict], max_retry: int) -> int:
+    """Enqueues every open slot with its fixed parameters; returns how many."""
+    slots = open_slots(study, len(points), max_retry)
+    for slot in slots:
+        study.enqueue_trial(points[slot], user_attrs={SLOT_ATTR: slot}, skip_if_exists=False)
+    return len(slots)
+
+
+def claim_slot(trial) -> int:
+    """The slot this trial fills; refuses one another trial already owns.
+
+    Runners on several machines may enqueue the same slot at the same time; of
+    the trials holding a slot, the lowest-numbered live or finished one runs.
+    """
+    slot = trial.user_attrs.get(SLOT_ATTR)
+    if slot is None:
+        # Another worker took the last waiting slot between our check and our ask.
+        trial.set_user_attr(OUTCOME_ATTR, "unused")
+        raise TrialFailed("no waiting slot for this trial")
+    owners = [
+        other.number
+        for other in trial.study.get_trials(deepcopy=False)
+        if other.user_attrs.get(SLOT_ATTR) == slot
+        and other.number != trial.number
+        and (other.state.name == "RUNNING" or is_finished(other))
+    ]
+    if owners and min(owners) < trial.number:
+        trial.set_user_attr(OUTCOME_ATTR, "duplicate")
+        raise TrialFailed(f"slot {slot} is already trial {min(owners)}'s")
+    return slot
+
+
+def count_finished_slots(study, n_slots: int) -> int:
+    """Slots with a result."""
+    by_slot = slot_trials(study)
+    return sum(1 for slot in range(n_slots) if any(is_finished(t) for t in by_slot.get(slot, [])))

@@ -1,0 +1,243 @@
+"""Runs (or resumes) a study: tuning in every cell, then the final runs, then the report.
+
+    spec -> data -> Optuna studies + MLflow parent run -> phase "tune" (one job
+    per cell) -> selection -> phase "final" -> report
+
+Each phase enqueues its slots, runs them here or in `--workers` processes, closes
+the runs of trials that died, and repeats until every slot has a result or
+failed for good. Re-running the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+
+from reuse_nets import optuna_store, phases, study_runs
+from reuse_nets.objective import Job, Objective
+from reuse_nets.optuna_store import SweepError, TrialFailed
+from reuse_nets.studies import StudySpec
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """How to run a study, beyond what the study file says."""
+
+    storage: str = optuna_store.DEFAULT_STORAGE
+    tracking_uri: str | None = None
+    timeout: float | None = None  # seconds for this invocation; default the spec's
+    workers: int = 1
+    data: object = None  # a data.DataSource; None: TFDS defaults
+    verbose: bool = True
+
+
+@dataclasses.dataclass
+class StudyResult:
+    study_name: str
+    experiment_id: str
+    parent_run_id: str
+    complete: bool  # every slot of both phases has a result
+    report_dir: str | None
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def threads_per_worker(workers: int) -> int:
+    """TensorFlow threads for each of `workers` processes, so they share the cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def identity_of(spec: StudySpec, job: Job) -> dict:
+    return spec.tune_identity(job.slots[0][0]) if job.phase == "tune" else spec.identity()
+
+
+def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyResult:
+    """Runs (or resumes) `spec` until both phases are done, or time runs out.
+
+    Raises:
+        SweepError, DataError: problems the user can fix, raised before anything
+            is written to either store.
+    """
+    from reuse_nets import data, report, tracking
+
+    say = _print if options.verbose else (lambda m: None)
+    if options.workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {options.workers}")
+    # Before anything is written: a data problem must leave no runs behind. With
+    # workers this also prepares the dataset once, before they start.
+    dataset = data.load(spec.base.dataset, options.data or data.DataSource())
+    storage = optuna_store.make_storage(options.storage, spec.execution)
+    tune_jobs = phases.tune_jobs(spec)
+    for job in tune_jobs:
+        optuna_store.check_identity(storage, job.study_name, identity_of(spec, job))
+    optuna_store.check_identity(storage, phases.final_study_name(spec), spec.identity())
+    tracking.set_tracking_uri(options.tracking_uri)
+    experiment_id = study_runs.experiment_id(spec)
+    parent_run_id = study_runs.ensure_parent_run(spec, experiment_id)
+    say(f"study {spec.name}: {len(spec.cells())} cells; MLflow experiment {experiment_id}, parent run {parent_run_id}")
+    timeout = options.timeout or spec.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    context = (spec, options, storage, dataset, experiment_id, parent_run_id, deadline, say)
+    opened: list = []
+    try:
+        complete = _run_phase(*context, tune_jobs, opened)
+        if complete:
+            final = _final_job(spec, storage, say)
+            complete = _run_phase(*context, [final], opened)
+    except BaseException as error:
+        for study in opened:
+            study_runs.reconcile(study, experiment_id)
+        study_runs.close_parent(parent_run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    report_dir = None
+    try:
+        if optuna_store.load_existing(storage, phases.final_study_name(spec)) is not None:
+            report_dir = report.write_report(spec, storage, parent_run_id)
+    except BaseException:
+        study_runs.close_parent(parent_run_id, "FAILED")
+        raise
+    study_runs.close_parent(parent_run_id, "FINISHED" if complete else "KILLED")
+    return StudyResult(spec.name, experiment_id, parent_run_id, complete, report_dir)
+
+
+def _final_job(spec: StudySpec, storage, say) -> Job:
+    """The final phase's job: from the stored selection, or a new one (stored now)."""
+    study = optuna_store.load_existing(storage, phases.final_study_name(spec))
+    selection = phases.stored_selection(study) if study is not None else None
+    if selection is None:
+        selection = phases.select_best(spec, storage) if spec.tune else {}
+        job = phases.final_job(spec, selection)
+        phases.store_selection(phases.open_job(spec, storage, job, spec.identity()), selection)
+    if spec.tune:
+        say("selected on " + spec.objective.metric + " (tuning seed " + str(spec.base.seed) + "):")
+        for row in phases.selection_rows(spec, selection):
+            say(row)
+    return phases.final_job(spec, selection)
+
+
+def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, say, jobs, opened) -> bool:
+    """Runs `jobs` until every slot has a result; False if time ran out first."""
+    if not jobs:
+        return True
+    studies = {job.study_name: phases.open_job(spec, storage, job, identity_of(spec, job)) for job in jobs}
+    opened.extend(studies.values())
+    max_retry = spec.execution.max_retry
+    grace = spec.execution.grace_period + spec.execution.heartbeat_interval
+    waited_since = None
+    while True:
+        left = 0
+        for job in jobs:
+            study = studies[job.study_name]
+            closed = study_runs.reconcile(study, experiment_id)
+            if closed:
+                say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
+            optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
+            left += optuna_store.pending(study, len(job.slots), max_retry)
+        if not left:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if any(optuna_store.trials_in(studies[j.study_name], "WAITING") for j in jobs):
+            phase = jobs[0].phase
+            say(f"phase {phase}: {left} trial(s) to run")
+            if options.workers == 1:
+                for job in jobs:
+                    objective = Objective(spec, job, dataset, experiment_id, parent_run_id, say)
+                    _optimize(studies[job.study_name], objective, deadline)
+            else:
+                _run_workers(spec, options, phase, parent_run_id, deadline)
+            waited_since = None
+            continue
+        # Only trials RUNNING elsewhere: live ones finish, dead ones go stale and retry.
+        waited_since = waited_since or time.monotonic()
+        if time.monotonic() - waited_since > grace:
+            return False
+        say(f"waiting for {left} trial(s) running elsewhere")
+        time.sleep(spec.execution.heartbeat_interval)
+
+
+def _optimize(study, objective: Objective, deadline: float | None) -> None:
+    """Runs this study's waiting trials in this process."""
+
+    def no_more_waiting(study, trial) -> None:
+        if not optuna_store.trials_in(study, "WAITING"):
+            study.stop()
+
+    while waiting := len(optuna_store.trials_in(study, "WAITING")):
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            return
+        study.optimize(
+            objective, n_trials=waiting, timeout=timeout, catch=(TrialFailed,), callbacks=[no_more_waiting], gc_after_trial=True
+        )
+
+
+def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, parent_run_id: str, deadline: float | None) -> None:
+    """Entry point of a `--workers` process: runs the phase's waiting trials.
+
+    It shares the storage and the parent's deadline (`time.monotonic` is system-wide).
+    """
+    from reuse_nets import data, tracking, training
+
+    training.configure_threads(threads_per_worker(options.workers))
+    spec = StudySpec.model_validate(spec_data)
+    say = (lambda m: _print(f"[worker {index}] {m}")) if options.verbose else (lambda m: None)
+    tracking.set_tracking_uri(options.tracking_uri)
+    storage = optuna_store.make_storage(options.storage, spec.execution)
+    if phase == "tune":
+        jobs = phases.tune_jobs(spec)
+    else:
+        final = optuna_store.load_existing(storage, phases.final_study_name(spec))
+        jobs = [phases.final_job(spec, phases.stored_selection(final))]
+    experiment_id = study_runs.experiment_id(spec)
+    dataset = data.load(spec.base.dataset, options.data or data.DataSource())
+    for job in jobs:
+        study = phases.open_job(spec, storage, job, identity_of(spec, job))
+        _optimize(study, Objective(spec, job, dataset, experiment_id, parent_run_id, say), deadline)
+
+
+def _run_workers(spec: StudySpec, options: SweepOptions, phase: str, parent_run_id: str, deadline: float | None) -> None:
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_worker, args=(spec.model_dump(mode="json"), options, i + 1, phase, parent_run_id, deadline), daemon=False
+        )
+        for i in range(options.workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
+    failed = [p.exitcode for p in processes if p.exitcode]
+    if len(failed) == len(processes):
+        raise SweepError(f"all {len(processes)} workers failed (exit codes {failed}); see their output above")
+    if failed:
+        print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
+
+
+def summary(result: StudyResult) -> str:
+    """The end-of-study summary: state, where to look, and the report's findings."""
+    from pathlib import Path
+
+    state = "complete" if result.complete else "incomplete (re-run the same command to resume)"
+    lines = [
+        f"study {result.study_name}: {state}",
+        f"MLflow experiment {result.experiment_id}, parent run {result.parent_run_id} (run `mlflow ui` here to browse)",
+    ]
+    if result.report_dir:
+        report = (Path(result.report_dir) / "report.md").read_text().splitlines()
+        lines += [line for line in report if not line.startswith(("![", "# ", "## Plots"))]
+        lines.append(f"report: {result.report_dir}/report.md (also logged to the parent run)")
+    return "\n".join(lines).rstrip()

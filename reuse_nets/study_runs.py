@@ -1,0 +1,119 @@
+"""Study-level MLflow runs: the study's experiment and parent run, and reconciliation.
+
+One experiment per study holds one parent run (found again on resume) with every
+trial run nested under it. `reconcile` closes the runs of trials whose process
+died, through `tracking.close_run`, like every other run end.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import yaml
+
+from reuse_nets import tracking
+from reuse_nets.names import KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, STUDY_TAG, TRIAL_TAG
+from reuse_nets.optuna_store import SweepError, optuna
+from reuse_nets.studies import StudySpec
+
+DIED_REASON = "the trial's process died (no heartbeat); its slot is retried up to execution.max_retry times"
+
+
+def experiment_id(spec: StudySpec) -> str:
+    """The study's MLflow experiment, created if absent, with its description.
+
+    Raises:
+        SweepError: an experiment of that name was deleted (MLflow still holds it).
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(spec.name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise SweepError(
+            f"MLflow experiment {spec.name!r} was deleted but still exists in the tracking store; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or rename the study"
+        )
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.name)
+    if spec.description:
+        client.set_experiment_tag(experiment_id, NOTE_TAG, spec.description)
+    return experiment_id
+
+
+def _parent_filter(spec: StudySpec) -> str:
+    return f"tags.`{KIND_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{spec.name}'"
+
+
+def find_parent_run(spec: StudySpec, experiment_id: str) -> str | None:
+    import mlflow
+
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=_parent_filter(spec), order_by=["attributes.start_time ASC"], max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
+def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
+    """The study's parent run: reused on resume, created once otherwise; marked RUNNING."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run_id = find_parent_run(spec, experiment_id)
+    if not run_id:
+        run = client.create_run(
+            experiment_id,
+            run_name=spec.name,
+            tags={KIND_TAG: "study", STUDY_TAG: spec.name, **tracking.provenance_tags()},
+        )
+        # Runners on several machines may start a new study at once: all of them keep
+        # the earliest parent run and delete their own if it lost.
+        run_id = find_parent_run(spec, experiment_id)
+        if run_id != run.info.run_id:
+            client.delete_run(run.info.run_id)
+        else:
+            params = {
+                "compare": ", ".join(f"{n}={v}" for n, v in spec.compare.items()),
+                "tuned": ", ".join(spec.tune.search_space) if spec.tune else "none",
+                "trials_per_cell": spec.tune.trials_per_cell if spec.tune else 0,
+                "final_seeds": ",".join(map(str, spec.final.seeds)),
+                "objective": f"{spec.objective.direction} {spec.objective.metric}",
+                "dataset": spec.base.dataset.name,
+                "epochs": spec.base.epochs,
+            }
+            for key, value in params.items():
+                client.log_param(run_id, key, value)
+    client.update_run(run_id, status="RUNNING")
+    client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "study.yaml")
+    return run_id
+
+
+def reconcile(study, experiment_id: str) -> int:
+    """Fails trials whose process died and closes their MLflow runs; returns how many runs."""
+    import mlflow
+
+    op = optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", op.exceptions.ExperimentalWarning)
+        op.storages.fail_stale_trials(study)
+    client = mlflow.MlflowClient()
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    closed = 0
+    dangling = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{OPTUNA_STUDY_TAG}` = '{study.study_name}'",
+    )
+    for run in dangling:
+        number = run.data.tags.get(TRIAL_TAG)
+        trial = by_number.get(int(number)) if number is not None else None
+        # A RUNNING trial is alive: a dead one was just failed by its stale heartbeat.
+        if trial is None or trial.state.name == "RUNNING":
+            continue
+        tracking.close_run(client, run.info.run_id, "died", DIED_REASON)
+        closed += 1
+    return closed
+
+
+def close_parent(parent_run_id: str, status: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(parent_run_id, status=status)
