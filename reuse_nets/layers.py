@@ -225,8 +225,8 @@ class ResidualBlock(ReuseBlock):
 
     def __init__(self, units, branch_gain_init=0.0, **kwargs):
         super().__init__(units, **kwargs)
-        if not isinstance(branch_gain_init, numbers.Real):
-            raise ValueError(f"`branch_gain_init` must be a number. Received: branch_gain_init={branch_gain_init!r}")
+        if isinstance(branch_gain_init, bool) or not isinstance(branch_gain_init, numbers.Real) or not np.isfinite(branch_gain_init):
+            raise ValueError(f"`branch_gain_init` must be a finite number. Received: branch_gain_init={branch_gain_init!r}")
         self.branch_gain_init = float(branch_gain_init)
 
     def build_combine(self, reused_shape):

@@ -304,7 +304,9 @@ def trial_run(
         if run.outcome is not None:
             outcome, reason = run.outcome, run.reason
     except training.StopTraining as stop:
-        outcome, reason = stop.outcome, str(stop)
+        known = stop.outcome in OUTCOMES
+        outcome = stop.outcome if known else "error"
+        reason = str(stop) if known else f"stopped with unknown outcome {stop.outcome!r}: {stop}"
         raise
     except KeyboardInterrupt:
         outcome, reason = "interrupted", "interrupted (Ctrl-C or SIGTERM)"

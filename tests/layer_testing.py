@@ -10,8 +10,10 @@ so all layers are held to the same checks:
 4. `get_config` -> `from_config` round trip: equal configs, and equal outputs once
    the weights are copied over;
 5. a one-layer model saved to `.keras` reloads with `safe_mode=True`, as the same
-   class with the same config and weights, and predicts identically;
-6. one training step changes at least one trainable weight and no non-trainable one.
+   class with the same config, weights and weight constraints, and predicts
+   identically;
+6. one training step changes at least one trainable weight and no non-trainable one,
+   and leaves every constrained weight satisfying its constraint (as it did at init).
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ def _numpy_weights(weights):
     return [np.array(w.numpy()) for w in weights]
 
 
+def assert_constraints_hold(weights, where):
+    """Every weight with a constraint is a fixed point of it (constraints are projections)."""
+    for w in weights:
+        if w.constraint is not None:
+            value = w.numpy()
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(w.constraint(keras.ops.convert_to_tensor(value))),
+                value,
+                err_msg=f"{where}: {w.path} violates its constraint {type(w.constraint).__name__}",
+            )
+
+
 def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=True):
     """Runs the full layer contract for one case; returns the built layer."""
     data = make_inputs(case.input_shape)
@@ -102,6 +116,7 @@ def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=T
     assert len(layer.non_trainable_weights) == (
         case.expected_num_weights - case.expected_num_trainable_weights
     )
+    assert_constraints_hold(layer.weights, f"{case.id} at init")
 
     # 4. Config round trip.
     config = layer.get_config()
@@ -127,6 +142,8 @@ def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=T
     assert loaded_layer.get_config() == config
     for original, restored in zip(layer.weights, loaded_layer.weights, strict=True):
         assert original.path == restored.path
+        assert original.trainable == restored.trainable, original.path
+        assert type(original.constraint) is type(restored.constraint), original.path
         np.testing.assert_array_equal(original.numpy(), restored.numpy())
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(data)), expected)
 
@@ -145,4 +162,5 @@ def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=T
         assert any(changed), f"{case.id}: a training step changed no trainable weight"
         for before, after in zip(frozen_before, _numpy_weights(model.non_trainable_weights)):
             np.testing.assert_array_equal(before, after)
+        assert_constraints_hold(model.weights, f"{case.id} after a training step")
     return layer

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from reuse_nets import data
+from reuse_nets.config import DatasetConfig
 from reuse_nets.data import DataError, Splits
 
 
@@ -123,10 +124,45 @@ def test_bad_split_expression_is_a_data_error(data_source, expression):
 
 
 def test_reversed_slice_is_a_data_error(data_source):
-    # Library bug: TFDS accepts "train[5:3]" (take=-2) and as_dataset then fails
+    # Regression: TFDS accepts "train[5:3]" (take=-2) and as_dataset then failed
     # with a raw tf.errors.FailedPreconditionError instead of a DataError.
-    with pytest.raises(DataError):
+    with pytest.raises(DataError) as error:
         data.load_dataset("fashion_mnist", Splits(train="train[5:3]", validation="train[:100]", test=None), data_source)
+    assert "\n" not in str(error.value)
+
+
+# --- load: from a DatasetConfig -------------------------------------------------------
+
+
+def test_load_from_a_dataset_config_is_the_memoised_dataset(fashion_mnist, fashion_mnist_config, data_source):
+    loaded = data.load(fashion_mnist_config, data_source)
+    assert loaded is fashion_mnist  # the same splits and source: the same in-memory dataset
+    assert loaded.splits == {
+        "train": fashion_mnist_config.train_split,
+        "validation": fashion_mnist_config.validation_split,
+        "test": fashion_mnist_config.test_split,
+    }
+
+
+def test_load_maps_every_config_field_to_its_split(data_source):
+    config = DatasetConfig(name="fashion_mnist", train_split="train[:300]", validation_split="train[-200:]", test_split="test[:100]")
+    dataset = data.load(config, data_source)
+    assert dataset.name == "fashion_mnist"
+    assert dataset.splits == {"train": "train[:300]", "validation": "train[-200:]", "test": "test[:100]"}
+    assert {role: dataset.num_examples(role) for role in dataset.splits} == {"train": 300, "validation": 200, "test": 100}
+    assert dataset is data.load_dataset("fashion_mnist", Splits("train[:300]", "train[-200:]", "test[:100]"), data_source)
+
+
+def test_load_without_test_or_validation_follows_the_config_defaults(data_source):
+    # validation None carves it from a plain "train"; test None means no test split.
+    dataset = data.load(DatasetConfig(train_split="train", validation_split=None, test_split=None), data_source)
+    assert dataset.splits == {"train": "train[:90%]", "validation": "train[90%:]"}
+    assert "test" not in dataset.arrays
+
+
+def test_load_reports_a_bad_config_as_a_data_error(data_source):
+    with pytest.raises(DataError, match="validation"):
+        data.load(DatasetConfig(train_split="train[:2000]", validation_split=None), data_source)
 
 
 # --- Pipelines ------------------------------------------------------------------------
@@ -195,7 +231,7 @@ def test_digest_changes_with_the_splits(fashion_mnist, data_source, splits):
 
 def test_digest_does_not_depend_on_where_data_lives(fashion_mnist, fashion_mnist_splits, tmp_path):
     # The same prepared files seen through another TFDS data_dir are the same data.
-    # Library bug: the digest hashes FileInstruction.filename, an absolute path.
+    # Regression: the digest hashed FileInstruction.filename, an absolute path.
     (tmp_path / "fashion_mnist").symlink_to(os.path.dirname(fashion_mnist.data_dir), target_is_directory=True)
     moved = data.load_dataset("fashion_mnist", fashion_mnist_splits, data.DataSource(data_dir=os.fspath(tmp_path)))
     assert moved.data_dir.startswith(os.fspath(tmp_path))

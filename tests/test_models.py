@@ -166,12 +166,10 @@ def test_block_names_are_stable_and_in_depth_order(strategy, depth):
     assert block_names(build_model(strategy, depth, WIDTH, (10,), NUM_CLASSES)) == expected
 
 
-def test_block_names_in_depth_order_beyond_99_blocks_BUG():
-    """`block_names` sorts names as strings, so "block_100" lands between 10 and 11.
-
-    MAX_DEPTH is 256, so any model deeper than 99 blocks reports its blocks out of
-    depth order (and per-depth gradient norms get attributed to the wrong depth).
-    """
+def test_block_names_stay_in_depth_order_beyond_99_blocks():
+    """Regression: `block_names` sorted names as strings, so "block_100" landed
+    between 10 and 11 and per-depth gradient norms of models deeper than 99 blocks
+    (MAX_DEPTH is 256) were attributed to the wrong depth."""
     model = build_model("plain", 101, 4, (10,), NUM_CLASSES)
     expected = [block_name(i) for i in range(1, 102)]
     assert [l.name for l in model.layers if l.name.startswith("block_")] == expected
@@ -228,18 +226,18 @@ def test_masked_model_keeps_batch_of_7(family, input_shape):
     np.testing.assert_allclose(np_(model(x[:1])), probs[:1], rtol=1e-5, atol=1e-7)
 
 
-def test_masked_blocks_draw_masks_from_mask_seed_plus_index():
-    model = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=10, keep_ratio=0.3)
+def test_masked_blocks_draw_masks_from_seed_plus_index():
+    model = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, seed=10, keep_ratio=0.3)
     masks = [model.get_layer(name).masking.mask.numpy() for name in block_names(model)]
     for index, mask in enumerate(masks, start=1):
         np.testing.assert_array_equal(mask, layers.feature_mask((10,), 0.3, 10 + index))
         assert mask.sum() == 3
     assert len({m.tobytes() for m in masks}) > 1  # blocks see different subsets
     # Same seed -> same masks; different seed -> different masks.
-    again = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=10, keep_ratio=0.3)
+    again = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, seed=10, keep_ratio=0.3)
     for name, mask in zip(block_names(again), masks):
         np.testing.assert_array_equal(again.get_layer(name).masking.mask.numpy(), mask)
-    other = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, mask_seed=11, keep_ratio=0.3)
+    other = build_model("masked", 4, WIDTH, (10,), NUM_CLASSES, seed=11, keep_ratio=0.3)
     assert not np.array_equal(other.get_layer("block_01").masking.mask.numpy(), masks[0])
 
 
@@ -259,14 +257,16 @@ def fit_a_few_steps(model, input_shape):
 @pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (8, 8, 1))])
 def test_learned_mask_changes_under_training(family, input_shape):
     model = build_model("masked", 2, WIDTH, input_shape, NUM_CLASSES, family, learned_mask=True)
-    logits = [model.get_layer(n).masking.mask for n in block_names(model)]
-    assert all(v.name == "mask_logits" and v.trainable for v in logits)
+    gates = [model.get_layer(n).masking.mask for n in block_names(model)]
+    assert all(v.name == "mask" and v.trainable for v in gates)
+    assert all(isinstance(v.constraint, layers.UnitInterval) for v in gates)
     trainable_paths = {v.path for v in model.trainable_weights}
-    assert all(v.path in trainable_paths for v in logits)
-    before = weights_of(logits)
+    assert all(v.path in trainable_paths for v in gates)
+    before = weights_of(gates)
     fit_a_few_steps(model, input_shape)
-    for name, b, a in zip(block_names(model), before, weights_of(logits)):
+    for name, b, a in zip(block_names(model), before, weights_of(gates)):
         assert not np.array_equal(b, a), f"{name}: learned mask did not change"
+        assert np.all((a >= 0.0) & (a <= 1.0)), f"{name}: learned mask left [0, 1]"
 
 
 @pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (8, 8, 1))])
@@ -284,6 +284,130 @@ def test_fixed_mask_is_non_trainable_and_does_not_change(family, input_shape):
         np.testing.assert_array_equal(b, a)
     # ...while the rest of the block did train.
     assert not np.array_equal(kernel_before, model.get_layer("block_01").kernel.numpy())
+
+
+# ---------------------------------------------------------------------------
+# Strategy options: named after TrialConfig fields, refused where not taken.
+# ---------------------------------------------------------------------------
+
+
+def test_strategy_options_are_trial_config_fields():
+    from reuse_nets.config import TrialConfig
+
+    assert models.STRATEGIES["masked"].options == ("keep_ratio", "learned_mask")
+    for name in ("plain", "concat", "residual"):
+        assert models.STRATEGIES[name].options == (), name
+    for name, spec in models.STRATEGIES.items():
+        for option in spec.options:
+            assert option in TrialConfig.model_fields, f"{name}: option {option!r} is no TrialConfig field"
+
+
+@pytest.mark.parametrize(
+    "strategy, options",
+    [
+        ("residual", {"keep_ratio": 0.25}),
+        ("plain", {"learned_mask": True}),
+        ("concat", {"keep_ratio": 0.5, "learned_mask": False}),
+        ("masked", {"mask_seed": 3}),  # renamed `seed`
+        ("masked", {"gate_init": 2.0}),  # removed
+        ("masked", {"keep_ratio": 0.25, "branch_gain_init": 0.0}),
+    ],
+)
+def test_build_model_refuses_an_option_the_strategy_does_not_take(strategy, options):
+    taken = set(models.STRATEGIES[strategy].options)
+    unknown = sorted(set(options) - taken)
+    with pytest.raises(ValueError, match=re.escape(str(unknown))) as info:
+        build_model(strategy, 2, WIDTH, (10,), NUM_CLASSES, **options)
+    assert repr(strategy) in str(info.value)
+    assert str(list(models.STRATEGIES[strategy].options)) in str(info.value)  # says what it does take
+
+
+@pytest.mark.parametrize("family, input_shape", [("mlp", (10,)), ("conv", (8, 8, 1))])
+def test_masked_options_reach_every_block(family, input_shape):
+    model = build_model(
+        "masked", 3, WIDTH, input_shape, NUM_CLASSES, family, seed=20, keep_ratio=0.25, learned_mask=True
+    )
+    mask_shape = (10,) if family == "mlp" else input_shape
+    for index, name in enumerate(block_names(model), start=1):
+        masking = model.get_layer(name).masking
+        assert masking.keep_ratio == 0.25 and masking.learned is True, name
+        assert masking.seed == 20 + index, name
+        assert masking.mask.trainable, name
+        np.testing.assert_array_equal(masking.mask.numpy(), layers.feature_mask(mask_shape, 0.25, 20 + index))
+        config = model.get_layer(name).get_config()
+        assert config["keep_ratio"] == 0.25 and config["learned"] is True, name
+
+
+def test_masked_options_not_given_keep_the_layer_defaults():
+    model = build_model("masked", 2, WIDTH, (10,), NUM_CLASSES)
+    defaults = layers.MaskedInputLayer()
+    for name in block_names(model):
+        masking = model.get_layer(name).masking
+        assert (masking.keep_ratio, masking.learned) == (defaults.keep_ratio, defaults.learned) == (0.5, False)
+
+
+def test_residual_blocks_of_a_model_start_with_zero_branch_gain():
+    model = build_model("residual", 4, WIDTH, (10,), NUM_CLASSES)
+    for name in block_names(model):
+        block = model.get_layer(name)
+        assert block.branch_gain_init == 0.0 and block.branch_gain.numpy() == 0.0, name
+        # No depth-scaled kernel init any more: the blocks keep He init.
+        assert block.get_config()["kernel_initializer"]["class_name"] == "HeNormal", name
+    # At init every block after the first (an identity shortcut) passes its input through.
+    x, _ = make_batch((10,))
+    outputs = keras.Model(model.inputs, [model.get_layer(n).output for n in block_names(model)])([x])
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(np_(out), np_(outputs[0]))
+
+
+# ---------------------------------------------------------------------------
+# Activation scale vs depth at initialisation, on real images.
+# ---------------------------------------------------------------------------
+
+SCALE_DEPTHS = [1, 2, 4, 8, 16, 32, 64, 128]
+SCALE_WIDTH = 128
+# Reuse strategies must keep the scale at any depth; plain (He init, no reuse) is the
+# baseline being studied: its ratio is recorded but not bounded.
+BOUNDED = ("concat", "residual", "masked")
+SCALE_BOUNDS = (0.5, 2.0)
+
+
+def rms(values) -> float:
+    return float(np.sqrt(np.mean(np.square(np_(values).astype("float64")))))
+
+
+def activation_scale_ratio(strategy, depth, images) -> float:
+    """RMS of the last block's output over that of block_01, at initialisation."""
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(depth)  # each cell reproducible on its own
+    model = build_model(strategy, depth, SCALE_WIDTH, images.shape[1:], 10, "mlp")
+    first, last = model.get_layer(block_name(1)), model.get_layer(block_name(depth))
+    probe = keras.Model(model.inputs, [first.output, last.output])
+    first_out, last_out = probe([images], training=False)
+    return rms(last_out) / rms(first_out)
+
+
+def test_activation_scale_is_bounded_at_any_depth(fashion_mnist):
+    images = fashion_mnist.sample("train", 512)
+    ratios = {
+        strategy: [activation_scale_ratio(strategy, depth, images) for depth in SCALE_DEPTHS] for strategy in STRATEGIES
+    }
+    header = "RMS(last block) / RMS(block_01) at init, mlp width 128, 512 fashion_mnist images"
+    lines = [header, f"{'depth':>9s} " + " ".join(f"{d:>6d}" for d in SCALE_DEPTHS)]
+    lines += [f"{strategy:>9s} " + " ".join(f"{r:6.2f}" for r in ratios[strategy]) for strategy in STRATEGIES]
+    print("\n" + "\n".join(lines))
+
+    for strategy in STRATEGIES:
+        assert all(np.isfinite(r) and r > 0 for r in ratios[strategy]), strategy
+        assert ratios[strategy][0] == 1.0, strategy  # depth 1: the first block is the last
+    low, high = SCALE_BOUNDS
+    out_of_bounds = [
+        f"{strategy} depth {depth}: {ratio:.3f}"
+        for strategy in BOUNDED
+        for depth, ratio in zip(SCALE_DEPTHS, ratios[strategy])
+        if not low <= ratio <= high
+    ]
+    assert not out_of_bounds, f"activation scale outside [{low}, {high}]: {out_of_bounds}\n" + "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +454,7 @@ def reloaded_in_fresh_process(tmp_path_factory):
     keras.utils.set_random_seed(7)
     entries, expected = [], {}
     for i, (strategy, family, shape, extra) in enumerate(SAVE_CASES):
-        model = build_model(strategy, 3, WIDTH, shape, NUM_CLASSES, family, mask_seed=5, **extra)
+        model = build_model(strategy, 3, WIDTH, shape, NUM_CLASSES, family, seed=5, **extra)
         x, y = make_batch(shape, batch=5, seed=i)
         # Train a step first, so the saved weights are not what a rebuild would give.
         compile_eager(model).train_on_batch(x, y)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow.entities import Metric, Param
 
-from reuse_nets import report, studies, sweep, tracking
+from reuse_nets import names, report, study_files, tracking
 
 pytestmark = pytest.mark.slow  # every test here runs real entry points on real data
 
@@ -30,20 +30,22 @@ SCRIPTS = ROOT / "sweeps"
 MANUAL_DIR = os.environ.get("REUSE_NETS_MANUAL_DIR") or os.fspath(
     ROOT.parent / "shared" / "tfds_manual" / "fashion_mnist"
 )
-# Two trials (grid of 2 strategies at depth 2), 1000 training examples, 2 epochs.
+# Two final runs (2 compared strategies at depth 2, no tuning, seed 0), 1000
+# training examples, 2 epochs.
 SMOKE_OVERRIDES = [
-    "search_space.strategy=[residual, masked]",
-    "search_space.depth=[2]",
-    "dataset.train_split=train[:1000]",
-    "dataset.validation_split=train[50000:50500]",
-    "dataset.test_split=test[:500]",
+    "compare.strategy=[residual, masked]",
+    "compare.depth=[2]",
+    "base.dataset.train_split=train[:1000]",
+    "base.dataset.validation_split=train[50000:50500]",
+    "base.dataset.test_split=test[:500]",
 ]
+SMOKE_CELLS = ["strategy=residual,depth=2", "strategy=masked,depth=2"]
 PROJECT_OVERRIDES = [
-    "search_space.strategy=[plain]",
-    "search_space.depth=[1]",
-    "dataset.train_split=train[:500]",
-    "dataset.validation_split=train[50000:50300]",
-    "dataset.test_split=test[:300]",
+    "compare.strategy=[plain]",
+    "compare.depth=[1]",
+    "base.dataset.train_split=train[:500]",
+    "base.dataset.validation_split=train[50000:50300]",
+    "base.dataset.test_split=test[:300]",
 ]
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "grad_norm/global")
 TIMEOUT = 600
@@ -106,7 +108,7 @@ class Study:
     client: mlflow.MlflowClient
     experiment_id: str
     parent_run_id: str
-    trial_run_ids: list[str]  # the COMPLETE trials, by trial number
+    trial_run_ids: list[str]  # the COMPLETE final-phase trials, by trial number
     command: list[str]  # sweeps/run.py arguments that made (and resume) the study
 
     @property
@@ -119,7 +121,7 @@ class Study:
         return {run.info.run_id for run in self.client.search_runs([self.experiment_id], max_results=1000)}
 
     def reproductions_of(self, run_id: str) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`reproduces` = '{run_id}'")
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{names.REPRODUCES_TAG}` = '{run_id}'")
 
     def reproduce(self, run_id: str, *args) -> subprocess.CompletedProcess:
         options = ["--tracking-uri", self.tracking_uri, "--manual-dir", MANUAL_DIR]
@@ -134,7 +136,7 @@ class Study:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A finished 2-trial smoke study, made by the real entry point."""
+    """A finished smoke study of 2 final runs, made by the real entry point (the sweep runner)."""
     directory = tmp_path_factory.mktemp("study")
     tracking_uri = f"sqlite:///{directory}/mlflow.db"
     storage = f"sqlite:///{directory}/optuna.db"
@@ -149,10 +151,13 @@ def study(tmp_path_factory):
     (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'study'")
     trials = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{sweep.STATE_TAG}` = 'COMPLETE' and tags.`{tracking.KIND_TAG}` = 'trial'",
+        filter_string=(
+            f"tags.`{names.STATE_TAG}` = 'COMPLETE' and tags.`{tracking.KIND_TAG}` = 'trial' "
+            f"and tags.`{names.PHASE_TAG}` = 'final'"
+        ),
     )
     assert len(trials) == 2, describe(proc)
-    trials.sort(key=lambda run: int(run.data.tags[sweep.TRIAL_TAG]))
+    trials.sort(key=lambda run: int(run.data.tags[names.TRIAL_TAG]))
     return Study(
         directory=directory,
         tracking_uri=tracking_uri,
@@ -179,6 +184,33 @@ def metric_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
 
 
+def test_study_runs_are_tagged_with_study_phase_cell_and_trial(study):
+    parent = study.client.get_run(study.parent_run_id)
+    assert parent.data.tags[tracking.KIND_TAG] == "study"
+    assert parent.data.tags[names.STUDY_TAG] == "smoke"
+    assert names.OPTUNA_STUDY_TAG not in parent.data.tags  # one Optuna study per cell and phase, not per study
+    assert parent.info.status == "FINISHED"
+    for number, (run_id, cell) in enumerate(zip(study.trial_run_ids, SMOKE_CELLS)):
+        run = study.client.get_run(run_id)
+        tags = run.data.tags
+        assert tags[tracking.KIND_TAG] == "trial"
+        assert tags[names.STUDY_TAG] == "smoke"
+        assert tags[names.PHASE_TAG] == "final"  # no `tune:` in smoke: a plain grid
+        assert tags[names.CELL_TAG] == cell
+        assert tags[names.OPTUNA_STUDY_TAG] == "smoke:final"
+        assert tags[names.TRIAL_TAG] == str(number)
+        assert tags[names.STATE_TAG] == "COMPLETE"
+        assert tags[tracking.OUTCOME_TAG] == "completed"
+        assert tags[tracking.PARENT_TAG] == study.parent_run_id
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"final-{cell}-seed=0"
+        assert run.data.params["seed"] == "0"
+        assert f"strategy={run.data.params['strategy']},depth={run.data.params['depth']}" == cell
+    final = optuna.load_study(study_name="smoke:final", storage=study.storage)
+    assert [t.state.name for t in final.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.user_attrs[names.RUN_ID_ATTR] for t in final.trials] == study.trial_run_ids
+
+
 def test_reproduce_retrains_a_trial_bit_exactly(study, reproduction):
     proc, new_run = reproduction
     original = study.client.get_run(study.run_id)
@@ -189,7 +221,15 @@ def test_reproduce_retrains_a_trial_bit_exactly(study, reproduction):
     # Logged beside the original, as a child of the same study parent run.
     assert new_run.info.experiment_id == original.info.experiment_id
     assert new_run.info.status == "FINISHED"
-    assert new_run.data.tags["reproduces"] == study.run_id
+    assert new_run.info.run_name == f"reproduce-{original.info.run_name}"
+    assert new_run.data.tags[names.REPRODUCES_TAG] == study.run_id
+    assert new_run.data.tags[tracking.KIND_TAG] == "reproduction"
+    # Closed like every trial run (tracking.trial_run), but no trial of any Optuna study.
+    assert new_run.data.tags[tracking.OUTCOME_TAG] == "completed"
+    assert new_run.data.tags[names.STATE_TAG] == "COMPLETE"
+    for tag in (names.PHASE_TAG, names.OPTUNA_STUDY_TAG, names.TRIAL_TAG):
+        assert tag not in new_run.data.tags, tag
+    assert new_run.data.tags[tracking.MODEL_URI_TAG] != original.data.tags[tracking.MODEL_URI_TAG]
     assert original.data.tags[tracking.PARENT_TAG] == study.parent_run_id
     assert new_run.data.tags[tracking.PARENT_TAG] == study.parent_run_id
     assert new_run.data.params == original.data.params
@@ -212,25 +252,32 @@ def test_a_reproduction_is_not_a_trial_of_the_study(study, reproduction):
     proc = run_script("run.py", *study.command, cwd=study.directory)
 
     assert proc.returncode == 0, describe(proc)
-    assert "study smoke: 2/2 trials finished" in proc.stdout, describe(proc)
+    assert "study smoke: complete" in proc.stdout, describe(proc)
     assert "started" not in proc.stdout, describe(proc)  # no trial was run
     assert study.run_ids() == before
-    storage_study = optuna.load_study(study_name="smoke", storage=study.storage)
+    storage_study = optuna.load_study(study_name="smoke:final", storage=study.storage)
     assert len(storage_study.trials) == 2
     # Resuming the study left the reproduction alone (not closed as a dead trial).
-    assert study.client.get_run(new_run.info.run_id).info.status == "FINISHED"
-    # The report counts the study's trials only, not the reproduction of one of them.
-    spec = studies.load_study("smoke", SMOKE_OVERRIDES)
+    reproduced = study.client.get_run(new_run.info.run_id)
+    assert reproduced.info.status == "FINISHED"
+    assert reproduced.data.tags[tracking.OUTCOME_TAG] == "completed"
+    # The report counts the study's final runs only, not the reproduction of one of them.
+    spec = study_files.load_study("smoke", SMOKE_OVERRIDES)
+    assert [cell.key for cell in spec.cells()] == SMOKE_CELLS
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         mlflow.set_tracking_uri(study.tracking_uri)
         try:
-            points = report.collect(spec, study.parent_run_id)
+            runs = report.collect_final_runs(spec, study.parent_run_id)
         finally:
             mlflow.set_tracking_uri(None)
-    assert [point.run_id for point in points] == study.trial_run_ids
+    assert [run.run_id for run in runs] == study.trial_run_ids
+    assert [run.cell for run in runs] == SMOKE_CELLS
     parent = study.client.get_run(study.parent_run_id)
-    assert parent.data.tags["best_run_id"] in study.trial_run_ids
+    assert parent.info.status == "FINISHED"
+    markdown = parent.data.tags[names.NOTE_TAG]  # the report, as the parent run's description
+    for cell in SMOKE_CELLS:  # one final run per cell (n = 1): the reproduction is not counted
+        assert re.search(rf"^\| {re.escape(cell)} \| [0-9.]+ ± [0-9.na]+ \| 1 \|", markdown, re.MULTILINE), markdown
 
 
 def test_evaluate_only_rescores_the_logged_model(study):
@@ -416,7 +463,10 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     assert parent.info.status == "FINISHED"
     (trial,) = client.search_runs([smoke_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
     assert trial.info.status == "FINISHED"
-    assert trial.data.tags[sweep.STATE_TAG] == "COMPLETE"
+    assert trial.data.tags[names.STATE_TAG] == "COMPLETE"
+    assert trial.data.tags[names.PHASE_TAG] == "final"
+    assert trial.data.tags[names.OPTUNA_STUDY_TAG] == "smoke:final"
+    assert trial.info.run_name == "final-strategy=plain,depth=1-seed=0"
     assert trial.data.params["strategy"] == "plain" and trial.data.params["depth"] == "1"
     # The study's runs are its own, not nested in the project run.
     nested = f"tags.`{tracking.PARENT_TAG}` = '{project_run.info.run_id}'"

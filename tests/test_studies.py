@@ -1,4 +1,5 @@
-"""Unit tests of study specs: shipped files, validation, overrides, trial -> config.
+"""Unit tests of study specs: shipped files, validation at load time, overrides,
+the two phases (cells, tuning slots, selection, final runs) and the report's statistics.
 
 Fast: no training and no tracking store; Optuna studies live in memory.
 """
@@ -9,17 +10,19 @@ import optuna
 import pytest
 import yaml
 
-from reuse_nets import studies
+from reuse_nets import analysis, phases, study_files
+from reuse_nets.analysis import FinalRun
 from reuse_nets.config import TrialConfig
-from reuse_nets.studies import StudyError, StudySpec
+from reuse_nets.names import EPOCH_METRICS, RUN_ID_ATTR
+from reuse_nets.studies import Choices, Range, StudyError, StudySpec, suggest_tuned
 
-SHIPPED = sorted(path.stem for path in studies.EXPERIMENTS_DIR.glob("*.yaml"))
-SMOKE_TEXT = (studies.EXPERIMENTS_DIR / "smoke.yaml").read_text()
+SHIPPED = sorted(path.stem for path in study_files.EXPERIMENTS_DIR.glob("*.yaml"))
+load = study_files.load_study
 
 
 @pytest.fixture(autouse=True)
 def quiet_optuna():
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def write_study(tmp_path, name: str, data) -> str:
@@ -29,8 +32,8 @@ def write_study(tmp_path, name: str, data) -> str:
     return str(path)
 
 
-def smoke_data() -> dict:
-    return yaml.safe_load(SMOKE_TEXT)
+def study_data(name: str) -> dict:
+    return yaml.safe_load((study_files.EXPERIMENTS_DIR / f"{name}.yaml").read_text())
 
 
 def one_line_error(excinfo) -> str:
@@ -39,75 +42,173 @@ def one_line_error(excinfo) -> str:
     return message
 
 
+def load_error(name: str, overrides=()) -> str:
+    with pytest.raises(StudyError) as excinfo:
+        load(name, list(overrides))
+    return one_line_error(excinfo)
+
+
 # --- Shipped studies ----------------------------------------------------------------------
 
 
 def test_the_four_studies_ship():
     assert {"smoke", "strategy_depth", "residual_depth", "masked_keep_ratio"} <= set(SHIPPED)
-    assert [name for name, _ in studies.list_studies()] == SHIPPED
-    assert all(description for _, description in studies.list_studies())
+    assert [name for name, _ in study_files.list_studies()] == SHIPPED
+    assert all(description for _, description in study_files.list_studies())
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_study_validates(name):
-    spec = studies.load_study(name)
+def test_shipped_study_validates_and_every_cell_builds(name):
+    spec = load(name)
     assert isinstance(spec, StudySpec)
     assert spec.name == name  # defaults to the file's stem, and is the MLflow experiment
-    assert spec.total_trials >= 1
-    # The base config and every grid point make valid trial configs.
-    base = spec.base_config()
-    for point in spec.grid():
-        TrialConfig.model_validate({**base.model_dump(), **point})
+    for cell in spec.cells():
+        config = spec.cell_config(cell)
+        assert {k: getattr(config, k) for k in cell.values} == cell.values
+        for seed in spec.final.seeds:
+            assert spec.cell_config(cell, seed=seed).seed == seed
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_spec_round_trips_through_json_dump(name):
-    spec = studies.load_study(name)
+def test_spec_round_trips_through_json_and_yaml(name):
+    spec = load(name)
     dumped = spec.model_dump(mode="json")
     assert StudySpec.model_validate(dumped) == spec
     # ... and through YAML text, which is how it travels as the `study.yaml` artifact.
-    text = yaml.safe_dump(dumped, sort_keys=False)
-    again = StudySpec.model_validate(yaml.safe_load(text))
+    again = StudySpec.model_validate(yaml.safe_load(yaml.safe_dump(dumped, sort_keys=False)))
     assert again == spec
     assert again.identity() == spec.identity()
-    assert again.grid() == spec.grid()
+    assert again.cells() == spec.cells()
+
+
+def test_residual_depth_is_the_designed_comparison():
+    spec = load("residual_depth")
+    assert spec.compare == {"strategy": ["plain", "residual"], "depth": [1, 4, 16, 64]}
+    assert max(spec.compare["depth"]) >= 64
+    assert list(spec.tune.search_space) == ["learning_rate"]
+    assert spec.tune.pruner.type == "median"
+    assert (spec.contrast, spec.baseline) == ("strategy", "plain")
+    assert spec.base.seed not in spec.final.seeds  # final seeds are fresh
+    assert spec.tuning_trials == 8 * spec.tune.trials_per_cell
+    assert spec.final_runs == 8 * len(spec.final.seeds)
+
+
+def test_cells_cross_the_compared_values_in_a_stable_order():
+    spec = load("strategy_depth")
+    cells = spec.cells()
+    assert len(cells) == 16
+    assert cells[0].values == {"strategy": "plain", "depth": 1}
+    assert cells[1].key == "strategy=plain,depth=4"
+    assert cells[-1].key == "strategy=masked,depth=64"
+    assert len({c.key for c in cells}) == 16
+    assert load("strategy_depth").cells() == cells
+
+
+def test_smoke_is_a_plain_grid():
+    spec = load("smoke")
+    assert spec.tune is None and spec.tuning_trials == 0
+    assert [c.key for c in spec.cells()][:2] == ["strategy=plain,depth=1", "strategy=plain,depth=2"]
+    assert phases.tune_jobs(spec) == []
+
+
+# --- Load-time validation: one line, naming file and field ---------------------------------
 
 
 @pytest.mark.parametrize(
-    "name, size",
+    "override, expected",
     [
-        ("smoke", 8),  # 4 strategies x depths 1, 2
-        ("strategy_depth", 72),  # 4 strategies x 6 depths x 3 seeds
-        ("masked_keep_ratio", 48),  # 4 keep ratios x 3 depths x 2 mask kinds x 2 seeds
+        ("objective.metric=val_acc", "unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
+        ("objective.metric=grad_norm/global", "unknown metric 'grad_norm/global'"),
+        ("objective.metric=val_loss", "objective.direction: val_loss is better when larger/smaller: use 'minimize'"),
+        ("compare.depth=[0, 1]", "the combination strategy=plain, depth=0 is not a valid trial"),
+        ("compare.depth=[1, 300]", "depth=300 is not a valid trial"),
+        ("compare.strategy=[plain, teleport]", "strategy=teleport"),
+        ("compare.depth=[]", "depth: give at least one value"),
+        ("compare.depth=[1, 1]", "values must be distinct"),
+        ("compare.seed=[1, 2]", "'seed' cannot be compared (final.seeds holds the seeds)"),
+        ("compare.dataset=[a]", "'dataset' cannot be compared"),
+        ("compare.widht=[8]", "'widht' is not a trial config field; did you mean 'width'?"),
+        ("compare={}", "compare"),
+        ("base.epochs=0", "base.epochs"),
+        ("base.epoch=2", "base.epoch: Extra inputs are not permitted"),
+        ("base.dataset.test_split=null", "base.dataset.test_split: the report's numbers are test metrics"),
+        ("final.seeds=[1, 1]", "final.seeds must be distinct"),
+        ("final.seeds=[]", "final.seeds"),
+        ("report.contrast=width", "report.contrast: 'width' is not compared"),
+        ("report.baseline=teleport", "report.baseline: 'teleport' is not a compared value of strategy"),
+        ("execution.grace_period=1", "execution.grace_period"),
     ],
 )
-def test_grid_sizes(name, size):
-    spec = studies.load_study(name)
-    grid = spec.grid()
-    assert len(grid) == size
-    assert spec.total_trials == size  # n_trials defaults to the grid size
-    assert len({tuple(sorted(point.items())) for point in grid}) == size  # no duplicates
-    assert spec.grid() == grid  # a stable order: grid_point indices mean the same thing twice
+def test_bad_values_are_one_line_errors(override, expected):
+    message = load_error("smoke", [override])
+    assert expected in message, message
+    assert "smoke.yaml" in message  # names the file too
 
 
-def test_strategy_depth_grid_crosses_strategies_depths_and_seeds():
-    grid = studies.load_study("strategy_depth").grid()
-    assert {p["strategy"] for p in grid} == {"plain", "concat", "residual", "masked"}
-    assert {p["depth"] for p in grid} == {1, 2, 4, 8, 16, 32}
-    assert {p["seed"] for p in grid} == {0, 1, 2}
-    assert grid[0] == {"strategy": "plain", "depth": 1, "seed": 0}
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        # reuse_source "input" is fine for residual, not for plain: the combination is named.
+        (["tune={search_space: {reuse_source: [input]}, trials_per_cell: 1}"], "the combination strategy=plain, depth=1, reuse_source=input"),
+        (["tune.search_space.learning_rate={low: 0, high: 1, log: true}"], "log ranges need low > 0"),
+        (["tune.search_space.learning_rate={low: 1, high: 0.1}"], "low (1) must not exceed high (0.1)"),
+        (["tune.search_space.learning_rate=0.01"], "a fixed value (0.01) belongs in base"),
+        (["tune.search_space.width={low: 32.0, high: 256.0}"], "tune.search_space.width: an integer field needs integer"),
+        (["tune.search_space.depth=[1, 2]"], "'depth' is compared; a knob is compared or tuned, not both"),
+        (["tune.search_space.epochs=[1, 2]"], "'epochs' cannot be tuned"),
+        (["tune.search_space.learning_rate=[-1, 0.1]"], "learning_rate=-1 is not a valid trial"),
+        (["tune.search_space={}"], "tune.search_space"),
+        (["final.seeds=[0, 1]"], "final.seeds must be fresh: 0 is base.seed"),
+        (["tune.trials_per_cell=null"], "trials_per_cell is required with sampler type 'tpe'"),
+        (["tune.sampler.type=grid"], "the grid sampler needs choices, not ranges, for: learning_rate"),
+        (["tune.sampler.type=annealing"], "tune.sampler.type"),
+        (["tune.pruner.n_warmup_steps=-1"], "tune.pruner.n_warmup_steps"),
+    ],
+)
+def test_bad_tuning_is_a_one_line_error(overrides, expected):
+    message = load_error("residual_depth", overrides)
+    assert expected in message, message
 
 
-def test_smoke_grid_order():
-    grid = studies.load_study("smoke").grid()
-    assert grid[:2] == [{"strategy": "plain", "depth": 1, "seed": 0}, {"strategy": "plain", "depth": 2, "seed": 0}]
-    assert grid[-1] == {"strategy": "masked", "depth": 2, "seed": 0}
+def test_a_grid_tuning_budget_is_its_size():
+    spec = load("residual_depth", ["tune.sampler.type=grid", "tune.search_space.learning_rate=[0.001, 0.003]",
+                                   "tune.trials_per_cell=null"])
+    assert spec.tune.trials_per_cell == 2
+    message = load_error("residual_depth", ["tune.sampler.type=grid", "tune.search_space.learning_rate=[0.001, 0.003]"])
+    assert "trials_per_cell is 6 but the grid has 2 points" in message
 
 
-def test_tpe_study_needs_and_uses_n_trials():
-    spec = studies.load_study("residual_depth")
-    assert spec.sampler.type == "tpe"
-    assert spec.total_trials == spec.n_trials == 48
+def test_every_metric_training_logs_is_accepted_with_its_direction():
+    for metric, direction in EPOCH_METRICS.items():
+        spec = load("smoke", [f"objective.metric={metric}", f"objective.direction={direction}"])
+        assert spec.objective.test_metric == "test_" + metric.removeprefix("val_")
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path):
+    data = study_data("smoke")
+    data["epoch"] = 3  # a typo must not silently do nothing
+    path = write_study(tmp_path, "typo", data)
+    with pytest.raises(StudyError) as excinfo:
+        load(path)
+    assert one_line_error(excinfo).startswith(f"{path}: epoch: Extra inputs are not permitted")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = write_study(tmp_path, "broken", "name: broken\ncompare: {depth: [1, 2\n")
+    with pytest.raises(StudyError, match="invalid YAML") as excinfo:
+        load(path)
+    assert f"{path}: line" in one_line_error(excinfo)
+
+
+def test_non_mapping_file_is_an_error(tmp_path):
+    path = write_study(tmp_path, "list", "- plain\n- residual\n")
+    with pytest.raises(StudyError, match="must be a mapping"):
+        load(path)
+
+
+def test_missing_study_lists_known_ones():
+    message = load_error("no_such_study")
+    assert "no study 'no_such_study'" in message and "smoke" in message
 
 
 # --- Overrides ----------------------------------------------------------------------------
@@ -116,310 +217,206 @@ def test_tpe_study_needs_and_uses_n_trials():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("dataset.train_split=train[:2000]", (["dataset", "train_split"], "train[:2000]")),
-        ("dataset.validation_split=train[90%:]", (["dataset", "validation_split"], "train[90%:]")),
-        ("epochs=3", (["epochs"], 3)),
-        ("search_space.learning_rate=0.01", (["search_space", "learning_rate"], 0.01)),
-        ("search_space.depth=[1, 2, 4]", (["search_space", "depth"], [1, 2, 4])),
-        ("search_space.strategy=[plain, residual]", (["search_space", "strategy"], ["plain", "residual"])),
-        ("search_space.width={low: 32, high: 64}", (["search_space", "width"], {"low": 32, "high": 64})),
-        ("search_space.learned_mask=true", (["search_space", "learned_mask"], True)),
-        ("dataset.test_split=", (["dataset", "test_split"], None)),
+        ("base.dataset.train_split=train[:2000]", (["base", "dataset", "train_split"], "train[:2000]")),
+        ("base.epochs=3", (["base", "epochs"], 3)),
+        ("compare.depth=[1, 2, 4]", (["compare", "depth"], [1, 2, 4])),
+        ("tune.search_space.width={low: 32, high: 64}", (["tune", "search_space", "width"], {"low": 32, "high": 64})),
+        ("base.learned_mask=true", (["base", "learned_mask"], True)),
+        ("base.dataset.validation_split=null", (["base", "dataset", "validation_split"], None)),
         ("name=smoke_v2", (["name"], "smoke_v2")),
-        ("seeds=[0, 1, 2]", (["seeds"], [0, 1, 2])),
     ],
 )
 def test_parse_override(text, expected):
-    assert studies.parse_override(text) == expected
-
-
-@pytest.mark.parametrize("text", ["n_trials=null", "timeout=~", "dataset.validation_split=null"])
-def test_parse_override_yaml_null_is_none(text):
-    """`--set key=null` must reset a field to None, as `key: null` does in the file.
-
-    Exposes a bug: `parse_override` turns YAML null into the literal string "null",
-    so `--set n_trials=null` fails with "unable to parse string as an integer" and
-    `--set dataset.validation_split=null` asks TFDS for a split named "null".
-    """
-    path, value = studies.parse_override(text)
-    assert value is None, f"{text!r} parsed to {value!r}"
-    studies.load_study("residual_depth" if path[0] != "n_trials" else "smoke", [text])
+    assert study_files.parse_override(text) == expected
 
 
 @pytest.mark.parametrize("text", ["epochs", "=3", " =3"])
 def test_parse_override_needs_key_and_equals(text):
     with pytest.raises(StudyError, match="key=value") as excinfo:
-        studies.parse_override(text)
+        study_files.parse_override(text)
     one_line_error(excinfo)
 
 
-def test_overrides_change_the_spec():
-    spec = studies.load_study(
-        "smoke",
-        [
-            "dataset.train_split=train[:1000]",
-            "epochs=3",
-            "search_space.depth=[1, 2, 4]",
-            "execution.grace_period=20",
-        ],
-    )
-    assert spec.dataset.train_split == "train[:1000]"
-    assert spec.dataset.validation_split == "train[50000:51000]"  # siblings are kept
-    assert spec.epochs == 3
-    assert spec.search_space["depth"].choices == [1, 2, 4]
-    assert spec.execution.grace_period == 20
-    assert len(spec.grid()) == 12
-    assert studies.load_study("smoke").epochs == 2  # the file itself is untouched
-
-
-def test_override_can_add_a_nested_section():
-    spec = studies.load_study("residual_depth", ["timeout=60", "objective.direction=minimize", "objective.metric=val_loss"])
-    assert spec.timeout == 60
-    assert (spec.objective.direction, spec.objective.metric) == ("minimize", "val_loss")
-
-
-@pytest.mark.parametrize(
-    "override, named",
-    [
-        ("search_space.depth=[0]", "search_space.depth"),
-        ("search_space.depth=[1, 300]", "search_space.depth"),
-        ("search_space.strategy=[plain, teleport]", "search_space.strategy"),
-        ("search_space.learning_rate=-1", "search_space.learning_rate"),
-        ("epochs=zero", "epochs"),
-        ("epochs=0", "epochs"),
-        ("sampler.type=annealing", "sampler.type"),
-        ("execution.grace_period=1", "execution.grace_period"),
-        ("pruner.n_warmup_steps=-1", "pruner.n_warmup_steps"),
-    ],
-)
-def test_overrides_go_through_validation(override, named):
-    with pytest.raises(StudyError) as excinfo:
-        studies.load_study("smoke", [override])
-    message = one_line_error(excinfo)
-    assert named in message
-    assert "smoke.yaml" in message  # names the file too
-
-
-@pytest.mark.parametrize("override, named", [("epoch=3", "epoch"), ("datset.name=mnist", "datset"), ("sampler.typ=tpe", "typ")])
-def test_unknown_override_key_is_an_error(override, named):
-    with pytest.raises(StudyError, match="Extra inputs are not permitted") as excinfo:
-        studies.load_study("smoke", [override])
-    assert named in one_line_error(excinfo)
+def test_overrides_change_the_spec_and_not_the_file():
+    spec = load("smoke", ["base.dataset.train_split=train[:1000]", "base.epochs=3", "compare.depth=[1, 2, 4]"])
+    assert spec.base.dataset.train_split == "train[:1000]"
+    assert spec.base.dataset.validation_split == "train[50000:51000]"  # siblings are kept
+    assert spec.base.epochs == 3
+    assert len(spec.cells()) == 12
+    assert load("smoke").base.epochs == 2
 
 
 def test_override_through_a_scalar_is_an_error():
-    with pytest.raises(StudyError, match="'epochs' is not a mapping") as excinfo:
-        studies.load_study("smoke", ["epochs.count=3"])
-    one_line_error(excinfo)
+    with pytest.raises(StudyError, match="'epochs' is not a mapping"):
+        load("smoke", ["base.epochs.count=3"])
 
 
-def test_seed_epochs_and_dataset_cannot_be_searched():
-    for name in studies.NOT_SEARCHABLE:
-        with pytest.raises(StudyError, match=f"'{name}' cannot be searched") as excinfo:
-            studies.load_study("smoke", [f"search_space.{name}=[1, 2]"])
-        assert "top level" in one_line_error(excinfo)
+# --- Tuning: suggestions, slots, selection, final runs ------------------------------------
 
 
-# --- Study files --------------------------------------------------------------------------
-
-
-def test_unknown_key_in_file_is_an_error(tmp_path):
-    data = smoke_data()
-    data["epoch"] = 3  # a typo of `epochs` must not silently do nothing
-    path = write_study(tmp_path, "typo", data)
-    with pytest.raises(StudyError) as excinfo:
-        studies.load_study(path)
-    message = one_line_error(excinfo)
-    assert message.startswith(f"{path}: epoch:")
-    assert "Extra inputs are not permitted" in message
-
-
-def test_unknown_nested_key_in_file_is_named(tmp_path):
-    data = smoke_data()
-    data["pruner"]["n_warmup"] = 1
-    path = write_study(tmp_path, "nested_typo", data)
-    with pytest.raises(StudyError, match="pruner.n_warmup") as excinfo:
-        studies.load_study(path)
-    one_line_error(excinfo)
-
-
-def test_invalid_yaml_names_file_and_line(tmp_path):
-    path = write_study(tmp_path, "broken", "name: broken\nepochs: 2\nsearch_space: {depth: [1, 2\n")
-    with pytest.raises(StudyError, match="invalid YAML") as excinfo:
-        studies.load_study(path)
-    message = one_line_error(excinfo)
-    assert message.startswith(path) and " line " in message
-
-
-def test_non_mapping_file_is_an_error(tmp_path):
-    path = write_study(tmp_path, "listy", "- 1\n- 2\n")
-    with pytest.raises(StudyError, match="must be a mapping") as excinfo:
-        studies.load_study(path)
-    one_line_error(excinfo)
-
-
-def test_missing_study_lists_known_ones():
-    with pytest.raises(StudyError, match="no study 'no_such_study'") as excinfo:
-        studies.load_study("no_such_study")
-    assert "smoke" in one_line_error(excinfo)
-
-
-def test_ranges_need_a_non_grid_sampler(tmp_path):
-    data = smoke_data()
-    data["search_space"]["learning_rate"] = {"low": 1.0e-4, "high": 1.0e-2, "log": True}
-    path = write_study(tmp_path, "grid_range", data)
-    with pytest.raises(StudyError, match="grid sampler needs choices, not ranges, for: learning_rate") as excinfo:
-        studies.load_study(path)
-    one_line_error(excinfo)
-
-
-@pytest.mark.parametrize(
-    "bad_range, reason",
-    [
-        ({"low": 10, "high": 1}, "must not exceed"),
-        ({"low": 0.0, "high": 1.0, "log": True}, "low > 0"),
-        ({"low": 0.1, "high": 1.0, "log": True, "step": 0.1}, "both log and step"),
-    ],
-)
-def test_bad_ranges_are_errors(bad_range, reason):
-    with pytest.raises(StudyError, match=reason) as excinfo:
-        studies.load_study("residual_depth", [f"search_space.learning_rate={yaml.safe_dump(bad_range, default_flow_style=True).strip()}"])
-    assert "learning_rate" in one_line_error(excinfo)
-
-
-def test_multiple_seeds_need_the_grid_sampler():
-    with pytest.raises(StudyError, match="sampler type 'grid'") as excinfo:
-        studies.load_study("residual_depth", ["seeds=[0, 1]"])
-    assert "seeds" in one_line_error(excinfo)
-
-
-def test_repeated_seeds_are_an_error():
-    with pytest.raises(StudyError, match="seeds must be distinct"):
-        studies.load_study("strategy_depth", ["seeds=[0, 0]"])
-
-
-def test_tpe_without_n_trials_is_an_error(tmp_path):
-    data = yaml.safe_load((studies.EXPERIMENTS_DIR / "residual_depth.yaml").read_text())
-    del data["n_trials"]
-    with pytest.raises(StudyError, match="n_trials is required with sampler type 'tpe'"):
-        studies.load_study(write_study(tmp_path, "tpe_unbounded", data))
-
-
-def test_objective_cannot_be_a_gradient_norm():
-    with pytest.raises(StudyError, match="objective.metric"):
-        studies.load_study("smoke", ["objective.metric=grad_norm/global"])
-
-
-@pytest.mark.parametrize(
-    "override",
-    [
-        "search_space.width={low: 32.0, high: 256.0}",  # float bounds on an integer field
-        "search_space.width={low: 32.0, high: 256.0, log: true}",
-        "search_space.depth={low: 1, high: 8, step: 0.5}",  # a float step on an integer field
-    ],
-)
-def test_a_spec_that_validates_only_suggests_valid_configs(override):
-    """`StudySpec` promises that every value its search can produce makes a valid
-    `TrialConfig`; a study that breaks that must be rejected when it is loaded.
-
-    Exposes a bug: only a range's bounds are checked, and 32.0 and 256.0 are valid
-    widths, so this loads, then every trial gets a fractional width (e.g. 62.84)
-    and `suggest_config` raises pydantic's ValidationError inside the runner.
-    """
-    try:
-        spec = studies.load_study("residual_depth", [override])
-    except StudyError as error:  # rejected up front, naming the field: the fix
-        message = str(error)
-        assert "\n" not in message and override.split("=")[0] in message, message
-        return
+def test_suggest_tuned_draws_from_the_declared_distributions():
+    spec = load("residual_depth", ["tune.search_space.width={low: 32, high: 256, log: true}",
+                                   "tune.search_space.activation=[relu, gelu]"])
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(10):
-        studies.suggest_config(spec, study.ask())
-
-
-# --- suggest_config -----------------------------------------------------------------------
-
-
-def configs_from(spec: StudySpec, sampler, count: int) -> list[TrialConfig]:
-    """`count` configs proposed by an in-memory study, told a made-up objective."""
-    study = optuna.create_study(sampler=sampler, direction=spec.objective.direction)
-    configs = []
-    for _ in range(count):
+    for _ in range(20):
         trial = study.ask()
-        config = studies.suggest_config(spec, trial)
-        configs.append(config)
-        study.tell(trial, config.learning_rate * config.depth)
-    return configs
+        values = suggest_tuned(spec, trial)
+        assert set(values) == {"learning_rate", "width", "activation"}
+        assert 1e-4 <= values["learning_rate"] <= 1e-2 and isinstance(values["width"], int)
+        TrialConfig.model_validate({**spec.base.model_dump(), **values})
+        study.tell(trial, 0.0)
+    distributions = study.trials[0].distributions
+    assert distributions["learning_rate"].log and distributions["width"].log
 
 
-def test_suggest_config_maps_a_trial_to_a_valid_config():
-    spec = studies.load_study("residual_depth")
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-    trial = study.ask()
-    config = studies.suggest_config(spec, trial)
-    assert isinstance(config, TrialConfig)
-    assert config.strategy in ("plain", "residual")
-    assert config.depth in (1, 2, 4, 8, 16, 32)
-    assert 32 <= config.width <= 256 and isinstance(config.width, int)
-    assert 1e-4 <= config.learning_rate <= 1e-2
-    # What the trial recorded is what the config says; the rest is the study's base.
-    assert trial.params == {k: getattr(config, k) for k in ("strategy", "depth", "width", "learning_rate")}
-    base = spec.base_config()
-    assert (config.epochs, config.batch_size, config.seed, config.dataset) == (
-        base.epochs,
-        base.batch_size,
-        base.seed,
-        base.dataset,
-    )
-    assert config.dataset.train_split == "train[:90%]"
+def _tuned_study(spec, cell, values, storage):
+    """A finished tuning study of `cell` whose trials got `values` (None: pruned)."""
+    study = optuna.create_study(study_name=phases.tune_study_name(spec, cell), storage=storage, direction="maximize")
+    for number, value in enumerate(values):
+        trial = study.ask()
+        trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+        trial.set_user_attr(RUN_ID_ATTR, f"run-{cell.key}-{number}")
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    return study
 
 
-def test_suggest_config_distributions():
-    spec = studies.load_study("residual_depth")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trial = study.ask()
-    studies.suggest_config(spec, trial)
-    width, lr = trial.distributions["width"], trial.distributions["learning_rate"]
-    assert isinstance(width, optuna.distributions.IntDistribution) and width.log
-    assert (width.low, width.high) == (32, 256)
-    assert isinstance(lr, optuna.distributions.FloatDistribution) and lr.log
-    assert math.isclose(lr.low, 1e-4) and math.isclose(lr.high, 1e-2)
-    assert trial.distributions["depth"].choices == (1, 2, 4, 8, 16, 32)
+def test_every_cell_gets_the_same_budget_and_its_own_study():
+    spec = load("residual_depth")
+    jobs = phases.tune_jobs(spec)
+    assert [job.study_name for job in jobs] == [phases.tune_study_name(spec, c) for c in spec.cells()]
+    assert len({job.study_name for job in jobs}) == len(spec.cells())
+    assert {len(job.slots) for job in jobs} == {spec.tune.trials_per_cell}
+    for job, cell in zip(jobs, spec.cells()):
+        assert all(slot_cell == cell and params == {} for slot_cell, params in job.slots)
 
 
-@pytest.mark.parametrize(
-    "make_sampler",
-    [lambda: optuna.samplers.TPESampler(seed=3, n_startup_trials=2), lambda: optuna.samplers.RandomSampler(seed=3)],
-    ids=["tpe", "random"],
-)
-def test_suggest_config_is_deterministic_for_a_seeded_sampler(make_sampler):
-    spec = studies.load_study("residual_depth")
-    first = configs_from(spec, make_sampler(), 6)
-    second = configs_from(spec, make_sampler(), 6)
-    assert first == second
-    assert len({c.model_dump_json() for c in first}) > 1  # it does explore
+def test_selection_takes_the_best_complete_trial_per_cell_on_validation():
+    spec = load("residual_depth", ["compare.depth=[1, 4]"])
+    storage = optuna.storages.InMemoryStorage()
+    cells = spec.cells()
+    values = {cells[0].key: [0.80, 0.85, None, 0.84], cells[1].key: [0.70, None], cells[2].key: [None, None]}
+    studies = {c.key: _tuned_study(spec, c, values.get(c.key, [0.5]), storage) for c in cells}
+    selection = phases.select_best(spec, storage)
+    first = selection[cells[0].key]
+    assert (first["trial"], first["value"]) == (1, 0.85)
+    assert first["params"] == studies[cells[0].key].trials[1].params
+    assert first["run_id"] == f"run-{cells[0].key}-1"
+    assert selection[cells[1].key]["trial"] == 0
+    assert selection[cells[2].key] is None  # every trial pruned: nothing to retrain
+    job = phases.final_job(spec, selection)
+    by_cell = {}
+    for cell, params in job.slots:
+        by_cell.setdefault(cell.key, []).append(params)
+    assert cells[2].key not in by_cell
+    for key, runs in by_cell.items():
+        assert [p["seed"] for p in runs] == spec.final.seeds  # the declared seeds, each once
+        for params in runs:
+            # exactly the selected config: compared values + selected tuned values + seed
+            cell = next(c for c in cells if c.key == key)
+            assert params == {**cell.values, **selection[key]["params"], "seed": params["seed"]}
 
 
-def test_fixed_values_are_not_suggested():
-    spec = studies.load_study("smoke")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trial = study.ask()
-    config = studies.suggest_config(spec, trial)
-    assert set(trial.params) == {"strategy", "depth"}
-    assert (config.width, config.learning_rate) == (32, 0.002)
+def test_selection_minimises_a_loss():
+    spec = load("residual_depth", ["compare.depth=[1]", "compare.strategy=[plain]", "objective.metric=val_loss",
+                                   "objective.direction=minimize"])
+    storage = optuna.storages.InMemoryStorage()
+    cell = spec.cells()[0]
+    study = optuna.create_study(study_name=phases.tune_study_name(spec, cell), storage=storage, direction="minimize")
+    for value in (0.5, 0.3, 0.3, 0.9):
+        trial = study.ask()
+        trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+        study.tell(trial, value)
+    assert phases.select_best(spec, storage)[cell.key]["trial"] == 1  # ties: the lowest number
 
 
-@pytest.mark.parametrize("name", ["smoke", "strategy_depth", "masked_keep_ratio"])
-def test_enqueued_grid_points_become_their_configs(name):
-    """How the runner drives grids: each point is enqueued, then asked for."""
-    spec = studies.load_study(name)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    grid = spec.grid()
-    for point in grid:
-        study.enqueue_trial({k: v for k, v in point.items() if k != "seed" or len(spec.seeds) > 1})
-    seen = set()
-    for point in grid:
-        config = studies.suggest_config(spec, study.ask())
-        assert {k: getattr(config, k) for k in point} == point
-        seen.add(config.model_dump_json())
-    assert len(seen) == len(grid)
+def test_plain_grid_final_runs_are_cells_times_seeds():
+    spec = load("smoke", ["final.seeds=[3, 4]"])
+    job = phases.final_job(spec, {})
+    assert len(job.slots) == 16
+    assert job.slots[0][1] == {"strategy": "plain", "depth": 1, "seed": 3}
+    assert job.slots[1][1] == {"strategy": "plain", "depth": 1, "seed": 4}
+
+
+def test_dry_run_plan_names_cells_budget_and_final_runs():
+    spec = load("residual_depth")
+    plan = phases.describe_plan(spec, "sqlite:///x.db", None, 2, 1)
+    assert "6 trials per cell (48 in all)" in plan
+    assert "pruner median within each cell" in plan
+    assert "x seeds [1, 2, 3, 4, 5] = 40 runs" in plan
+    for index, cell in enumerate(spec.cells()):
+        assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs)" in plan
+    assert "total: 88 training runs" in plan
+
+
+# --- The report's statistics --------------------------------------------------------------
+
+
+def final_runs(spec, tests: dict[str, list[float]]) -> list[FinalRun]:
+    cells = {c.key: c for c in spec.cells()}
+    return [
+        FinalRun(f"{key}-{seed}", key, cells[key].values, seed, value, value, 1.0, 1.0)
+        for key, values in tests.items()
+        for seed, value in zip(spec.final.seeds, values)
+    ]
+
+
+def test_mean_interval_is_the_student_t_interval():
+    from scipy import stats
+
+    interval = analysis.mean_interval([0.1, 0.2, 0.4])
+    low, high = stats.t.interval(0.95, 2, loc=0.7 / 3, scale=stats.sem([0.1, 0.2, 0.4]))
+    assert interval.mean == pytest.approx(0.7 / 3)
+    assert (interval.low, interval.high) == pytest.approx((low, high))
+    assert analysis.mean_interval([0.5]).half == 0.0
+    assert math.isnan(analysis.mean_interval([]).mean)
+
+
+def test_paired_differences_pair_by_seed_per_condition():
+    spec = load("residual_depth", ["compare.depth=[1, 64]", "final.seeds=[1, 2, 3]"])
+    runs = final_runs(spec, {
+        "strategy=plain,depth=1": [0.80, 0.82, 0.81],
+        "strategy=residual,depth=1": [0.81, 0.83, 0.80],
+        "strategy=plain,depth=64": [0.50, 0.60, 0.55],
+        "strategy=residual,depth=64": [0.85, 0.86, 0.87],
+    })
+    diffs = {d.condition["depth"]: d for d in analysis.paired_differences(spec, runs)}
+    assert diffs[1].diffs == pytest.approx((0.01, 0.01, -0.01))
+    assert diffs[1].wins == 2
+    assert diffs[64].diffs == pytest.approx((0.35, 0.26, 0.32))
+    assert diffs[64].interval.mean == pytest.approx(0.31)
+    assert "depth 64: residual beats plain" in analysis.verdict(spec, diffs[64], "test_accuracy")
+    assert "no clear difference" in analysis.verdict(spec, diffs[1], "test_accuracy")
+
+
+def test_unpaired_seeds_are_left_out():
+    spec = load("residual_depth", ["compare.depth=[1]", "final.seeds=[1, 2, 3]"])
+    runs = final_runs(spec, {"strategy=plain,depth=1": [0.8, 0.8, 0.8], "strategy=residual,depth=1": [0.9, 0.9]})
+    (diff,) = analysis.paired_differences(spec, runs)
+    assert diff.interval.n == 2 and diff.wins == 2
+
+
+def test_a_range_edge_selection_is_warned_about():
+    spec = load("residual_depth")
+    cells = spec.cells()
+    selection = {
+        cells[0].key: {"params": {"learning_rate": 1.05e-4}},  # low edge of [1e-4, 1e-2] in log space
+        cells[1].key: {"params": {"learning_rate": 1e-3}},  # the middle
+        cells[2].key: {"params": {"learning_rate": 9.5e-3}},
+        cells[3].key: None,
+    }
+    warnings = analysis.edge_warnings(spec, selection)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"{cells[0].key}: selected learning_rate=0.000105 lies at the low edge")
+    assert "high edge" in warnings[1]
+
+
+def test_param_kinds():
+    assert isinstance(load("residual_depth").tune.search_space["learning_rate"], Range)
+    spec = load("residual_depth", ["tune.search_space.width=[64, 128, 256]"])
+    assert isinstance(spec.tune.search_space["width"], Choices)
+    assert analysis.edge_warnings(spec, {spec.cells()[0].key: {"params": {"learning_rate": 1e-3, "width": 256}}}) == [
+        "strategy=plain,depth=1: selected width=256 is the largest choice"
+    ]

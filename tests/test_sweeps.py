@@ -23,7 +23,7 @@ import yaml
 from mlflow.entities import ViewType
 
 from conftest import fashion_mnist_manual_dir
-from reuse_nets import studies
+from reuse_nets import study_files
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "sweeps" / "run.py"
@@ -32,9 +32,21 @@ MANUAL_DIR = fashion_mnist_manual_dir()
 STRATEGIES = ("plain", "concat", "residual", "masked")
 # Slices small enough for a trial to take a second or two.
 SMALL_DATA = (
-    "dataset.train_split=train[:1000]",
-    "dataset.validation_split=train[50000:50500]",
-    "dataset.test_split=test[:500]",
+    "base.dataset.train_split=train[:1000]",
+    "base.dataset.validation_split=train[50000:50500]",
+    "base.dataset.test_split=test[:500]",
+)
+# A tuned study small enough for CI: 2 cells x 3 tuning trials, then 2 cells x 2 seeds.
+TINY_TUNED = (
+    "compare.depth=[2]",
+    "base.epochs=2",
+    "base.width=16",
+    "tune.trials_per_cell=3",
+    "tune.pruner.n_startup_trials=1",
+    "tune.pruner.n_warmup_steps=0",
+    "final.seeds=[1, 2]",
+    "execution.heartbeat_interval=2",
+    "execution.grace_period=8",
 )
 # TensorFlow/absl log lines that may precede anything we print.
 LOG_NOISE = ("WARNING: All log messages", "I0000", "E0000", "W0000", "WARNING:absl:")
@@ -99,8 +111,18 @@ class Stores:
         self.directory, self.study_name = directory, study_name
         self.client = mlflow.MlflowClient(tracking_uri=tracking_url(directory))
 
-    def study(self):
-        return optuna.load_study(study_name=self.study_name, storage=storage_url(self.directory))
+    def optuna_study(self, name: str):
+        return optuna.load_study(study_name=name, storage=storage_url(self.directory))
+
+    def final(self):
+        """The Optuna study of the final runs."""
+        return self.optuna_study(f"{self.study_name}:final")
+
+    def tune(self, cell_key: str):
+        return self.optuna_study(f"{self.study_name}:tune:{cell_key}")
+
+    def optuna_names(self) -> list[str]:
+        return sorted(s.study_name for s in optuna.get_all_study_summaries(storage=storage_url(self.directory)))
 
     def experiment(self):
         experiment = self.client.get_experiment_by_name(self.study_name)
@@ -138,8 +160,8 @@ def trials_in(study, state: str) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name == state]
 
 
-def grid_points(trials) -> list[int]:
-    return sorted(t.user_attrs["grid_point"] for t in trials)
+def slots(trials) -> list[int]:
+    return sorted(t.user_attrs["slot"] for t in trials)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -155,51 +177,44 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 def small_spec(study: str, *extra: str):
-    return studies.load_study(study, [*SMALL_DATA, *extra])
+    return study_files.load_study(study, [*SMALL_DATA, *extra])
 
 
-# --- smoke: the whole pipeline, then what the stores hold -----------------------------------
+# --- smoke: a plain grid through the whole pipeline, then what the stores hold ----------
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One finished `smoke` study (8 trials, 2 epochs), shared by the tests that read it."""
+    """One finished `smoke` study (8 cells, one final run each, 2 epochs), shared by readers."""
     directory = tmp_path_factory.mktemp("smoke")
     result = run_sweep(directory, "smoke")
     return result, Stores(directory, "smoke")
 
 
-def test_smoke_prints_a_summary_table(smoke):
+def test_smoke_prints_a_summary_with_verdicts_and_tables(smoke):
     result, _ = smoke
-    assert "study smoke: 8/8 trials finished" in result.stdout
-    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert table[0].startswith("| val_accuracy | depth 1 | depth 2 |"), result.stdout
-    for strategy in STRATEGIES:
-        rows = [line for line in table if line.startswith(f"| {strategy} |")]
-        assert len(rows) == 1, f"no summary row for {strategy}:\n{result.stdout}"
-        assert rows[0].count("(n=1)") == 2  # both depths, one seed each
+    assert "study smoke: complete" in result.stdout
+    assert "## Verdict" in result.stdout
+    assert "depth 2: residual - plain = " in result.stdout  # one seed: a difference, no claim
+    table = [line for line in result.stdout.splitlines() if line.startswith("| strategy=")]
+    assert len([line for line in table if "| 1 |" in line]) == 8, result.stdout  # every cell, n=1
 
 
 def test_smoke_has_one_experiment_and_one_finished_parent_run(smoke):
     _, stores = smoke
     experiments = stores.client.search_experiments(view_type=ViewType.ALL)
     assert sorted(e.name for e in experiments) == ["Default", "smoke"]  # MLflow's own, and ours
+    experiment = stores.experiment()
+    assert experiment.tags["mlflow.note.content"] == small_spec("smoke").description
     parent = stores.parent()
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "smoke"
-    assert parent.data.tags["optuna.study_name"] == "smoke"
-    assert parent.data.tags["n_trials"] == "8"
-    # The best trial, as Optuna sees it, is what the parent run names.
-    study = stores.study()
-    best = study.best_trial
-    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
-    assert parent.data.tags["best_trial"] == str(best.number)
-    assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
-    assert parent.data.tags["best.strategy"] == best.params["strategy"]
-    assert parent.data.tags["best.depth"] == str(best.params["depth"])
-    assert parent.data.tags["best.width"] == "32"
-    assert parent.data.tags["best.learning_rate"] == "0.002"
-    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert parent.data.tags["reuse_nets.study"] == "smoke"
+    assert parent.data.params["compare"] == "strategy=['plain', 'concat', 'residual', 'masked'], depth=[1, 2]"
+    assert parent.data.params["tuned"] == "none"
+    # The report is the parent run's description in the MLflow UI.
+    assert parent.data.tags["mlflow.note.content"].startswith("# Study `smoke`")
+    assert stores.optuna_names() == ["smoke:final"]  # a plain grid has no tuning studies
 
 
 def test_smoke_parent_run_carries_spec_and_report(smoke):
@@ -207,81 +222,71 @@ def test_smoke_parent_run_carries_spec_and_report(smoke):
     parent_id = stores.parent().info.run_id
     assert {"study.yaml", "report"} <= stores.artifacts(parent_id)
     report = stores.artifacts(parent_id, "report")
-    expected = {"report.md", "report.html", "objective_vs_depth.png", "first_block_grad_norm_vs_depth.png", "best_curves.png"}
+    expected = {"report.md", "report.html", "isolation.png", "paired_differences.png", "grad_norm_vs_depth.png"}
     assert {f"report/{name}" for name in expected} <= report
     # The resolved spec travels with the result: it validates back to what was run.
     spec_file = stores.client.download_artifacts(parent_id, "study.yaml", str(stores.directory / "download"))
-    logged = studies.StudySpec.model_validate(yaml.safe_load(Path(spec_file).read_text()))
-    assert logged == small_spec("smoke")
-    report_md = (stores.directory / "reports" / "smoke" / "report.md").read_text()
-    assert "**Best trial**" in report_md and "Trials: 8 complete." in report_md
-    png = stores.client.download_artifacts(parent_id, "report/best_curves.png", str(stores.directory / "download"))
+    from reuse_nets.studies import StudySpec
+
+    assert StudySpec.model_validate(yaml.safe_load(Path(spec_file).read_text())) == small_spec("smoke")
+    png = stores.client.download_artifacts(parent_id, "report/isolation.png", str(stores.directory / "download"))
     assert Path(png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_smoke_has_one_finished_child_run_per_trial(smoke):
+def test_smoke_has_one_finished_child_run_per_final_slot(smoke):
     _, stores = smoke
-    study = stores.study()
+    study = stores.final()
     parent_id = stores.parent().info.run_id
     trials = study.get_trials()
-    assert len(trials) == 8
-    assert all(t.state.name == "COMPLETE" for t in trials)
-    children = stores.children()
-    assert sorted(r.info.run_name for r in children) == sorted(f"trial-{t.number}" for t in trials)
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
     assert len(stores.runs()) == 9  # nothing else in the experiment
+    spec = small_spec("smoke")
     for trial in trials:
         run = stores.child_of(trial)
         tags = run.data.tags
-        assert run.info.run_name == f"trial-{trial.number}"
+        cell = spec.cells()[trial.user_attrs["slot"]]
         assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"final-{cell.key}-seed=0"
         assert tags["mlflow.parentRunId"] == parent_id
-        assert tags["optuna.study_name"] == "smoke"
+        assert tags["reuse_nets.study"] == "smoke"
+        assert tags["reuse_nets.phase"] == "final"
+        assert tags["reuse_nets.cell"] == cell.key
+        assert tags["optuna.study_name"] == "smoke:final"
         assert tags["optuna.trial_number"] == str(trial.number)
         assert tags["optuna.trial_state"] == "COMPLETE"
         assert tags["reuse_nets.outcome"] == "completed"
-        # What Optuna searched is what MLflow logged; fixed values are logged too.
-        assert set(trial.params) == {"strategy", "depth"}
+        assert trial.params == {**cell.values, "seed": 0}
         for name, value in trial.params.items():
             assert run.data.params[name] == str(value), name
         assert run.data.params["width"] == "32"
         assert run.data.params["learning_rate"] == "0.002"
-        assert run.data.params["seed"] == "0"
         assert run.data.params["epochs"] == "2"
         assert run.data.params["split.train"] == "train[:1000]"
 
 
 def test_smoke_child_runs_have_per_epoch_metrics(smoke):
     _, stores = smoke
-    for trial in stores.study().get_trials():
+    for trial in stores.final().get_trials():
         run_id = trial.user_attrs["mlflow_run_id"]
         val_accuracy = stores.history(run_id, "val_accuracy")
         assert [step for step, _ in val_accuracy] == [1, 2]
-        # The trial's value is the final epoch's objective metric, as logged.
         assert trial.value == pytest.approx(val_accuracy[-1][1], abs=1e-7)
-        # Every epoch was reported to the pruner, with the values MLflow logged.
-        reported = sorted(trial.intermediate_values.items())
-        assert [step for step, _ in reported] == [1, 2]
-        assert [value for _, value in reported] == pytest.approx([value for _, value in val_accuracy], abs=1e-7)
+        assert trial.intermediate_values == {}  # final runs are never reported to a pruner
         assert [step for step, _ in stores.history(run_id, "grad_norm/block_01")] == [1, 2]
         block_02 = stores.history(run_id, "grad_norm/block_02")
-        if trial.params["depth"] == 2:
-            assert [step for step, _ in block_02] == [1, 2]
-        else:
-            assert block_02 == []
-        assert stores.history(run_id, "grad_norm/block_03") == []
+        assert [step for step, _ in block_02] == ([1, 2] if trial.params["depth"] == 2 else [])
         metrics = stores.client.get_run(run_id).data.metrics
         assert {"loss", "accuracy", "val_loss", "test_accuracy", "test_loss"} <= set(metrics)
+        assert trial.user_attrs["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
-def test_smoke_runs_every_grid_point_exactly_once(smoke):
+def test_smoke_report_numbers_are_the_final_runs_test_metrics(smoke):
     _, stores = smoke
-    trials = stores.study().get_trials()
-    assert grid_points(trials) == list(range(8))
-    grid = small_spec("smoke").grid()
-    for trial in trials:
-        point = grid[trial.user_attrs["grid_point"]]
-        assert trial.params == {"strategy": point["strategy"], "depth": point["depth"]}
-    assert len({(t.params["strategy"], t.params["depth"]) for t in trials}) == 8
+    report = (stores.directory / "reports" / "smoke" / "report.md").read_text()
+    for trial in stores.final().get_trials():
+        cell = small_spec("smoke").cells()[trial.user_attrs["slot"]]
+        test = stores.client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics["test_accuracy"]
+        assert f"| {cell.key} | {test:.4f} ± 0.0000 | 1 | {trial.value:.4f} |" in report
 
 
 def test_resume_of_a_finished_study_runs_nothing_new(smoke):
@@ -290,27 +295,26 @@ def test_resume_of_a_finished_study_runs_nothing_new(smoke):
     Runs after the read-only smoke tests above (it touches the shared stores).
     """
     _, stores = smoke
-    before_trials = [(t.number, t.state.name, t.value) for t in stores.study().get_trials()]
+    before_trials = [(t.number, t.state.name, t.value) for t in stores.final().get_trials()]
     before_runs = {r.info.run_id: r.info.status for r in stores.runs()}
     parent_id = stores.parent().info.run_id
 
     result = run_sweep(stores.directory, "smoke")
 
-    assert "0 enqueued now" in result.stdout
     assert "started" not in result.stdout, result.stdout  # no trial ran
-    assert "study smoke: 8/8 trials finished" in result.stdout
-    assert [(t.number, t.state.name, t.value) for t in stores.study().get_trials()] == before_trials
+    assert "study smoke: complete" in result.stdout
+    assert [(t.number, t.state.name, t.value) for t in stores.final().get_trials()] == before_trials
     assert {r.info.run_id: r.info.status for r in stores.runs()} == before_runs
     assert stores.parent().info.run_id == parent_id
     assert stores.parent().info.status == "FINISHED"
 
 
-# --- pruned and failed trials ----------------------------------------------------------
+# --- pruned and failed tuning trials ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def prune_fail(tmp_path_factory):
-    """tests/studies/prune_fail.yaml: trials 0 complete, 1 pruned, 2 diverged (by design)."""
+    """tests/studies/prune_fail.yaml: tuning trials 0 complete, 1 pruned, 2 diverged (by design)."""
     directory = tmp_path_factory.mktemp("prune_fail")
     result = run(sweep_command(directory, str(PRUNE_FAIL), small=False), cwd=directory)
     return result, Stores(directory, "prune_fail")
@@ -322,25 +326,30 @@ def trial_with_lr(study, learning_rate: float):
     return found[0]
 
 
-def test_prune_fail_study_counts_pruned_and_diverged_as_finished(prune_fail):
+def test_prune_fail_tunes_three_slots_then_retrains_the_complete_one(prune_fail):
     result, stores = prune_fail
     assert result.returncode == 0, explain(result)
-    assert "study prune_fail: 3/3 trials finished" in result.stdout
-    study = stores.study()
-    assert [t.params["learning_rate"] for t in sorted(study.get_trials(), key=lambda t: t.number)] == [0.003, 1e-6, 1e10]
-    assert grid_points(study.get_trials()) == [0, 1, 2]
-    good = trial_with_lr(study, 0.003)
+    assert "study prune_fail: complete" in result.stdout
+    tune = stores.tune("depth=2")
+    assert [t.params["learning_rate"] for t in sorted(tune.get_trials(), key=lambda t: t.number)] == [0.003, 1e-6, 1e10]
+    assert slots(tune.get_trials()) == [0, 1, 2]
+    good = trial_with_lr(tune, 0.003)
     assert good.state.name == "COMPLETE"
     assert stores.child_of(good).info.status == "FINISHED"
-    parent = stores.parent()
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["best_trial"] == str(good.number)
-    assert len(stores.children()) == 3
+    (final,) = stores.final().get_trials()
+    assert final.state.name == "COMPLETE"
+    assert final.params == {"depth": 2, "learning_rate": 0.003, "seed": 1}
+    run = stores.child_of(final)
+    assert run.data.params["learning_rate"] == "0.003" and run.data.params["seed"] == "1"
+    assert stores.parent().info.status == "FINISHED"
+    assert len(stores.children()) == 4
+    report = (stores.directory / "reports" / "prune_fail" / "report.md").read_text()
+    assert "| depth=2 | 1 | 1 | 1 | 0 | learning_rate=0.003 |" in report  # the budget table
 
 
 def test_pruned_trial_is_mirrored_as_killed_run(prune_fail):
     result, stores = prune_fail
-    pruned = trial_with_lr(stores.study(), 1e-6)
+    pruned = trial_with_lr(stores.tune("depth=2"), 1e-6)
     assert pruned.state.name == "PRUNED", explain(result)
     assert pruned.user_attrs["outcome"] == "pruned"
     assert list(pruned.intermediate_values) == [1]  # pruned after its first epoch
@@ -348,6 +357,7 @@ def test_pruned_trial_is_mirrored_as_killed_run(prune_fail):
     assert run.info.status == "KILLED"
     assert run.data.tags["optuna.trial_state"] == "PRUNED"
     assert run.data.tags["reuse_nets.outcome"] == "pruned"
+    assert run.data.tags["reuse_nets.phase"] == "tune"
     assert "pruned at epoch 1" in run.data.tags["reuse_nets.failure_reason"]
     assert [step for step, _ in stores.history(run.info.run_id, "val_accuracy")] == [1]
     assert "test_accuracy" not in run.data.metrics
@@ -355,20 +365,122 @@ def test_pruned_trial_is_mirrored_as_killed_run(prune_fail):
 
 def test_diverged_trial_is_mirrored_as_failed_run(prune_fail):
     result, stores = prune_fail
-    diverged = trial_with_lr(stores.study(), 1e10)
+    diverged = trial_with_lr(stores.tune("depth=2"), 1e10)
     run = stores.child_of(diverged)
     loss = stores.history(run.info.run_id, "loss")
     assert loss and loss[-1][1] != loss[-1][1], f"the loss did not become NaN: {loss}"  # NaN != NaN
-    assert diverged.state.name == "FAIL", (
-        f"a trial whose loss became NaN ended {diverged.state.name} "
-        f"(outcome {diverged.user_attrs.get('outcome')!r}), not FAIL/diverged"
-    )
+    assert diverged.state.name == "FAIL"
     assert diverged.user_attrs["outcome"] == "diverged"
     assert run.info.status == "FAILED"
     assert run.data.tags["optuna.trial_state"] == "FAIL"
     assert run.data.tags["reuse_nets.outcome"] == "diverged"
     assert "non-finite loss" in run.data.tags["reuse_nets.failure_reason"]
     assert "FAILED (diverged" in result.stdout
+
+
+# --- pruning stays inside a cell ------------------------------------------------------------
+
+
+def test_pruning_never_compares_trials_of_different_cells(tmp_path):
+    """Cell lr=1e-6 learns nothing (0.14 after epoch 1) and lr=0.003 learns (0.43).
+
+    With one pruner over both cells, the first would be pruned at epoch 1 against
+    the second (median pruner, one finished trial, no warm-up). Each cell has its
+    own Optuna study and pruner, so it completes.
+    """
+    extra = (
+        "--set", "compare={learning_rate: [0.003, 0.000001]}",
+        "--set", "tune={search_space: {width: [32]}, sampler: {type: grid}, "
+                 "pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}}",
+        "--set", "final.seeds=[1]",
+    )
+    run_sweep(tmp_path, str(PRUNE_FAIL), *extra, small=False)
+    stores = Stores(tmp_path, "prune_fail")
+    good, slow = stores.tune("learning_rate=0.003"), stores.tune("learning_rate=1e-06")
+    (good_trial,), (slow_trial,) = good.get_trials(), slow.get_trials()
+    assert good_trial.state.name == slow_trial.state.name == "COMPLETE"
+    assert list(slow_trial.intermediate_values) == [1, 2, 3]  # reported every epoch, to its own pruner
+    assert slow_trial.intermediate_values[1] < good_trial.intermediate_values[1]
+    for study in (good, slow):
+        cells = {stores.child_of(t).data.tags["reuse_nets.cell"] for t in study.get_trials()}
+        assert len(cells) == 1  # an Optuna study holds one cell's trials only
+
+
+# --- a tuned study: equal budget per cell, final runs of the selected configs ----------------
+
+
+def assert_equal_budget(stores: Stores, spec) -> None:
+    """Every cell: exactly `trials_per_cell` slots with a result, each slot once."""
+    for cell in spec.cells():
+        trials = stores.tune(cell.key).get_trials()
+        ended = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+        assert slots(ended) == list(range(spec.tune.trials_per_cell)), (cell.key, [(t.number, t.state.name) for t in trials])
+        assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def assert_final_retrains_the_selection(stores: Stores, spec) -> None:
+    """Final runs = each cell's best COMPLETE tuning trial (on val) x the declared seeds."""
+    final = stores.final().get_trials()
+    for cell in spec.cells():
+        complete = [t for t in stores.tune(cell.key).get_trials() if t.state.name == "COMPLETE"]
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        runs = [t for t in final if t.state.name == "COMPLETE" and all(t.params[k] == v for k, v in cell.values.items())]
+        assert sorted(t.params["seed"] for t in runs) == spec.final.seeds
+        for trial in runs:
+            assert trial.params["learning_rate"] == best.params["learning_rate"]
+            logged = stores.child_of(trial).data.params
+            assert float(logged["learning_rate"]) == best.params["learning_rate"]
+            assert logged["seed"] == str(trial.params["seed"]) and logged["seed"] != "0"  # fresh, not the tuning seed
+
+
+def test_two_workers_give_every_cell_the_same_budget(tmp_path):
+    result = run_sweep(tmp_path, "residual_depth", "--workers", "2", *[a for o in TINY_TUNED for a in ("--set", o)])
+    assert "[worker 1]" in result.stdout and "[worker 2]" in result.stdout
+    assert "study residual_depth: complete" in result.stdout
+    spec = small_spec("residual_depth", *TINY_TUNED)
+    stores = Stores(tmp_path, "residual_depth")
+    assert_equal_budget(stores, spec)
+    assert_final_retrains_the_selection(stores, spec)
+    final = stores.final().get_trials()
+    assert slots([t for t in final if t.state.name == "COMPLETE"]) == [0, 1, 2, 3]
+    # A worker that asked after the last slot was taken gets an unused trial, and no run.
+    for study in [stores.final()] + [stores.tune(c.key) for c in spec.cells()]:
+        for trial in study.get_trials():
+            if trial.state.name not in ("COMPLETE", "PRUNED"):
+                assert trial.state.name == "FAIL" and trial.user_attrs.get("outcome") == "unused", trial
+    runs = stores.runs()
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len(stores.parent_runs()) == 1
+    # Every MLflow run's tags agree with its Optuna trial.
+    for run in stores.children():
+        trial = stores.optuna_study(run.data.tags["optuna.study_name"]).trials[int(run.data.tags["optuna.trial_number"])]
+        assert run.data.tags["optuna.trial_state"] == trial.state.name
+    # The report's numbers: mean test metric of the final runs of each cell.
+    report = (tmp_path / "reports" / "residual_depth" / "report.md").read_text()
+    for cell in spec.cells():
+        tests = [
+            t.user_attrs["test_accuracy"]
+            for t in final
+            if t.state.name == "COMPLETE" and all(t.params[k] == v for k, v in cell.values.items())
+        ]
+        assert f"| {cell.key} | {sum(tests) / len(tests):.4f} ± " in report
+
+
+def test_an_interrupted_tuned_study_resumes_to_the_same_budget(tmp_path):
+    overrides = [a for o in TINY_TUNED for a in ("--set", o)]
+    first = run(sweep_command(tmp_path, "residual_depth", *overrides, "--timeout", "8"), cwd=tmp_path)
+    assert first.returncode == 1, explain(first)  # out of time: incomplete, resumable
+    assert "incomplete (re-run the same command to resume)" in first.stdout
+    stores = Stores(tmp_path, "residual_depth")
+    assert stores.parent().info.status == "KILLED"
+    assert "residual_depth:final" not in stores.optuna_names()  # tuning was not done
+
+    run_sweep(tmp_path, "residual_depth", *overrides)
+
+    spec = small_spec("residual_depth", *TINY_TUNED)
+    assert_equal_budget(stores, spec)
+    assert_final_retrains_the_selection(stores, spec)
+    assert stores.parent().info.status == "FINISHED"
 
 
 # --- a process killed mid-trial, then the same command again -----------------------------
@@ -402,26 +514,25 @@ def test_sigkill_mid_trial_then_rerun_completes_the_grid(tmp_path):
     assert process.returncode == -signal.SIGKILL
 
     stores = Stores(tmp_path, "smoke")
-    running = trials_in(stores.study(), "RUNNING")
+    running = trials_in(stores.final(), "RUNNING")
     assert len(running) == 1, "the kill did not land mid-trial"
     dead = running[0]
-    assert dead.number == 2, f"killed during trial {dead.number}, not during trial 2's second epoch"
+    assert dead.number == 2
     dead_run_id = dead.user_attrs["mlflow_run_id"]
     assert stores.client.get_run(dead_run_id).info.status == "RUNNING"
 
     result = run_sweep(tmp_path, "smoke")
 
-    assert "study smoke: 8/8 trials finished" in result.stdout
-    study = stores.study()
+    assert "study smoke: complete" in result.stdout
+    study = stores.final()
     complete = trials_in(study, "COMPLETE")
-    assert len(complete) == 8
-    assert grid_points(complete) == list(range(8))  # each point completed exactly once
+    assert slots(complete) == list(range(8))  # each slot completed exactly once
     assert not trials_in(study, "RUNNING") and not trials_in(study, "WAITING")
-    # The dead trial failed without an outcome (it died); its point was retried.
+    # The dead trial failed without an outcome (it died); its slot was retried.
     failed = trials_in(study, "FAIL")
     assert [t.number for t in failed] == [dead.number]
     assert "outcome" not in failed[0].user_attrs
-    assert dead.user_attrs["grid_point"] in grid_points(complete)
+    assert dead.user_attrs["slot"] in slots(complete)
 
     runs = stores.runs()
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
@@ -436,51 +547,11 @@ def test_sigkill_mid_trial_then_rerun_completes_the_grid(tmp_path):
     assert len(stores.children()) == 9  # 8 finished, 1 died
 
 
-# --- parallel workers -----------------------------------------------------------------------
-
-
-def test_two_workers_finish_the_grid_without_duplicates(tmp_path):
-    result = run_sweep(tmp_path, "smoke", "--workers", "2")
-    assert "[worker 1]" in result.stdout and "[worker 2]" in result.stdout
-    assert "study smoke: 8/8 trials finished" in result.stdout
-    stores = Stores(tmp_path, "smoke")
-    study = stores.study()
-    complete = trials_in(study, "COMPLETE")
-    assert len(complete) == 8
-    assert grid_points(complete) == list(range(8))
-    assert len({(t.params["strategy"], t.params["depth"]) for t in complete}) == 8
-    # A worker that asked after the last grid point was taken gets an unused trial.
-    for trial in study.get_trials():
-        if trial.state.name != "COMPLETE":
-            assert trial.state.name == "FAIL" and trial.user_attrs.get("outcome") == "unused", trial
-            assert "mlflow_run_id" not in trial.user_attrs
-    runs = stores.runs()
-    assert Counter(r.info.status for r in runs) == {"FINISHED": 9}
-    assert len(stores.parent_runs()) == 1
-    assert {r.info.run_id for r in stores.children()} == {t.user_attrs["mlflow_run_id"] for t in complete}
-
-
-@pytest.mark.slow
-def test_fewer_trials_than_grid_points_stops_and_resumes(tmp_path):
-    # Regression: grid points enqueued beyond --n-trials once kept the runner looping.
-    first = run(sweep_command(tmp_path, "smoke", "--n-trials", "2"), cwd=tmp_path, timeout=120)
-    assert first.returncode == 0, explain(first)
-    assert "study smoke: 2/2 trials finished" in first.stdout
-    study = Stores(tmp_path, "smoke").study()
-    assert grid_points(trials_in(study, "COMPLETE")) == [0, 1]
-    assert grid_points(trials_in(study, "WAITING")) == [2, 3, 4, 5, 6, 7]
-    second = run(sweep_command(tmp_path, "smoke", "--n-trials", "3"), cwd=tmp_path, timeout=120)
-    assert second.returncode == 0, explain(second)
-    study = Stores(tmp_path, "smoke").study()
-    assert grid_points(trials_in(study, "COMPLETE")) == [0, 1, 2]
-    assert len(study.get_trials()) == 8  # no point enqueued twice
-
-
 # --- user errors: one line, exit 2, nothing written --------------------------------------------
 
 
 def study_file_data(name: str) -> dict:
-    return yaml.safe_load((studies.EXPERIMENTS_DIR / f"{name}.yaml").read_text())
+    return yaml.safe_load((study_files.EXPERIMENTS_DIR / f"{name}.yaml").read_text())
 
 
 def with_unknown_key(data):
@@ -489,31 +560,42 @@ def with_unknown_key(data):
 
 
 def with_depth_zero(data):
-    data["search_space"]["depth"] = [0, 1]
+    data["compare"]["depth"] = [0, 1]
     return data
 
 
 def with_range_under_grid(data):
-    data["search_space"]["learning_rate"] = {"low": 1.0e-4, "high": 1.0e-2, "log": True}
+    data["tune"]["sampler"] = {"type": "grid"}
     return data
 
 
 def with_float_range_for_width(data):
-    # Every width between 32.0 and 256.0 but the integral ones is invalid. Tiny
-    # budget, so that a runner which does not refuse this finishes soon.
-    data["search_space"]["width"] = {"low": 32.0, "high": 256.0}
-    data.update(n_trials=1, epochs=1)
+    # Every width between 32.0 and 256.0 but the integral ones is invalid.
+    data["tune"]["search_space"]["width"] = {"low": 32.0, "high": 256.0}
+    return data
+
+
+def with_misspelt_metric(data):
+    # Regression: this once loaded, then crashed after the first trial.
+    data["objective"]["metric"] = "val_acc"
+    return data
+
+
+def with_invalid_combination(data):
+    # Regression: `plain` refuses reuse_source=input; this once failed inside a trial.
+    data["tune"]["search_space"]["reuse_source"] = ["input", "previous"]
     return data
 
 
 # name: (the study it breaks and how, or raw text; what the error line says)
 BROKEN_FILES = {
     "unknown_key": (("smoke", with_unknown_key), "epoch: Extra inputs are not permitted"),
-    "depth_zero": (("smoke", with_depth_zero), "search_space.depth"),
-    "range_under_grid": (("smoke", with_range_under_grid), "grid sampler needs choices, not ranges, for: learning_rate"),
-    # Exposes a bug: loads, then the first trial crashes the runner (see test_studies).
-    "float_range_for_width": (("residual_depth", with_float_range_for_width), "search_space.width"),
-    "invalid_yaml": ("name: invalid_yaml\nsearch_space: {depth: [1, 2\n", "invalid YAML"),
+    "depth_zero": (("smoke", with_depth_zero), "the combination strategy=plain, depth=0 is not a valid trial"),
+    "range_under_grid": (("residual_depth", with_range_under_grid), "the grid sampler needs choices, not ranges, for: learning_rate"),
+    "float_range_for_width": (("residual_depth", with_float_range_for_width), "tune.search_space.width"),
+    "misspelt_metric": (("residual_depth", with_misspelt_metric), "unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
+    "invalid_combination": (("residual_depth", with_invalid_combination), "strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input"),
+    "invalid_yaml": ("name: invalid_yaml\ncompare: {depth: [1, 2\n", "invalid YAML"),
     "not_a_mapping": ("- plain\n- residual\n", "must be a mapping"),
 }
 
@@ -542,13 +624,17 @@ def test_broken_study_file_is_a_one_line_error(tmp_path, name):
     "study, extra, message",
     [
         pytest.param("no_such_study", (), "no study 'no_such_study'", id="unknown_study"),
-        pytest.param("smoke", ("--set", "epochs=zero"), "epochs: Input should be a valid integer", id="epochs_zero"),
-        pytest.param("smoke", ("--set", "search_space.depth=[0]"), "search_space.depth", id="depth_0"),
-        pytest.param("smoke", ("--set", "epochs.count=1"), "'epochs' is not a mapping", id="set_into_scalar"),
+        pytest.param("smoke", ("--set", "base.epochs=zero"), "base.epochs: Input should be a valid integer", id="epochs_zero"),
+        pytest.param("smoke", ("--set", "compare.depth=[0]"), "depth=0 is not a valid trial", id="depth_0"),
+        pytest.param("smoke", ("--set", "base.epochs.count=1"), "'epochs' is not a mapping", id="set_into_scalar"),
         pytest.param("smoke", ("--set", "epochs"), "expected key=value", id="set_without_value"),
-        pytest.param("smoke", ("--n-trials", "9"), "n_trials=9 exceeds the 8 points", id="n_trials_over_grid"),
+        pytest.param("smoke", ("--set", "objective.metric=val_acc"), "did you mean 'val_accuracy'?", id="metric_typo"),
         pytest.param(
-            "smoke", ("--set", "dataset.name=not_a_dataset"), "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset"
+            "residual_depth", ("--set", "tune.search_space.reuse_source=[input]"),
+            "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input", id="bad_combination",
+        ),
+        pytest.param(
+            "smoke", ("--set", "base.dataset.name=not_a_dataset"), "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset"
         ),
     ],
 )
@@ -561,7 +647,7 @@ def test_bad_command_is_a_one_line_error(tmp_path, study, extra, message):
 
 def test_missing_offline_data_is_a_one_line_error(tmp_path):
     data_dir = tmp_path / "tfds"
-    command = sweep_command(tmp_path, "smoke", "--set", "dataset.name=mnist", "--data-dir", str(data_dir), manual_dir=False)
+    command = sweep_command(tmp_path, "smoke", "--set", "base.dataset.name=mnist", "--data-dir", str(data_dir), manual_dir=False)
     result = run(command, cwd=tmp_path)
     assert result.returncode == 2, explain(result)
     line = error_line(result)
@@ -572,22 +658,24 @@ def test_missing_offline_data_is_a_one_line_error(tmp_path):
 # --- dry run, listing, help --------------------------------------------------------------------
 
 
-def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path):
-    result = run(sweep_command(tmp_path, "smoke", "--dry-run"), cwd=tmp_path, timeout=60)
+def test_dry_run_prints_cells_budget_and_final_runs_and_writes_nothing(tmp_path):
+    result = run(sweep_command(tmp_path, "residual_depth", "--dry-run"), cwd=tmp_path, timeout=60)
     assert result.returncode == 0, explain(result)
-    assert "grid of 8 points:" in result.stdout
-    for index, point in enumerate(small_spec("smoke").grid()):
-        assert f"{index:3d}: {point}" in result.stdout
+    spec = small_spec("residual_depth")
+    assert f"tune: {spec.tune.trials_per_cell} trials per cell" in result.stdout
+    for index, cell in enumerate(spec.cells()):
+        assert f"{index:3d}: {cell.key}  ({spec.tune.trials_per_cell} tuning trials + {len(spec.final.seeds)} final runs)" in result.stdout
+    assert f"= {spec.final_runs} runs" in result.stdout
     assert "train_split: train[:1000]" in result.stdout  # the resolved study, overrides applied
     assert_wrote_nothing(tmp_path)
 
 
 def test_dry_run_splits_several_overrides_in_one_set(tmp_path):
-    command = sweep_command(tmp_path, "smoke", "--dry-run", "--set", "epochs=1 search_space.depth=[1, 2, 4]")
+    command = sweep_command(tmp_path, "smoke", "--dry-run", "--set", "base.epochs=1 compare.depth=[1, 2, 4]")
     result = run(command, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, explain(result)
-    assert "grid of 12 points:" in result.stdout
-    assert "\nepochs: 1\n" in result.stdout
+    assert "study smoke: 12 cells" in result.stdout
+    assert "\n  epochs: 1\n" in result.stdout
     assert_wrote_nothing(tmp_path)
 
 
@@ -596,7 +684,7 @@ def test_list_shows_the_studies(tmp_path):
     assert result.returncode == 0, explain(result)
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
     assert {"smoke", "strategy_depth", "residual_depth", "masked_keep_ratio"} <= set(listed)
-    assert listed == sorted(path.stem for path in studies.EXPERIMENTS_DIR.glob("*.yaml"))
+    assert listed == sorted(path.stem for path in study_files.EXPERIMENTS_DIR.glob("*.yaml"))
     assert_wrote_nothing(tmp_path)
 
 

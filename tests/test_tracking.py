@@ -18,7 +18,7 @@ import pytest
 from mlflow.entities import ViewType
 from PIL import Image
 
-from reuse_nets import tracking
+from reuse_nets import names, tracking, training
 from reuse_nets.config import TrialConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,11 @@ def tracking_store(tmp_path, empty_store):
         yield uri
 
 
+def new_experiment(name="test") -> str:
+    """A new MLflow experiment in the active store (tracking makes none itself)."""
+    return mlflow.create_experiment(name)
+
+
 def small_config(dataset_config, **overrides):
     fields = dict(strategy="residual", depth=3, width=32, epochs=2, batch_size=128, seed=0, dataset=dataset_config)
     return TrialConfig(**{**fields, **overrides})
@@ -86,10 +91,11 @@ def tracked_run_store(tmp_path_factory, empty_store, fashion_mnist, fashion_mnis
     directory = tmp_path_factory.mktemp("tracked")
     config = small_config(fashion_mnist_config)
     with use_tracking_store(directory, template=empty_store) as uri:
-        run_id, result = tracking.track_training(
-            config, fashion_mnist, experiment_id=tracking.experiment_id("test"), run_name="short"
-        )
-    return TrackedRun(directory, uri, config, fashion_mnist, run_id, result)
+        with tracking.trial_run(config, fashion_mnist, experiment_id=new_experiment(), run_name="short") as run:
+            result = training.train(config, fashion_mnist, hooks=(run.log_epoch,))
+            run.record(result)
+        assert run.outcome == "completed" and run.reason is None
+    return TrackedRun(directory, uri, config, fashion_mnist, run.run_id, result)
 
 
 @pytest.fixture
@@ -106,13 +112,27 @@ def get_run(run_id):
 # --- A completed run ------------------------------------------------------------------
 
 
+def assert_closed_as(run, outcome, reason=None):
+    """The run ended with `outcome`: status, outcome and state tags agree with OUTCOMES."""
+    status, state = tracking.OUTCOMES[outcome]
+    tags = run.data.tags
+    assert (run.info.status, tags[tracking.OUTCOME_TAG], tags[names.STATE_TAG]) == (status, outcome, state)
+    assert run.info.end_time is not None
+    if reason is None:
+        assert tracking.REASON_TAG not in tags
+    else:
+        assert tags[tracking.REASON_TAG] == reason
+
+
 def test_completed_run_is_finished_in_the_temporary_store(tracked):
     run = get_run(tracked.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "short"
     assert run.data.tags[tracking.OUTCOME_TAG] == "completed"
+    assert run.data.tags[tracking.STATE_TAG] == "COMPLETE"
     assert run.data.tags[tracking.KIND_TAG] == "trial"
     assert tracking.REASON_TAG not in run.data.tags
+    assert_closed_as(run, "completed")
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifacts.is_relative_to(tracked.directory / "mlruns") and artifacts.is_dir()
     assert (tracked.directory / "mlflow.db").is_file()
@@ -238,23 +258,24 @@ def assert_no_run_left_running(experiment):
 
 def test_diverged_run_fails_with_reason_and_no_model(tracking_store, fashion_mnist, fashion_mnist_config):
     config = small_config(fashion_mnist_config, strategy="plain", depth=4, optimizer="sgd", learning_rate=1e6)
-    experiment = tracking.experiment_id("test")
-    run_id, result = tracking.track_training(config, fashion_mnist, experiment_id=experiment)
+    experiment = new_experiment()
+    with tracking.trial_run(config, fashion_mnist, experiment_id=experiment) as tracked_run:
+        result = training.train(config, fashion_mnist, hooks=(tracked_run.log_epoch,))
+        tracked_run.record(result)  # a diverged result, not an error: nothing is raised
     assert result.status == "diverged"
-    run = get_run(run_id)
+    assert tracked_run.outcome == "diverged"
+    run = get_run(tracked_run.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags[tracking.OUTCOME_TAG] == "diverged"
+    assert run.data.tags[tracking.REASON_TAG] == f"diverged: {result.reason}"
     assert "non-finite loss" in run.data.tags[tracking.REASON_TAG]
+    assert_closed_as(run, "diverged", f"diverged: {result.reason}")
     assert tracking.MODEL_URI_TAG not in run.data.tags
-    assert "test_accuracy" not in run.data.metrics
+    assert "test_accuracy" not in run.data.metrics and "test_loss" not in run.data.metrics
     models = mlflow.MlflowClient().search_logged_models(experiment_ids=[experiment])
-    assert [m for m in models if m.source_run_id == run_id] == []
+    assert [m for m in models if m.source_run_id == tracked_run.run_id] == []
     assert math.isnan(run.data.metrics["loss"])  # the diverged epoch is still recorded
     assert_no_run_left_running(experiment)
-
-
-class Pruned(Exception):
-    pass
 
 
 def raise_at_first_epoch(error):
@@ -265,34 +286,134 @@ def raise_at_first_epoch(error):
 
 
 @pytest.mark.parametrize(
-    "error, status, outcome, reason",
+    "error, outcome, reason",
     [
-        (KeyboardInterrupt(), "KILLED", "interrupted", "interrupted"),
-        (Pruned("pruned at epoch 1"), "KILLED", "pruned", "Pruned: pruned at epoch 1"),
-        (RuntimeError("boom"), "FAILED", "error", "RuntimeError: boom"),
+        (KeyboardInterrupt(), "interrupted", "interrupted (Ctrl-C or SIGTERM)"),
+        (training.StopTraining("pruned", "pruned at epoch 1"), "pruned", "pruned at epoch 1"),
+        (RuntimeError("boom"), "error", "RuntimeError: boom"),
+        # Regression: an outcome tracking does not know once left the run RUNNING.
+        (training.StopTraining("stopped_early", "why"), "error", "stopped with unknown outcome 'stopped_early': why"),
     ],
-    ids=["keyboard-interrupt", "killed-on", "other-error"],
+    ids=["keyboard-interrupt", "stop-training-pruned", "other-error", "stop-training-unknown-outcome"],
 )
-def test_hook_exception_ends_run_and_propagates(
-    tracking_store, fashion_mnist, fashion_mnist_config, error, status, outcome, reason
-):
+def test_hook_exception_ends_run_and_propagates(tracking_store, fashion_mnist, fashion_mnist_config, error, outcome, reason):
     config = small_config(fashion_mnist_config, depth=2, width=16)
-    experiment = tracking.experiment_id("test")
-    with pytest.raises(type(error)):
-        tracking.track_training(
-            config,
-            fashion_mnist,
-            experiment_id=experiment,
-            run_name="stopped",
-            hooks=(raise_at_first_epoch(error),),
-            killed_on=(Pruned,),
-        )
+    experiment = new_experiment()
+    recorded = []
+    with pytest.raises(type(error)) as raised:
+        with tracking.trial_run(config, fashion_mnist, experiment_id=experiment, run_name="stopped") as tracked_run:
+            result = training.train(config, fashion_mnist, hooks=(tracked_run.log_epoch, raise_at_first_epoch(error)))
+            recorded.append(result)  # never reached
+            tracked_run.record(result)
+    assert raised.value is error  # re-raised as is
+    assert recorded == []
     (run,) = mlflow.MlflowClient().search_runs([experiment], run_view_type=ViewType.ALL)
-    assert run.info.status == status
-    assert run.data.tags[tracking.OUTCOME_TAG] == outcome
-    assert run.data.tags[tracking.REASON_TAG] == reason
+    assert run.info.run_id == tracked_run.run_id
+    assert_closed_as(run, outcome, reason)
+    expected_status = {"interrupted": "KILLED", "pruned": "KILLED", "error": "FAILED"}[outcome]
+    assert run.info.status == expected_status
+    if outcome == "pruned":
+        assert run.data.tags[tracking.STATE_TAG] == "PRUNED"
     assert tracking.MODEL_URI_TAG not in run.data.tags
+    assert "test_accuracy" not in run.data.metrics
     # The epoch that ran before the hook stopped training is recorded.
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
     assert steps == [1]
     assert_no_run_left_running(experiment)
+
+
+def test_an_exception_in_the_block_itself_fails_the_run_and_propagates(tracking_store, fashion_mnist, fashion_mnist_config):
+    experiment = new_experiment()
+    with pytest.raises(ValueError, match="bad config"):
+        with tracking.trial_run(small_config(fashion_mnist_config), fashion_mnist, experiment_id=experiment) as tracked_run:
+            raise ValueError("bad config")
+    assert_closed_as(get_run(tracked_run.run_id), "error", "ValueError: bad config")
+    assert_no_run_left_running(experiment)
+
+
+def test_a_block_left_without_a_recorded_result_fails(tracking_store, fashion_mnist, fashion_mnist_config):
+    experiment = new_experiment()
+    with tracking.trial_run(small_config(fashion_mnist_config), fashion_mnist, experiment_id=experiment) as tracked_run:
+        pass  # e.g. a caller that trained but forgot `record`: no result, no exception
+    assert tracked_run.outcome is None
+    run = get_run(tracked_run.run_id)
+    assert run.info.status == "FAILED"
+    assert_closed_as(run, "error", "no training result was recorded")
+    assert_no_run_left_running(experiment)
+
+
+def test_run_is_open_and_running_inside_the_block(tracking_store, fashion_mnist, fashion_mnist_config):
+    config = small_config(fashion_mnist_config)
+    experiment = new_experiment()
+    with tracking.trial_run(config, fashion_mnist, experiment_id=experiment, run_name="open") as tracked_run:
+        assert mlflow.active_run().info.run_id == tracked_run.run_id
+        run = get_run(tracked_run.run_id)
+        assert run.info.status == "RUNNING"
+        assert run.data.tags[tracking.STATE_TAG] == "RUNNING"
+        assert tracking.OUTCOME_TAG not in run.data.tags
+        # Params, config and inputs are logged on entering, before any training.
+        assert run.data.params["strategy"] == config.strategy
+        assert run.data.params["dataset_digest"] == fashion_mnist.digest
+        assert TrialConfig(**tracking.read_config(tracked_run.run_id)) == config
+        assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {fashion_mnist.digest}
+    assert mlflow.active_run() is None
+
+
+def test_tags_parent_and_no_model(tracking_store, fashion_mnist, fashion_mnist_config):
+    config = small_config(fashion_mnist_config, depth=1, width=8, epochs=1)
+    experiment = new_experiment()
+    client = mlflow.MlflowClient()
+    parent = client.create_run(experiment, run_name="parent").info.run_id
+    tags = {tracking.KIND_TAG: "reproduction", "custom": "value", names.STUDY_TAG: "a_study"}
+    with tracking.trial_run(
+        config, fashion_mnist, experiment_id=experiment, parent_run_id=parent, tags=tags, log_model=False
+    ) as tracked_run:
+        tracked_run.record(training.train(config, fashion_mnist, hooks=(tracked_run.log_epoch,)))
+    run = get_run(tracked_run.run_id)
+    assert_closed_as(run, "completed")
+    assert run.data.tags[tracking.PARENT_TAG] == parent
+    assert run.data.tags[tracking.KIND_TAG] == "reproduction"  # given tags win over the defaults
+    assert run.data.tags["custom"] == "value" and run.data.tags[names.STUDY_TAG] == "a_study"
+    assert tracking.MODEL_URI_TAG not in run.data.tags  # log_model=False
+    assert "test_accuracy" in run.data.metrics  # ...but the results are still logged
+    assert [m for m in client.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run.info.run_id] == []
+
+
+# --- close_run: the one place a run's end is written -------------------------------------
+
+
+def test_outcomes_map_to_status_and_optuna_state():
+    assert tracking.OUTCOMES == {
+        "completed": ("FINISHED", "COMPLETE"),
+        "pruned": ("KILLED", "PRUNED"),
+        "diverged": ("FAILED", "FAIL"),
+        "error": ("FAILED", "FAIL"),
+        "interrupted": ("KILLED", "FAIL"),
+        "died": ("FAILED", "FAIL"),
+    }
+
+
+@pytest.mark.parametrize("outcome", list(tracking.OUTCOMES))
+def test_close_run_writes_status_and_tags_from_the_outcome(tracking_store, outcome):
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(new_experiment()).info.run_id
+    tracking.close_run(client, run_id, outcome, f"why {outcome}")
+    assert_closed_as(client.get_run(run_id), outcome, f"why {outcome}")
+
+
+def test_close_run_without_reason_writes_no_reason_tag_and_truncates_long_ones(tracking_store):
+    client = mlflow.MlflowClient()
+    experiment = new_experiment()
+    quiet = client.create_run(experiment).info.run_id
+    tracking.close_run(client, quiet, "completed")
+    assert_closed_as(client.get_run(quiet), "completed")
+    long = client.create_run(experiment).info.run_id
+    tracking.close_run(client, long, "error", "x" * (tracking.REASON_LIMIT + 100))
+    assert client.get_run(long).data.tags[tracking.REASON_TAG] == "x" * tracking.REASON_LIMIT
+
+
+def test_tag_names_are_defined_once_in_names():
+    for name in ("TAG_PREFIX", "KIND_TAG", "OUTCOME_TAG", "REASON_TAG", "STATE_TAG", "PARENT_TAG", "MODEL_URI_TAG"):
+        assert getattr(tracking, name) is getattr(names, name), name
+    assert names.STATE_TAG == "optuna.trial_state"
+    assert names.OUTCOME_TAG == "reuse_nets.outcome"

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reuse_nets import data, training
+from reuse_nets import data, layers, models, names, training
 from reuse_nets.config import TrialConfig
+from reuse_nets.names import GRAD_NORM_PREFIX
 
 TIMING_METRICS = {"epoch_time", "throughput"}
 
@@ -33,8 +34,8 @@ def test_every_epoch_records_metrics_and_one_norm_per_block(short_run):
     config, result = short_run
     assert result.status == "completed" and result.reason is None
     assert len(result.history) == config.epochs
-    blocks = {f"grad_norm/block_{i:02d}" for i in range(1, config.depth + 1)}
-    expected = {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "throughput", "grad_norm/global"}
+    blocks = {f"{GRAD_NORM_PREFIX}block_{i:02d}" for i in range(1, config.depth + 1)}
+    expected = {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "throughput", f"{GRAD_NORM_PREFIX}global"}
     for epoch in result.history:
         assert set(epoch) == expected | blocks  # no val_grad_norm/..., nothing else
         assert all(math.isfinite(value) for value in epoch.values())
@@ -104,6 +105,75 @@ def test_hook_exception_propagates(fashion_mnist, fashion_mnist_config):
     config = small_config(fashion_mnist_config, depth=1, width=8)
     with pytest.raises(Stop, match="stop at 1"):
         training.train(config, fashion_mnist, hooks=(stop_at_first_epoch,))
+
+
+def test_stop_training_from_a_hook_propagates_with_its_outcome(fashion_mnist, fashion_mnist_config):
+    seen = []
+
+    def prune_at_second_epoch(epoch, metrics):
+        seen.append(epoch)
+        if epoch == 2:
+            raise training.StopTraining("pruned", f"pruned at epoch {epoch}")
+
+    config = small_config(fashion_mnist_config, depth=1, width=8, epochs=4)
+    with pytest.raises(training.StopTraining, match="pruned at epoch 2") as info:
+        training.train(config, fashion_mnist, hooks=(prune_at_second_epoch,))
+    assert info.value.outcome == "pruned"
+    assert str(info.value) == "pruned at epoch 2"
+    assert seen == [1, 2]  # no epoch ran after the decision
+
+
+def test_stop_training_is_an_ordinary_exception():
+    # Not a BaseException like KeyboardInterrupt: callers tell a decision from a Ctrl-C.
+    stop = training.StopTraining("pruned", "why")
+    assert isinstance(stop, Exception)
+    assert (stop.outcome, stop.args) == ("pruned", ("why",))
+
+
+def test_grad_norm_prefix_is_defined_once_in_names():
+    assert names.GRAD_NORM_PREFIX == "grad_norm/"
+    assert training.GRAD_NORM_PREFIX is names.GRAD_NORM_PREFIX
+
+
+# --- What `build` makes of a config --------------------------------------------------
+
+
+def test_build_passes_the_masked_options_of_the_config(fashion_mnist, fashion_mnist_config):
+    config = small_config(fashion_mnist_config, strategy="masked", keep_ratio=0.25, learned_mask=True, seed=7)
+    model = training.build(config, fashion_mnist)
+    for index, name in enumerate(models.block_names(model), start=1):
+        masking = model.get_layer(name).masking
+        assert (masking.keep_ratio, masking.learned, masking.seed) == (0.25, True, 7 + index), name
+        np.testing.assert_array_equal(masking.mask.numpy(), layers.feature_mask((784,), 0.25, 7 + index))
+
+
+@pytest.mark.parametrize("strategy", ["plain", "concat", "residual"])
+def test_build_ignores_options_of_other_strategies(fashion_mnist, fashion_mnist_config, strategy):
+    # A config always holds keep_ratio and learned_mask; only "masked" reads them.
+    config = small_config(fashion_mnist_config, strategy=strategy, keep_ratio=0.25, learned_mask=True)
+    model = training.build(config, fashion_mnist)
+    assert len(models.block_names(model)) == config.depth
+
+
+def test_residual_branch_gains_leave_zero_in_training(short_run):
+    config, result = short_run
+    assert config.strategy == "residual"
+    gains = [float(result.model.get_layer(name).branch_gain.numpy()) for name in models.block_names(result.model)]
+    assert len(gains) == config.depth
+    assert all(gain != 0.0 and math.isfinite(gain) for gain in gains), gains
+
+
+def test_learned_masks_train_and_stay_in_the_unit_interval(fashion_mnist, fashion_mnist_config):
+    config = small_config(
+        fashion_mnist_config, strategy="masked", depth=2, width=16, keep_ratio=0.5, learned_mask=True, learning_rate=0.05
+    )
+    result = training.train(config, fashion_mnist)
+    assert result.status == "completed"
+    for index, name in enumerate(models.block_names(result.model), start=1):
+        gate = result.model.get_layer(name).masking.mask.numpy()
+        start = layers.feature_mask((784,), 0.5, config.seed + index)
+        assert not np.array_equal(gate, start), name
+        assert gate.min() >= 0.0 and gate.max() <= 1.0, (name, gate.min(), gate.max())
 
 
 def norms_by_hand(model, batches, optimizer):
