@@ -83,14 +83,14 @@ def test_spec_round_trips_through_json_and_yaml(name):
 
 def test_residual_depth_is_the_designed_comparison():
     spec = load("residual_depth")
-    assert spec.compare == {"strategy": ["plain", "residual"], "depth": [1, 4, 16, 64]}
+    assert spec.compare == {"strategy": ["plain", "residual"], "depth": [1, 2, 4, 8, 16, 32, 64]}
     assert max(spec.compare["depth"]) >= 64
     assert list(spec.tune.search_space) == ["learning_rate"]
     assert spec.tune.pruner.type == "median"
     assert (spec.contrast, spec.baseline) == ("strategy", "plain")
     assert spec.base.seed not in spec.final.seeds  # final seeds are fresh
-    assert spec.tuning_trials == 8 * spec.tune.trials_per_cell
-    assert spec.final_runs == 8 * len(spec.final.seeds)
+    assert spec.tuning_trials == 14 * spec.tune.trials_per_cell
+    assert spec.final_runs == 14 * len(spec.final.seeds)
 
 
 def test_cells_cross_the_compared_values_in_a_stable_order():
@@ -343,12 +343,12 @@ def test_plain_grid_final_runs_are_cells_times_seeds():
 def test_dry_run_plan_names_cells_budget_and_final_runs():
     spec = load("residual_depth")
     plan = phases.describe_plan(spec, "sqlite:///x.db", None, 2, 1)
-    assert "6 trials per cell (48 in all)" in plan
+    assert "6 trials per cell (84 in all)" in plan
     assert "pruner median within each cell" in plan
-    assert "x seeds [1, 2, 3, 4, 5] = 40 runs" in plan
+    assert "x seeds [1, 2, 3, 4, 5] = 70 runs" in plan
     for index, cell in enumerate(spec.cells()):
         assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs)" in plan
-    assert "total: 88 training runs" in plan
+    assert "total: 154 training runs" in plan
 
 
 # --- The report's statistics --------------------------------------------------------------
