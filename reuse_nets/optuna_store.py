@@ -56,14 +56,19 @@ def make_storage(url: str, execution: ExecutionSpec):
         raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
 
 
-def sampler(spec: StudySpec):
-    """The tuning sampler; every cell gets one with the same settings and seed."""
+def sampler(spec: StudySpec, stream: int = 0):
+    """The tuning sampler; every cell gets one with the same settings and seed.
+
+    `stream` offsets the seed per process: `--workers` processes with one seed
+    would draw the same random start-up values, and tune the same point twice.
+    """
     op = optuna()
     settings = spec.tune.sampler if spec.tune else None
+    seed = (settings.seed if settings else 0) + stream
     if settings is not None and settings.type == "tpe":
-        return op.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
+        return op.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     # The final phase enqueues every trial's parameters: its sampler never chooses.
-    return op.samplers.RandomSampler(seed=settings.seed if settings else 0)
+    return op.samplers.RandomSampler(seed=seed)
 
 
 def pruner(spec: StudySpec, epochs: int, phase: str):

@@ -57,14 +57,15 @@ def final_job(spec: StudySpec, selection: dict[str, dict | None]) -> Job:
     return Job("final", final_study_name(spec), tuple(slots), "final runs")
 
 
-def open_job(spec: StudySpec, storage, job: Job, identity: dict):
+def open_job(spec: StudySpec, storage, job: Job, identity: dict, stream: int = 0):
+    """The job's Optuna study; `stream` is the sampler's seed offset (the worker index)."""
     epochs = {cell.values.get("epochs", spec.base.epochs) for cell, _ in job.slots} or {spec.base.epochs}
     return optuna_store.open_study(
         storage,
         job.study_name,
         identity,
         direction=spec.objective.direction,
-        sampler=optuna_store.sampler(spec),
+        sampler=optuna_store.sampler(spec, stream),
         pruner=optuna_store.pruner(spec, max(epochs), job.phase),
     )
 

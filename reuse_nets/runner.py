@@ -197,7 +197,7 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
     experiment_id = study_runs.experiment_id(spec)
     dataset = data.load(spec.base.dataset, options.data or data.DataSource())
     for job in jobs:
-        study = phases.open_job(spec, storage, job, identity_of(spec, job))
+        study = phases.open_job(spec, storage, job, identity_of(spec, job), stream=index)
         _optimize(study, Objective(spec, job, dataset, experiment_id, parent_run_id, say), deadline)
 
 

@@ -441,6 +441,10 @@ def test_two_workers_give_every_cell_the_same_budget(tmp_path):
     stores = Stores(tmp_path, "residual_depth")
     assert_equal_budget(stores, spec)
     assert_final_retrains_the_selection(stores, spec)
+    for cell in spec.cells():
+        # Regression: workers with one sampler seed drew the same start-up values.
+        rates = [t.params["learning_rate"] for t in stores.tune(cell.key).get_trials() if "learning_rate" in t.params]
+        assert len(set(rates)) == len(rates) == spec.tune.trials_per_cell, (cell.key, rates)
     final = stores.final().get_trials()
     assert slots([t for t in final if t.state.name == "COMPLETE"]) == [0, 1, 2, 3]
     # A worker that asked after the last slot was taken gets an unused trial, and no run.
