@@ -14,6 +14,7 @@ TAG_PREFIX = "reuse_nets."
 KIND_TAG = TAG_PREFIX + "kind"  # "study" | "trial" | "reproduction": runs this project made
 STUDY_TAG = TAG_PREFIX + "study"  # the study (spec) name, on the parent and every trial run
 PHASE_TAG = TAG_PREFIX + "phase"  # "tune" | "final"
+IDENTITY_TAG = TAG_PREFIX + "spec_identity"  # on the parent run: a hash of the study's spec
 CELL_TAG = TAG_PREFIX + "cell"  # the compared cell, e.g. "strategy=residual,depth=64"
 OUTCOME_TAG = TAG_PREFIX + "outcome"  # see tracking.OUTCOMES
 REASON_TAG = TAG_PREFIX + "failure_reason"

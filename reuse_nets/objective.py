@@ -8,7 +8,6 @@ values, a fresh seed) from their enqueued parameters and are never pruned.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable
 
@@ -23,21 +22,8 @@ from reuse_nets.names import (
     TRIAL_TAG,
 )
 from reuse_nets.optuna_store import TrialFailed, claim_slot, count_finished_slots, optuna
+from reuse_nets.phases import Job
 from reuse_nets.studies import Cell, StudySpec
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One Optuna study to fill: a cell's tuning trials, or the final runs.
-
-    `slots[i]` is the cell of slot `i` and the parameters enqueued for it
-    (`{}` for a tuning slot: the sampler chooses).
-    """
-
-    phase: str  # "tune" | "final"
-    study_name: str
-    slots: tuple[tuple[Cell, dict[str, Any]], ...]
-    label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
 
 
 class PruningHook:
@@ -78,7 +64,12 @@ class Objective:
     def __call__(self, trial) -> float:
         slot = claim_slot(trial)
         cell, _ = self.job.slots[slot]
-        config = self.config_of(trial, cell)
+        try:
+            config = self.config_of(trial, cell)
+        except (ValueError, TypeError) as error:  # e.g. a value Optuna cannot suggest
+            trial.set_user_attr(OUTCOME_ATTR, "error")
+            self.say(f"{self.job.phase} {cell.key} slot {slot}: FAILED before training ({error})")
+            raise TrialFailed(f"{type(error).__name__}: {error}") from error
         metric = self.spec.objective.metric
         label = f"{self.job.phase} {cell.key} slot {slot} (trial {trial.number}, lr={config.learning_rate:.2g} width={config.width} seed={config.seed})"
         done = count_finished_slots(trial.study, len(self.job.slots))
@@ -109,12 +100,18 @@ class Objective:
                 tags=tags,
             ) as run:
                 trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-                result = training.train(config, self.dataset, hooks=(run.log_epoch, *hooks))
+                # Tuning never looks at the test split: only final runs are scored on it.
+                evaluate_test = self.job.phase == "final"
+                result = training.train(config, self.dataset, hooks=(run.log_epoch, *hooks), evaluate_test=evaluate_test)
                 run.record(result)
         except training.StopTraining as stop:
             trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
             self.say(f"{label}: PRUNED ({stop})")
             raise optuna().TrialPruned(str(stop)) from None
+        except KeyboardInterrupt:
+            # Not a death: the slot is run again on resume, without using up a retry.
+            trial.set_user_attr(OUTCOME_ATTR, "interrupted")
+            raise
         except Exception as error:
             trial.set_user_attr(OUTCOME_ATTR, "error")
             self.say(f"{label}: FAILED ({type(error).__name__}: {error})")

@@ -56,18 +56,25 @@ def make_storage(url: str, execution: ExecutionSpec):
         raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
 
 
-def sampler(spec: StudySpec, stream: int = 0):
-    """The tuning sampler; every cell gets one with the same settings and seed.
+STREAM_STRIDE = 100_003  # seed distance between worker processes (a prime, past any trial count)
 
-    `stream` offsets the seed per process: `--workers` processes with one seed
-    would draw the same random start-up values, and tune the same point twice.
+
+def sampler(spec: StudySpec, phase: str, stream: int = 0, trials_before: int = 0):
+    """A cell's tuning sampler: the same settings and seed in every cell.
+
+    A sampler's random draws restart from its seed in every process, so the seed
+    is offset by the worker index (`stream`) and by the trials the study already
+    holds: workers, and a resumed study, would otherwise draw the values already
+    tried again. An uninterrupted one-process run uses the seed itself.
     """
     op = optuna()
-    settings = spec.tune.sampler if spec.tune else None
-    seed = (settings.seed if settings else 0) + stream
-    if settings is not None and settings.type == "tpe":
+    settings = spec.tune.sampler if spec.tune and phase == "tune" else None
+    if settings is None:
+        # The final phase enqueues every trial's parameters: its sampler never chooses.
+        return op.samplers.RandomSampler(seed=0)
+    seed = settings.seed + STREAM_STRIDE * stream + trials_before
+    if settings.type == "tpe":
         return op.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials)
-    # The final phase enqueues every trial's parameters: its sampler never chooses.
     return op.samplers.RandomSampler(seed=seed)
 
 
@@ -78,7 +85,11 @@ def pruner(spec: StudySpec, epochs: int, phase: str):
     if settings is None or settings.type == "none":
         return op.pruners.NopPruner()
     if settings.type == "median":
-        return op.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+        # Epochs are reported as steps 1, 2, ...; Optuna never prunes while
+        # step < n_warmup_steps, so +1 makes `n_warmup_steps: 2` protect epochs 1 and 2.
+        return op.pruners.MedianPruner(
+            n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps + 1
+        )
     return op.pruners.HyperbandPruner(
         min_resource=settings.min_resource, max_resource=epochs, reduction_factor=settings.reduction_factor
     )
@@ -94,7 +105,7 @@ def check_identity(storage, name: str, identity: dict) -> None:
     if stored is not None and stored != json.dumps(identity, sort_keys=True):
         raise SweepError(
             f"Optuna study {name!r} already exists in this storage with a different spec; "
-            "rename the study (--set name=NEW_NAME) or use another --storage"
+            "rename the study (--set name=NEW_NAME)"
         )
 
 

@@ -12,6 +12,7 @@ final study: the final runs retrain exactly what it names.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,8 +20,21 @@ import yaml
 
 from reuse_nets import optuna_store
 from reuse_nets.names import RUN_ID_ATTR, SELECTION_ATTR
-from reuse_nets.objective import Job
 from reuse_nets.studies import Cell, StudySpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One Optuna study to fill: a cell's tuning trials, or the final runs.
+
+    `slots[i]` is the cell of slot `i` and the parameters enqueued for it
+    (`{}` for a tuning slot: the sampler chooses).
+    """
+
+    phase: str  # "tune" | "final"
+    study_name: str
+    slots: tuple[tuple[Cell, dict[str, Any]], ...]
+    label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
 
 
 def tune_study_name(spec: StudySpec, cell: Cell) -> str:
@@ -58,14 +72,16 @@ def final_job(spec: StudySpec, selection: dict[str, dict | None]) -> Job:
 
 
 def open_job(spec: StudySpec, storage, job: Job, identity: dict, stream: int = 0):
-    """The job's Optuna study; `stream` is the sampler's seed offset (the worker index)."""
+    """The job's Optuna study; `stream` is the worker index (see `optuna_store.sampler`)."""
     epochs = {cell.values.get("epochs", spec.base.epochs) for cell, _ in job.slots} or {spec.base.epochs}
+    existing = optuna_store.load_existing(storage, job.study_name)
+    trials_before = len(existing.get_trials(deepcopy=False)) if existing is not None else 0
     return optuna_store.open_study(
         storage,
         job.study_name,
         identity,
         direction=spec.objective.direction,
-        sampler=optuna_store.sampler(spec, stream),
+        sampler=optuna_store.sampler(spec, job.phase, stream, trials_before),
         pruner=optuna_store.pruner(spec, max(epochs), job.phase),
     )
 
@@ -128,7 +144,8 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
         budget = f"{spec.tune.trials_per_cell} tuning trials + " if spec.tune else ""
         lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs)")
     total = spec.tuning_trials + spec.final_runs
-    lines.append(f"total: {total} training runs of up to {spec.base.epochs} epochs")
+    epochs = max(spec.cell_config(cell).epochs for cell in cells)
+    lines.append(f"total: {total} training runs of up to {epochs} epochs")
     lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from reuse_nets.analysis import FinalRun
 from reuse_nets.names import (
     CELL_TAG,
     GRAD_NORM_PREFIX,
+    RUN_ID_ATTR,
     KIND_TAG,
     NOTE_TAG,
     PARENT_TAG,
@@ -26,10 +27,16 @@ from reuse_nets.names import (
 from reuse_nets.studies import StudySpec
 
 REPORT_ROOT = Path("reports")  # beside mlflow.db, in the working directory
+NOTE_LIMIT = 7800  # characters of the report kept as the parent run's description (MLflow: 8000)
 
 
-def collect_final_runs(spec: StudySpec, parent_run_id: str) -> list[FinalRun]:
-    """The study's COMPLETE final-phase runs, read back from MLflow."""
+def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> list[FinalRun]:
+    """The study's COMPLETE final-phase runs, read back from MLflow.
+
+    With `storage`, only the runs of the final study's COMPLETE trials count (one
+    per slot): a run another storage made under the same name, or a duplicate of a
+    trial judged dead while it still ran, is left out.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -43,8 +50,11 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str) -> list[FinalRun]:
         max_results=50000,
     )
     cells = {cell.key: cell for cell in spec.cells()}
+    wanted = _final_run_ids(spec, storage) if storage is not None else None
     found = []
     for run in runs:
+        if wanted is not None and run.info.run_id not in wanted:
+            continue
         cell = cells.get(run.data.tags.get(CELL_TAG))
         metrics = run.data.metrics
         if cell is None or spec.objective.test_metric not in metrics:
@@ -63,6 +73,35 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str) -> list[FinalRun]:
             )
         )
     return sorted(found, key=lambda r: (list(cells).index(r.cell), r.seed))
+
+
+def _final_run_ids(spec: StudySpec, storage) -> set[str]:
+    study = optuna_store.load_existing(storage, phases.final_study_name(spec))
+    ids = set()
+    for trials in (optuna_store.slot_trials(study).values() if study else ()):
+        complete = [t for t in trials if t.state.name == "COMPLETE" and RUN_ID_ATTR in t.user_attrs]
+        if complete:
+            ids.add(complete[0].user_attrs[RUN_ID_ATTR])
+    return ids
+
+
+def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
+    """Per cell: final slots complete, failed (diverged or error) and not yet run."""
+    study = optuna_store.load_existing(storage, phases.final_study_name(spec))
+    selection = phases.stored_selection(study) if study is not None else None
+    status = {cell.key: {"complete": 0, "failed": 0, "pending": 0} for cell in spec.cells()}
+    if selection is None:
+        return status
+    by_slot = optuna_store.slot_trials(study)
+    for slot, (cell, _) in enumerate(phases.final_job(spec, selection).slots):
+        trials = by_slot.get(slot, [])
+        if any(t.state.name == "COMPLETE" for t in trials):
+            status[cell.key]["complete"] += 1
+        elif any(optuna_store.is_finished(t) for t in trials):
+            status[cell.key]["failed"] += 1
+        else:
+            status[cell.key]["pending"] += 1
+    return status
 
 
 def budget_rows(spec: StudySpec, storage) -> list[dict]:
@@ -85,9 +124,20 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], selection: dict, images: list[str]) -> str:
+def _fixed_knobs(spec: StudySpec) -> str:
+    varied = set(spec.compare) | set(spec.tune.search_space if spec.tune else ()) | {"dataset", "seed"}
+    return ", ".join(f"{name} {_fmt(getattr(spec.base, name))}" for name in spec.base.model_fields if name not in varied)
+
+
+def _interval(i: analysis.Interval, sign: str = "") -> str:
+    return f"{i.mean:{sign}.4f} ± {i.half:.4f}" if i.n >= 2 else f"{i.mean:{sign}.4f}"
+
+
+def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], selection: dict,
+                   status: dict[str, dict[str, int]], images: list[str]) -> str:
     metric, test_metric = spec.objective.metric, spec.objective.test_metric
     cells = spec.cells()
+    dataset = spec.base.dataset
     lines = [f"# Study `{spec.name}`", "", spec.description, ""]
     lines += [
         "## Design",
@@ -100,16 +150,23 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
             else "- Tuned: nothing (a plain grid; every cell runs the base config)."
         ),
         f"- Final: the selected config of each cell retrained with seeds {spec.final.seeds}; "
-        f"numbers below are {test_metric} on `{spec.base.dataset.test_split}`.",
-        f"- Fixed: dataset `{spec.base.dataset.name}` (train `{spec.base.dataset.train_split}`, validation "
-        f"`{spec.base.dataset.validation_split}`), family {spec.base.family}, {spec.base.epochs} epochs, "
-        f"batch {spec.base.batch_size}, optimizer {spec.base.optimizer}"
-        + "".join(f", {n} {_fmt(getattr(spec.base, n))}" for n in ("width", "learning_rate") if n not in spec.compare and not (spec.tune and n in spec.tune.search_space))
-        + ".",
+        f"numbers below are {test_metric} on `{dataset.test_split}`.",
+        f"- Fixed: dataset `{dataset.name}` (train `{dataset.train_split}`, validation `{dataset.validation_split}`); "
+        f"{_fixed_knobs(spec)}.",
         "",
     ]
     differences = analysis.paired_differences(spec, runs)
     lines += ["## Verdict", ""]
+    pending = sum(s["pending"] for s in status.values())
+    if pending:
+        lines.append(f"- **Incomplete:** {pending} final run(s) have not run yet; the numbers are over those that have.")
+    for key, counts in status.items():
+        if counts["failed"]:
+            total = counts["complete"] + counts["failed"] + counts["pending"]
+            lines.append(
+                f"- **Warning:** {key}: {counts['failed']} of {total} final runs failed (diverged or error); "
+                "its numbers are over the others, and the pairs with those seeds are left out."
+            )
     if runs:
         lines += [f"- {analysis.verdict(spec, d, test_metric)}" for d in differences] or ["- Only one compared value: nothing to contrast."]
     else:
@@ -126,15 +183,16 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
             lines.append(f"| {row['cell']} | {row['complete']} | {row['pruned']} | {row['failed']} | {row['died']} | {picked} | {value} |")
         lines += [""] + [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     per_cell = analysis.by_cell(runs)
-    lines += [f"## Final {test_metric} per cell", f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over final seeds (n).", "",
-              f"| cell | {test_metric} | n | val {metric} |", "|---|---|---|---|"]
     val_cell = analysis.by_cell(runs, "val")
+    lines += [f"## Final {test_metric} per cell", f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over the final seeds "
+              "(no interval for one seed); failed: final runs that diverged or raised.", "",
+              f"| cell | {test_metric} | n | failed | val {metric} |", "|---|---|---|---|---|"]
     for cell in cells:
-        i = per_cell.get(cell.key)
+        i, failed = per_cell.get(cell.key), status.get(cell.key, {}).get("failed", 0)
         if i is None:
-            lines.append(f"| {cell.key} | no finished final run | 0 | |")
+            lines.append(f"| {cell.key} | no finished final run | 0 | {failed} | |")
         else:
-            lines.append(f"| {cell.key} | {i.mean:.4f} ± {i.half:.4f} | {i.n} | {val_cell[cell.key].mean:.4f} |")
+            lines.append(f"| {cell.key} | {_interval(i)} | {i.n} | {failed} | {val_cell[cell.key].mean:.4f} |")
     lines.append("")
     if differences:
         lines += [f"## Paired differences ({spec.contrast} value − {spec.baseline}, same seed)", "",
@@ -142,6 +200,9 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
         for d in differences:
             where = ", ".join(f"{n}={v}" for n, v in d.condition.items()) or "all"
             i = d.interval
+            if not i.n:
+                lines.append(f"| {where} | {d.value} | no paired runs | | | |")
+                continue
             ci = f"[{i.low:+.4f}, {i.high:+.4f}]" if i.n >= 2 else "n/a"
             lines.append(f"| {where} | {d.value} | {i.mean:+.4f} | {ci} | {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |")
         lines.append("")
@@ -162,15 +223,17 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     client = mlflow.MlflowClient()
     out = root / spec.name
     out.mkdir(parents=True, exist_ok=True)
-    runs = collect_final_runs(spec, parent_run_id)
+    runs = collect_final_runs(spec, parent_run_id, storage)
     final = optuna_store.load_existing(storage, phases.final_study_name(spec))
     selection = (phases.stored_selection(final) if final is not None else None) or {}
     images = report_plots.write_plots(spec, runs, out) if runs else []
-    markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, images)
+    markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(spec.name, markdown, images))
     client.log_artifacts(parent_run_id, str(out), artifact_path="report")
-    client.set_tag(parent_run_id, NOTE_TAG, markdown)  # the parent run's description in the UI
+    # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
+    note = markdown if len(markdown) <= NOTE_LIMIT else markdown[:NOTE_LIMIT] + "\n\n… (cut here: the whole report is in report/report.md)"
+    client.set_tag(parent_run_id, NOTE_TAG, note)
     return str(out)
 
 

@@ -17,7 +17,8 @@ import sys
 import time
 
 from reuse_nets import optuna_store, phases, study_runs
-from reuse_nets.objective import Job, Objective
+from reuse_nets.phases import Job
+from reuse_nets.objective import Objective
 from reuse_nets.optuna_store import SweepError, TrialFailed
 from reuse_nets.studies import StudySpec
 

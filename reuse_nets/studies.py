@@ -69,6 +69,8 @@ class Range(_Strict):
             raise ValueError(f"log ranges need low > 0, got {self.low}")
         if self.log and self.step is not None:
             raise ValueError("a range cannot have both log and step")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
         return self
 
     def ends(self) -> list:
@@ -87,8 +89,8 @@ class SamplerSpec(_Strict):
 class PrunerSpec(_Strict):
     type: Literal["none", "median", "hyperband"] = "none"
     n_startup_trials: int = pydantic.Field(3, ge=0)  # median: the cell's trials finished before pruning
-    n_warmup_steps: int = pydantic.Field(1, ge=0)  # median: epochs before a trial can be pruned
-    min_resource: int = pydantic.Field(1, ge=1)  # hyperband: fewest epochs a trial gets
+    n_warmup_steps: int = pydantic.Field(1, ge=0)  # median: epochs never pruned (2: not before epoch 3)
+    min_resource: int = pydantic.Field(1, ge=1)  # hyperband: fewest epochs a trial gets (<= epochs)
     reduction_factor: int = pydantic.Field(3, ge=2)  # hyperband
 
 
@@ -148,7 +150,7 @@ class FinalSpec(_Strict):
 
 
 class ObjectiveSpec(_Strict):
-    metric: str = "val_accuracy"  # a per-epoch metric; its final-epoch value selects configs
+    metric: str = "val_accuracy"  # a validation metric; its final-epoch value selects configs
     direction: Literal["maximize", "minimize"] = "maximize"
 
     @property
@@ -219,6 +221,8 @@ class StudySpec(_Strict):
             close = difflib.get_close_matches(metric, list(EPOCH_METRICS), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"objective.metric: unknown metric {metric!r}; {hint}training logs {', '.join(EPOCH_METRICS)}")
+        if not metric.startswith("val_"):
+            raise ValueError(f"objective.metric: configs are selected on validation; use val_{metric}, not {metric}")
         if self.objective.direction != EPOCH_METRICS[metric]:
             raise ValueError(f"objective.direction: {metric} is better when larger/smaller: use {EPOCH_METRICS[metric]!r}")
         if self.base.dataset.test_split is None:
@@ -243,6 +247,10 @@ class StudySpec(_Strict):
         if self.baseline not in self.compare[contrast]:
             raise ValueError(f"report.baseline: {self.baseline!r} is not a compared value of {contrast}")
         self._check_combinations()
+        if self.tune is not None and self.tune.pruner.type == "hyperband":
+            least = min(self.cell_config(cell).epochs for cell in self.cells())
+            if self.tune.pruner.min_resource > least:
+                raise ValueError(f"tune.pruner.min_resource ({self.tune.pruner.min_resource}) exceeds the epochs ({least})")
         return self
 
     def _check_combinations(self) -> None:

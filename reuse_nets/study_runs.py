@@ -7,12 +7,14 @@ died, through `tracking.close_run`, like every other run end.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 
 import yaml
 
 from reuse_nets import tracking
-from reuse_nets.names import KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, STUDY_TAG, TRIAL_TAG
+from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, STUDY_TAG, TRIAL_TAG
 from reuse_nets.optuna_store import SweepError, optuna
 from reuse_nets.studies import StudySpec
 
@@ -53,17 +55,34 @@ def find_parent_run(spec: StudySpec, experiment_id: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def spec_digest(spec: StudySpec) -> str:
+    """A short hash of what makes the study this study (`StudySpec.identity`)."""
+    return hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
-    """The study's parent run: reused on resume, created once otherwise; marked RUNNING."""
+    """The study's parent run: reused on resume, created once otherwise; marked RUNNING.
+
+    Raises:
+        SweepError: the experiment's parent run belongs to a different spec of
+            this name (e.g. made with another Optuna storage); nothing is written.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
     run_id = find_parent_run(spec, experiment_id)
+    if run_id:
+        stored = client.get_run(run_id).data.tags.get(IDENTITY_TAG)
+        if stored is not None and stored != spec_digest(spec):
+            raise SweepError(
+                f"MLflow experiment {spec.name!r} holds a run of a different spec of this study "
+                f"(parent run {run_id}); rename the study (--set name=NEW_NAME)"
+            )
     if not run_id:
         run = client.create_run(
             experiment_id,
             run_name=spec.name,
-            tags={KIND_TAG: "study", STUDY_TAG: spec.name, **tracking.provenance_tags()},
+            tags={KIND_TAG: "study", STUDY_TAG: spec.name, IDENTITY_TAG: spec_digest(spec), **tracking.provenance_tags()},
         )
         # Runners on several machines may start a new study at once: all of them keep
         # the earliest parent run and delete their own if it lost.

@@ -222,8 +222,13 @@ def compile_for_training(model, config: TrialConfig, track_gradients: bool = Tru
     return trainer
 
 
-def train(config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = ()) -> TrainingResult:
+def train(
+    config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = (), evaluate_test: bool = True
+) -> TrainingResult:
     """Trains the network of `config` on `dataset`, deterministically.
+
+    The test split, if the dataset has one, is evaluated after the last epoch
+    unless `evaluate_test` is False (tuning runs never see it).
 
     Two calls with the same config and data give identical metrics on CPU.
     Exceptions raised by `hooks` (pruning, interruption) propagate.
@@ -246,7 +251,7 @@ def train(config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = 
         shuffle=False,  # the pipeline shuffles, with the trial's seed
         callbacks=[_epoch_callback(dataset.num_examples("train"), history, result, hooks)],
     )
-    if result.status == "completed" and "test" in dataset.splits:
+    if evaluate_test and result.status == "completed" and "test" in dataset.splits:
         scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
         result.test_metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     return result

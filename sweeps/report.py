@@ -26,12 +26,16 @@ def parse_args(argv):
 def main(argv=None) -> int:
     import mlflow
 
-    from reuse_nets import optuna_store, report, study_files, study_runs, tracking
+    from reuse_nets import optuna_store, phases, report, study_files, study_runs, tracking
 
     args = parse_args(argv)
     spec = study_files.load_study(args.study, args.overrides)
     tracking.set_tracking_uri(args.tracking_uri)
     storage = optuna_store.make_storage(args.storage or optuna_store.DEFAULT_STORAGE, spec.execution)
+    if optuna_store.load_existing(storage, phases.final_study_name(spec)) is None:
+        raise optuna_store.SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with sweeps/run.py")
+    # The same spec (overrides included) as the run, or the report would describe another study.
+    optuna_store.check_identity(storage, phases.final_study_name(spec), spec.identity())
     experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
     parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
     if not parent_run_id:

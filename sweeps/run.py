@@ -31,6 +31,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.list and not args.study:
         parser.error("--study is required (or --list)")
+    if args.timeout is not None and args.timeout < 0:
+        parser.error(f"--timeout must not be negative, got {args.timeout}")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.

@@ -152,6 +152,8 @@ def test_bad_values_are_one_line_errors(override, expected):
         (["tune={search_space: {reuse_source: [input]}, trials_per_cell: 1}"], "the combination strategy=plain, depth=1, reuse_source=input"),
         (["tune.search_space.learning_rate={low: 0, high: 1, log: true}"], "log ranges need low > 0"),
         (["tune.search_space.learning_rate={low: 1, high: 0.1}"], "low (1) must not exceed high (0.1)"),
+        (["tune.search_space.width={low: 32, high: 64, step: 0}"], "step must be positive, got 0"),
+        (["tune.pruner.type=hyperband", "tune.pruner.min_resource=9"], "tune.pruner.min_resource (9) exceeds the epochs (5)"),
         (["tune.search_space.learning_rate=0.01"], "a fixed value (0.01) belongs in base"),
         (["tune.search_space.width={low: 32.0, high: 256.0}"], "tune.search_space.width: an integer field needs integer"),
         (["tune.search_space.depth=[1, 2]"], "'depth' is compared; a knob is compared or tuned, not both"),
@@ -178,9 +180,14 @@ def test_a_grid_tuning_budget_is_its_size():
     assert "trials_per_cell is 6 but the grid has 2 points" in message
 
 
-def test_every_metric_training_logs_is_accepted_with_its_direction():
+def test_every_validation_metric_is_accepted_with_its_direction():
     for metric, direction in EPOCH_METRICS.items():
-        spec = load("smoke", [f"objective.metric={metric}", f"objective.direction={direction}"])
+        overrides = [f"objective.metric={metric}", f"objective.direction={direction}"]
+        if not metric.startswith("val_"):
+            # Selecting on a training metric would not be selecting on validation.
+            assert f"use val_{metric}, not {metric}" in load_error("smoke", overrides)
+            continue
+        spec = load("smoke", overrides)
         assert spec.objective.test_metric == "test_" + metric.removeprefix("val_")
 
 
@@ -420,3 +427,56 @@ def test_param_kinds():
     assert analysis.edge_warnings(spec, {spec.cells()[0].key: {"params": {"learning_rate": 1e-3, "width": 256}}}) == [
         "strategy=plain,depth=1: selected width=256 is the largest choice"
     ]
+
+
+def test_samplers_draw_new_values_in_each_worker_and_after_a_resume():
+    """Regression: every process restarted the seeded draws, so workers and resumed
+    studies tried learning rates that had been tried already."""
+    from reuse_nets import optuna_store
+
+    spec = load("residual_depth")
+
+    def first_draws(stream, trials_before, n=3):
+        study = optuna.create_study(sampler=optuna_store.sampler(spec, "tune", stream, trials_before))
+        return [suggest_tuned(spec, study.ask())["learning_rate"] for _ in range(n)]
+
+    fresh = first_draws(0, 0)
+    assert first_draws(0, 0) == fresh  # one uninterrupted process: reproducible
+    assert not set(first_draws(1, 0)) & set(fresh)  # a second worker
+    assert not set(first_draws(0, 2)) & set(fresh)  # a resume after two trials
+    assert isinstance(optuna_store.sampler(spec, "final"), optuna.samplers.RandomSampler)
+
+
+def test_median_warm_up_counts_epochs():
+    from reuse_nets import optuna_store
+
+    spec = load("residual_depth")  # n_warmup_steps: 2
+    study = optuna.create_study(direction="maximize", pruner=optuna_store.pruner(spec, 5, "tune"))
+    for value in (0.9, 0.9, 0.9):  # three finished trials: past the startup trials
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(value, epoch)
+        study.tell(trial, value)
+    trial = study.ask()
+    trial.report(0.1, 1)
+    assert not trial.should_prune()  # epoch 1: warm-up
+    trial.report(0.1, 2)
+    assert not trial.should_prune()  # epoch 2: warm-up
+    trial.report(0.1, 3)
+    assert trial.should_prune()
+
+
+def test_the_report_warns_about_failed_and_missing_final_runs():
+    from reuse_nets import report
+
+    spec = load("residual_depth", ["compare.depth=[64]", "final.seeds=[1, 2, 3]"])
+    runs = final_runs(spec, {"strategy=plain,depth=64": [0.5, 0.6], "strategy=residual,depth=64": [0.8, 0.85, 0.9]})
+    status = {"strategy=plain,depth=64": {"complete": 2, "failed": 1, "pending": 0},
+              "strategy=residual,depth=64": {"complete": 3, "failed": 0, "pending": 0}}
+    markdown = report.build_markdown(spec, runs, [], {}, status, [])
+    assert "**Warning:** strategy=plain,depth=64: 1 of 3 final runs failed (diverged or error)" in markdown
+    assert "| strategy=plain,depth=64 | 0.5500 ± " in markdown and "| 2 | 1 |" in markdown
+    assert "| depth=64 | residual | +0.2750 |" in markdown  # paired over seeds 1 and 2 only
+    assert "Incomplete" not in markdown
+    status["strategy=residual,depth=64"] = {"complete": 2, "failed": 0, "pending": 1}
+    assert "**Incomplete:** 1 final run(s) have not run yet" in report.build_markdown(spec, runs, [], {}, status, [])

@@ -286,7 +286,7 @@ def test_smoke_report_numbers_are_the_final_runs_test_metrics(smoke):
     for trial in stores.final().get_trials():
         cell = small_spec("smoke").cells()[trial.user_attrs["slot"]]
         test = stores.client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics["test_accuracy"]
-        assert f"| {cell.key} | {test:.4f} ± 0.0000 | 1 | {trial.value:.4f} |" in report
+        assert f"| {cell.key} | {test:.4f} | 1 | 0 | {trial.value:.4f} |" in report  # one seed: no interval
 
 
 def test_resume_of_a_finished_study_runs_nothing_new(smoke):
@@ -336,11 +336,15 @@ def test_prune_fail_tunes_three_slots_then_retrains_the_complete_one(prune_fail)
     good = trial_with_lr(tune, 0.003)
     assert good.state.name == "COMPLETE"
     assert stores.child_of(good).info.status == "FINISHED"
+    # Tuning never looks at the test split; the final run is scored on it.
+    assert "test_accuracy" not in stores.child_of(good).data.metrics
+    assert "test_accuracy" not in good.user_attrs
     (final,) = stores.final().get_trials()
     assert final.state.name == "COMPLETE"
     assert final.params == {"depth": 2, "learning_rate": 0.003, "seed": 1}
     run = stores.child_of(final)
     assert run.data.params["learning_rate"] == "0.003" and run.data.params["seed"] == "1"
+    assert "test_accuracy" in run.data.metrics
     assert stores.parent().info.status == "FINISHED"
     assert len(stores.children()) == 4
     report = (stores.directory / "reports" / "prune_fail" / "report.md").read_text()
@@ -549,6 +553,30 @@ def test_sigkill_mid_trial_then_rerun_completes_the_grid(tmp_path):
     finished_children = {r.info.run_id for r in stores.children() if r.info.status == "FINISHED"}
     assert finished_children == {t.user_attrs["mlflow_run_id"] for t in complete}
     assert len(stores.children()) == 9  # 8 finished, 1 died
+
+
+def test_another_spec_of_the_same_study_in_the_same_experiment_is_refused(smoke, tmp_path):
+    """A second storage (or a deleted optuna.db) would otherwise mix two designs in one report."""
+    _, stores = smoke
+    command = sweep_command(stores.directory, "smoke", "--set", "base.epochs=1")
+    command[command.index("--storage") + 1] = f"sqlite:///{tmp_path}/other.db"
+    result = run(command, cwd=stores.directory)
+    assert result.returncode == 2, explain(result)
+    assert "holds a run of a different spec of this study" in error_line(result)
+    assert len(stores.parent_runs()) == 1
+
+
+def test_report_rebuild_refuses_a_different_spec(smoke):
+    _, stores = smoke
+    base = [sys.executable, str(ROOT / "sweeps" / "report.py"), "--study", "smoke",
+            "--storage", storage_url(stores.directory), "--tracking-uri", tracking_url(stores.directory)]
+    overrides = [a for o in SMALL_DATA for a in ("--set", o)]
+    rebuilt = run(base + overrides, cwd=stores.directory)
+    assert rebuilt.returncode == 0, explain(rebuilt)
+    assert "## Verdict" in rebuilt.stdout
+    forgot = run(base, cwd=stores.directory)  # without the overrides the study ran with
+    assert forgot.returncode == 2, explain(forgot)
+    assert "already exists in this storage with a different spec" in error_line(forgot)
 
 
 # --- user errors: one line, exit 2, nothing written --------------------------------------------
