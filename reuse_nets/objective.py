@@ -9,7 +9,7 @@ values, a fresh seed) from their enqueued parameters and are never pruned.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 from reuse_nets import studies, tracking, training
 from reuse_nets.names import (

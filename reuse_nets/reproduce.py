@@ -1,27 +1,54 @@
 """Reproduce a logged run from its run id, and say whether the numbers agree.
 
 Everything comes from the run itself: `config.yaml`, the params (dataset version
-and digest), the provenance tags (git commit, library versions) and the model.
-Differences that could explain a disagreement are reported before training.
+and digest), the provenance tags (commit, uv.lock hash, libraries, CPU) and the
+execution settings (thread counts, oneDNN), which are applied before training
+whatever this machine's core count. A run that stopped early (pruned, diverged,
+interrupted) is re-trained exactly as far as it got. Differences that could
+explain a disagreement are reported before training.
+
+`reproduce_study` re-checks a whole study: its final-phase runs (the headline
+claim), else its finished trials, one table, one verdict.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
+import os
+import random
+import time
 
-from reuse_nets import tracking
+from reuse_nets import execution, provenance, tracking
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import DataSource
-from reuse_nets.names import KIND_TAG, MODEL_URI_TAG, PARENT_TAG, REPRODUCES_TAG, TAG_PREFIX
+from reuse_nets.names import (
+    KIND_TAG,
+    MODEL_URI_TAG,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    PHASE_TAG,
+    REPRODUCES_TAG,
+    STUDY_TAG,
+    TEST_PREFIX,
+)
 
 # Timings differ between any two runs; they are not results.
 NOT_COMPARED = ("epoch_time", "throughput")
 PROJECT_KINDS = ("trial", "reproduction")
+# Outcomes of runs that stopped by a decision: re-trained to the same epoch, same end.
+STOPPED_EARLY = ("pruned", "interrupted", "died", "error")
+FINISHED = ("completed", "pruned", "diverged")  # trials `reproduce_study` may pick
+EPOCH_METRIC = "loss"  # logged every epoch by every run: says how far a run got
 
 
 class ReproduceError(Exception):
     """A run that cannot be reproduced as asked; the message is one line."""
+
+
+class SettingsUnavailable(ReproduceError):
+    """This process already runs TensorFlow with other execution settings."""
 
 
 @dataclasses.dataclass
@@ -31,6 +58,7 @@ class MetricComparison:
     reproduced: float
     final_diff: float
     max_epoch_diff: float
+    worst_epoch: int | None = None  # the epoch (step) of the largest difference
 
 
 @dataclasses.dataclass
@@ -40,23 +68,43 @@ class Outcome:
     warnings: list[str]
     rows: list[MetricComparison]
     tolerance: float
+    seconds: float = 0.0
+    settings: str = ""  # the execution settings the reproduction ran with
 
     @property
     def agree(self) -> bool:
         """Every compared metric within tolerance; nothing compared is no agreement."""
-        return bool(self.rows) and all(
-            row.final_diff <= self.tolerance and row.max_epoch_diff <= self.tolerance for row in self.rows
-        )
+        return bool(self.rows) and all(self._within(row) for row in self.rows)
+
+    def _within(self, row: MetricComparison) -> bool:
+        return row.final_diff <= self.tolerance and row.max_epoch_diff <= self.tolerance
+
+    def worst(self) -> MetricComparison | None:
+        """The compared metric furthest from the original (None if nothing was compared)."""
+        return max(self.rows, key=lambda row: max(row.final_diff, row.max_epoch_diff), default=None)
 
     def table(self) -> str:
-        lines = [f"{'metric':24s} {'original':>12s} {'reproduced':>12s} {'final diff':>11s} {'max epoch diff':>15s}"]
+        lines = [
+            f"{'metric':24s} {'original':>12s} {'reproduced':>12s} {'final diff':>11s} {'max epoch diff':>15s} {'at epoch':>8s}"
+        ]
         for row in self.rows:
+            flag = "" if self._within(row) else "  <- differs"
+            epoch = "-" if row.worst_epoch is None else str(row.worst_epoch)
             lines.append(
-                f"{row.name:24s} {row.original:12.6g} {row.reproduced:12.6g} {row.final_diff:11.3g} {row.max_epoch_diff:15.3g}"
+                f"{row.name:24s} {row.original:12.6g} {row.reproduced:12.6g} {row.final_diff:11.3g} "
+                f"{row.max_epoch_diff:15.3g} {epoch:>8s}{flag}"
             )
-        verdict = "AGREE" if self.agree else "DISAGREE"
-        lines.append(f"{verdict} within tolerance {self.tolerance:g}")
+        lines.append(self.verdict())
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        if self.agree:
+            return f"AGREE within tolerance {self.tolerance:g}"
+        worst = self.worst()
+        if worst is None:
+            return "DISAGREE: nothing was compared"
+        where = "" if worst.worst_epoch is None else f" at epoch {worst.worst_epoch}"
+        return f"DISAGREE: {worst.name} differs by {max(worst.final_diff, worst.max_epoch_diff):.3g}{where} (tolerance {self.tolerance:g})"
 
 
 def _diff(a: float | None, b: float | None) -> float:
@@ -79,7 +127,7 @@ def _fetch_run(run_id: str):
         raise ReproduceError(f"no MLflow run {run_id!r} in tracking store {mlflow.get_tracking_uri()}") from None
     kind = run.data.tags.get(KIND_TAG)
     if kind == "study":
-        raise ReproduceError(f"run {run_id} is a study's parent run; pass the run id of one of its trials")
+        raise ReproduceError(f"run {run_id} is a study's parent run; pass the run id of one of its trials, or --study")
     if kind not in PROJECT_KINDS:
         raise ReproduceError(f"run {run_id} was not made by reuse-nets (it has no {KIND_TAG} tag)")
     return run
@@ -99,7 +147,7 @@ def _load_config(run) -> TrialConfig:
 
 def check_provenance(run, config: TrialConfig, dataset) -> list[str]:
     """What differs between the run's recorded world and this one."""
-    tags, params = run.data.tags, run.data.params
+    params = run.data.params
     problems = []
     logged = {k: str(v) for k, v in tracking.trial_params(config, dataset).items()}
     # config.yaml must say what the params say: a mismatch means it was edited.
@@ -110,19 +158,7 @@ def check_provenance(run, config: TrialConfig, dataset) -> list[str]:
         problems.append(f"dataset version: run used {params.get('dataset_version')}, this machine has {dataset.version}")
     if params.get("dataset_digest") != dataset.digest:
         problems.append(f"dataset digest: run used {params.get('dataset_digest')}, this machine gives {dataset.digest}")
-    git = tracking.git_state()
-    commit = tags.get(TAG_PREFIX + "git_commit")
-    if commit != git["commit"]:
-        problems.append(f"git commit: run used {commit}, this checkout is {git['commit']}")
-    if tags.get(TAG_PREFIX + "git_dirty") == "true":
-        problems.append("the run was made from a dirty tree: its code is not exactly any commit")
-    if git["dirty"] == "true":
-        problems.append("this checkout has uncommitted changes")
-    for name, version in tracking.library_versions().items():
-        then = tags.get(f"{TAG_PREFIX}version.{name}")
-        if then is not None and then != version:
-            problems.append(f"{name}: run used {then}, this environment has {version}")
-    return problems
+    return problems + provenance.differences(run.data.tags)
 
 
 def _histories(client, run_id: str) -> dict[str, dict[int, float]]:
@@ -135,20 +171,27 @@ def _histories(client, run_id: str) -> dict[str, dict[int, float]]:
 
 
 def compare_runs(original_id: str, new_id: str) -> list[MetricComparison]:
-    """Final values and the largest per-epoch difference of every shared metric."""
+    """Final values and the largest per-epoch difference (and its epoch) of every metric the original logged."""
     import mlflow
 
     client = mlflow.MlflowClient()
     before, after = _histories(client, original_id), _histories(client, new_id)
     rows = []
     for name in sorted(before):
+        final_before = before[name][max(before[name])]
         if name not in after:
-            rows.append(MetricComparison(name, before[name][max(before[name])], math.nan, math.inf, math.inf))
+            rows.append(MetricComparison(name, final_before, math.nan, math.inf, math.inf, max(before[name])))
             continue
         steps = sorted(set(before[name]) | set(after[name]))
         diffs = [_diff(before[name].get(s), after[name].get(s)) for s in steps]
-        final_before, final_after = before[name][max(before[name])], after[name][max(after[name])]
-        rows.append(MetricComparison(name, final_before, final_after, _diff(final_before, final_after), max(diffs)))
+        worst = max(range(len(steps)), key=lambda i: diffs[i])
+        final_after = after[name][max(after[name])]
+        rows.append(
+            MetricComparison(
+                name, final_before, final_after, _diff(final_before, final_after), diffs[worst],
+                steps[worst] if diffs[worst] > 0 else None,
+            )
+        )
     return rows
 
 
@@ -175,6 +218,37 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
     return rows
 
 
+class StopAfter:
+    """An epoch hook that ends training where the original run ended, the way it ended."""
+
+    def __init__(self, epochs: int, outcome: str):
+        self.epochs, self.outcome = epochs, outcome
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        from reuse_nets import training
+
+        if epoch >= self.epochs:
+            raise training.StopTraining(self.outcome, f"stopped at epoch {epoch}, where the original run ({self.outcome}) stopped")
+
+
+def _settings_for(run, threads: int | None, onednn: bool | None, say) -> execution.Settings:
+    """The original's execution settings, or (`threads`, `onednn`) a deliberate change of them."""
+    settings = execution.Settings.from_tags(run.data.tags)
+    if settings is None:
+        say("warning: the run recorded no execution settings (older run); using this machine's defaults")
+        settings = execution.for_workers(1)
+    changed = settings
+    if threads:
+        changed = dataclasses.replace(
+            changed, intra_op_threads=threads, inter_op_threads=min(threads, execution.MAX_INTER_OP_THREADS)
+        )
+    if onednn is not None:
+        changed = dataclasses.replace(changed, onednn=onednn)
+    if changed != settings:
+        say(f"warning: running with {changed.describe()}, not the original's {settings.describe()}")
+    return changed
+
+
 def reproduce(
     run_id: str,
     *,
@@ -182,39 +256,221 @@ def reproduce(
     tolerance: float = 0.0,
     strict: bool = False,
     evaluate_only: bool = False,
+    threads: int | None = None,
+    onednn: bool | None = None,
     say=print,
 ) -> Outcome:
     """Checks, then re-trains (or re-scores) a logged run and compares the metrics.
 
+    The original's thread counts and oneDNN setting are pinned first; `threads`
+    and `onednn` override them on purpose (to see whether a result depends on them).
+
     Raises:
-        ReproduceError: unknown or foreign run id; with `strict`, any provenance
-            difference.
+        ReproduceError: unknown or foreign run id; settings this process can no
+            longer take; with `strict`, any provenance difference.
         DataError: the run's data cannot be loaded here.
     """
     from reuse_nets import data
 
+    started = time.monotonic()
     run = _fetch_run(run_id)
     config = _load_config(run)
-    if not any(name not in NOT_COMPARED for name in run.data.metrics):
+    logged = [m.step for m in _client().get_metric_history(run_id, EPOCH_METRIC)]
+    if not logged:
         raise ReproduceError(f"run {run_id} logged no metrics (it failed before its first epoch); nothing to compare")
+    settings = _settings_for(run, threads, onednn, say)
+    try:
+        pinned = execution.pin(settings)
+    except execution.ExecutionError as error:
+        raise SettingsUnavailable(f"cannot reproduce run {run_id} in this process: {error}") from None
+    as_original = threads is None and onednn is None
+    say(f"execution: {pinned.describe()}" + (f" (as the original; this machine has {execution.machine_cores()} cores)" if as_original else ""))
     dataset = data.load(config.dataset, source)
     problems = check_provenance(run, config, dataset)
     for problem in problems:
         say(f"warning: {problem}")
     if problems and strict:
-        raise ReproduceError(f"{len(problems)} provenance difference(s) and --strict: {problems[0]}")
+        raise ReproduceError(f"{len(problems)} provenance difference(s) and --strict: " + "; ".join(problems))
     if evaluate_only:
-        return Outcome(run_id, None, problems, _evaluate(run, config, dataset), tolerance)
+        rows = _evaluate(run, config, dataset)
+        return Outcome(run_id, None, problems, rows, tolerance, time.monotonic() - started, pinned.describe())
     from reuse_nets import training
 
+    outcome = run.data.tags.get(OUTCOME_TAG, "completed")
+    epochs = max(logged)
+    hooks = ()
+    if outcome in STOPPED_EARLY and epochs < config.epochs:
+        say(f"the original ended {outcome} after epoch {epochs}: re-training exactly that far")
+        hooks = (StopAfter(epochs, outcome),)
+    # Test metrics only where the original has them (tuning runs never see the test split).
+    evaluate_test = any(name.startswith(TEST_PREFIX) for name in run.data.metrics)
     tags = {REPRODUCES_TAG: run_id, KIND_TAG: "reproduction"}
-    with tracking.trial_run(
-        config,
-        dataset,
-        experiment_id=run.info.experiment_id,
-        run_name=f"reproduce-{run.info.run_name}",
-        parent_run_id=run.data.tags.get(PARENT_TAG),
-        tags=tags,
-    ) as reproduction:
-        reproduction.record(training.train(config, dataset, hooks=(reproduction.log_epoch,)))
-    return Outcome(run_id, reproduction.run_id, problems, compare_runs(run_id, reproduction.run_id), tolerance)
+    try:
+        with tracking.trial_run(
+            config,
+            dataset,
+            experiment_id=run.info.experiment_id,
+            run_name=f"reproduce-{run.info.run_name}",
+            parent_run_id=run.data.tags.get(PARENT_TAG),
+            tags=tags,
+            log_model=bool(run.data.tags.get(MODEL_URI_TAG)),
+        ) as reproduction:
+            result = training.train(config, dataset, hooks=(reproduction.log_epoch, *hooks), evaluate_test=evaluate_test)
+            reproduction.record(result)
+    except training.StopTraining:
+        pass  # the planned stop: the run is closed with the original's outcome
+    rows = compare_runs(run_id, reproduction.run_id)
+    return Outcome(run_id, reproduction.run_id, problems, rows, tolerance, time.monotonic() - started, pinned.describe())
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+# --- A whole study -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StudyRow:
+    run_id: str
+    run_name: str
+    metric: str  # the headline metric shown: test accuracy for final runs, else validation
+    outcome: Outcome | None
+    error: str | None = None
+
+    @property
+    def agree(self) -> bool:
+        return self.error is None and self.outcome is not None and self.outcome.agree
+
+
+def study_runs_to_check(study: str, sample: int | None = None, seed: int = 0):
+    """(phase, runs): the study's final-phase runs if it has any, else its finished trials.
+
+    `sample` picks that many of them at random with `seed`, reproducibly.
+    """
+    import mlflow
+
+    client = _client()
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise ReproduceError(f"no MLflow experiment {study!r} in tracking store {mlflow.get_tracking_uri()}")
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if not parents:
+        raise ReproduceError(f"MLflow experiment {study!r} holds no parent run of a reuse-nets study")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'trial' and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'",
+        max_results=10000,
+    )
+    runs = [r for r in runs if r.data.tags.get(OUTCOME_TAG) in FINISHED and r.data.metrics]
+    final = [r for r in runs if r.data.tags.get(PHASE_TAG) == "final" and r.data.tags.get(OUTCOME_TAG) == "completed"]
+    phase, chosen = ("final", final) if final else ("trials", runs)
+    if not chosen:
+        raise ReproduceError(f"study {study!r} has no finished runs to reproduce")
+    chosen.sort(key=lambda r: (r.info.run_name or "", r.info.run_id))
+    if sample is not None and sample < len(chosen):
+        chosen = sorted(random.Random(seed).sample(chosen, sample), key=lambda r: (r.info.run_name or "", r.info.run_id))
+    return phase, chosen
+
+
+def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: dict) -> Outcome:
+    """Reproduces a run in a fresh process: one whose TensorFlow has not started yet."""
+    import mlflow
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child, args=(run_id, mlflow.get_tracking_uri(), kwargs, queue))
+    saved = {k: os.environ.get(k) for k in settings.environment()}
+    os.environ.update(settings.environment())  # read by TensorFlow at import, in the child
+    try:
+        child.start()
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    answer = queue.get()
+    child.join()
+    if "error" in answer:
+        raise ReproduceError(answer["error"])
+    fields = answer["outcome"]
+    fields["rows"] = [MetricComparison(**row) for row in fields["rows"]]
+    return Outcome(**fields)
+
+
+def _child(run_id: str, tracking_uri: str, kwargs: dict, queue) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        outcome = reproduce(run_id, say=lambda m: None, **kwargs)
+        queue.put({"outcome": dataclasses.asdict(outcome)})
+    except Exception as error:  # sent back as one line; the parent decides
+        queue.put({"error": f"{type(error).__name__}: {error}".splitlines()[0]})
+
+
+def reproduce_study(
+    study: str,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    source: DataSource = DataSource(),
+    tolerance: float = 0.0,
+    strict: bool = False,
+    threads: int | None = None,
+    onednn: bool | None = None,
+    say=print,
+) -> tuple[str, list[StudyRow]]:
+    """Reproduces a study's final runs (else finished trials); (phase, one row per run).
+
+    Runs whose execution settings this process can still take are reproduced here;
+    the others in a fresh process each, so every run gets its original's settings.
+    """
+    phase, runs = study_runs_to_check(study, sample, seed)
+    say(f"reproducing {len(runs)} {'final-phase run' if phase == 'final' else 'finished trial'}(s) of study {study}")
+    kwargs = dict(source=source, tolerance=tolerance, strict=strict, threads=threads, onednn=onednn)
+    rows = []
+    for index, run in enumerate(runs, 1):
+        metric = "test_accuracy" if "test_accuracy" in run.data.metrics else "val_accuracy"
+        say(f"[{index}/{len(runs)}] {run.info.run_name} ({run.info.run_id})")
+        row = StudyRow(run.info.run_id, run.info.run_name or run.info.run_id, metric, None)
+        try:
+            try:
+                row.outcome = reproduce(run.info.run_id, say=lambda m: say("  " + m), **kwargs)
+            except SettingsUnavailable:
+                settings = _settings_for(run, threads, onednn, lambda m: None)
+                say(f"  in a fresh process: it needs {settings.describe()}")
+                row.outcome = _reproduce_in_child(run.info.run_id, settings, kwargs)
+        except ReproduceError as error:
+            row.error = str(error)
+        say(f"  {row.outcome.verdict() if row.outcome else 'ERROR: ' + row.error}")
+        rows.append(row)
+    return phase, rows
+
+
+def study_table(rows: list[StudyRow]) -> str:
+    """One line per run: original vs reproduced headline metric, max difference, verdict."""
+    lines = [f"{'run':40s} {'metric':14s} {'original':>10s} {'reproduced':>10s} {'max diff':>9s} {'worst at':24s} verdict"]
+    for row in rows:
+        if row.outcome is None:
+            lines.append(f"{row.run_name[:40]:40s} {row.metric:14s} {'':>10s} {'':>10s} {'':>9s} {'':24s} ERROR: {row.error}")
+            continue
+        by_name = {r.name: r for r in row.outcome.rows}
+        headline = by_name.get(row.metric)
+        worst = row.outcome.worst()
+        biggest = max(worst.final_diff, worst.max_epoch_diff) if worst else math.inf
+        where = "-" if worst is None or biggest == 0 else worst.name + ("" if worst.worst_epoch is None else f"@{worst.worst_epoch}")
+        original = f"{headline.original:10.6g}" if headline else f"{'-':>10s}"
+        reproduced = f"{headline.reproduced:10.6g}" if headline else f"{'-':>10s}"
+        lines.append(
+            f"{row.run_name[:40]:40s} {row.metric:14s} {original} {reproduced} {biggest:9.3g} {where[:24]:24s} "
+            + ("AGREE" if row.outcome.agree else "DISAGREE")
+        )
+    agreed = sum(row.agree for row in rows)
+    lines.append(f"{agreed}/{len(rows)} runs reproduce" + (" exactly" if rows and rows[0].outcome and rows[0].outcome.tolerance == 0 else ""))
+    return "\n".join(lines)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
 import sys
 import time
 
@@ -48,11 +47,6 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def threads_per_worker(workers: int) -> int:
-    """TensorFlow threads for each of `workers` processes, so they share the cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def identity_of(spec: StudySpec, job: Job) -> dict:
     return spec.tune_identity(job.slots[0][0]) if job.phase == "tune" else spec.identity()
 
@@ -64,20 +58,28 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
         SweepError, DataError: problems the user can fix, raised before anything
             is written to either store.
     """
-    from reuse_nets import data, report, tracking
+    from reuse_nets import data, execution, report, tracking
 
     say = _print if options.verbose else (lambda m: None)
     if options.workers < 1:
         raise SweepError(f"--workers must be at least 1, got {options.workers}")
+    if options.workers == 1:
+        # Thread counts change rounding: pinned (and logged on every run), never left
+        # to TensorFlow's machine-dependent default. Workers pin their own share.
+        try:
+            execution.pin(execution.for_workers(1))
+        except execution.ExecutionError as error:
+            raise SweepError(str(error)) from None
     # Before anything is written: a data problem must leave no runs behind. With
     # workers this also prepares the dataset once, before they start.
     dataset = data.load(spec.base.dataset, options.data or data.DataSource())
+    tracking.set_tracking_uri(options.tracking_uri)
+    study_runs.check_experiment(spec)
     storage = optuna_store.make_storage(options.storage, spec.execution)
     tune_jobs = phases.tune_jobs(spec)
     for job in tune_jobs:
         optuna_store.check_identity(storage, job.study_name, identity_of(spec, job))
     optuna_store.check_identity(storage, phases.final_study_name(spec), spec.identity())
-    tracking.set_tracking_uri(options.tracking_uri)
     experiment_id = study_runs.experiment_id(spec)
     parent_run_id = study_runs.ensure_parent_run(spec, experiment_id)
     say(f"study {spec.name}: {len(spec.cells())} cells; MLflow experiment {experiment_id}, parent run {parent_run_id}")
@@ -183,9 +185,9 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
 
     It shares the storage and the parent's deadline (`time.monotonic` is system-wide).
     """
-    from reuse_nets import data, tracking, training
+    from reuse_nets import data, execution, tracking
 
-    training.configure_threads(threads_per_worker(options.workers))
+    execution.pin(execution.for_workers(options.workers))
     spec = StudySpec.model_validate(spec_data)
     say = (lambda m: _print(f"[worker {index}] {m}")) if options.verbose else (lambda m: None)
     tracking.set_tracking_uri(options.tracking_uri)

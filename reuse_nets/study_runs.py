@@ -13,7 +13,7 @@ import warnings
 
 import yaml
 
-from reuse_nets import tracking
+from reuse_nets import provenance, tracking
 from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, STUDY_TAG, TRIAL_TAG
 from reuse_nets.optuna_store import SweepError, optuna
 from reuse_nets.studies import StudySpec
@@ -21,22 +21,52 @@ from reuse_nets.studies import StudySpec
 DIED_REASON = "the trial's process died (no heartbeat); its slot is retried up to execution.max_retry times"
 
 
-def experiment_id(spec: StudySpec) -> str:
-    """The study's MLflow experiment, created if absent, with its description.
+def check_experiment(spec: StudySpec) -> None:
+    """Refuses, before anything is written, an experiment of this name we cannot use.
 
     Raises:
-        SweepError: an experiment of that name was deleted (MLflow still holds it).
+        SweepError: it was deleted (MLflow still holds the name), or it holds
+            runs that no reuse-nets study of this name made (a foreign experiment).
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(spec.name)
+    except mlflow.exceptions.MlflowException as error:
+        raise SweepError(f"MLflow tracking store {mlflow.get_tracking_uri()} is unusable: {_first_line(error)}") from None
+    if experiment is None:
+        return
+    if experiment.lifecycle_stage == "deleted":
+        raise SweepError(
+            f"MLflow experiment {spec.name!r} was deleted but still exists in the tracking store; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or rename the study "
+            f"(--set name=NEW_NAME)"
+        )
+    if experiment.tags.get(STUDY_TAG) == spec.name or find_parent_run(spec, experiment.experiment_id):
+        return
+    if client.search_runs([experiment.experiment_id], max_results=1, run_view_type=mlflow.entities.ViewType.ALL):
+        raise SweepError(
+            f"MLflow experiment {spec.name!r} (id {experiment.experiment_id}) holds runs that are not this study's; "
+            f"rename the study (--set name=NEW_NAME) or use another tracking store"
+        )
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def experiment_id(spec: StudySpec) -> str:
+    """The study's MLflow experiment, created if absent, tagged as the study's.
+
+    Call `check_experiment` first: this one writes.
     """
     import mlflow
 
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(spec.name)
-    if experiment is not None and experiment.lifecycle_stage == "deleted":
-        raise SweepError(
-            f"MLflow experiment {spec.name!r} was deleted but still exists in the tracking store; restore it "
-            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or rename the study"
-        )
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.name)
+    client.set_experiment_tag(experiment_id, STUDY_TAG, spec.name)
     if spec.description:
         client.set_experiment_tag(experiment_id, NOTE_TAG, spec.description)
     return experiment_id
@@ -82,7 +112,7 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
         run = client.create_run(
             experiment_id,
             run_name=spec.name,
-            tags={KIND_TAG: "study", STUDY_TAG: spec.name, IDENTITY_TAG: spec_digest(spec), **tracking.provenance_tags()},
+            tags={KIND_TAG: "study", STUDY_TAG: spec.name, IDENTITY_TAG: spec_digest(spec), **provenance.provenance_tags()},
         )
         # Runners on several machines may start a new study at once: all of them keep
         # the earliest parent run and delete their own if it lost.
@@ -101,6 +131,9 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
             }
             for key, value in params.items():
                 client.log_param(run_id, key, value)
+    # The latest command that (re)started the study; each trial records its own.
+    client.set_tag(run_id, provenance.COMMAND_TAG, provenance.command_line())
+    client.set_tag(run_id, provenance.LOCK_TAG, provenance.lock_hash())
     client.update_run(run_id, status="RUNNING")
     client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "study.yaml")
     return run_id

@@ -16,19 +16,16 @@ URI says otherwise, so a bare `mlflow ui` in the project root shows every run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import importlib.metadata
 import os
-import subprocess
-import types
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import yaml
 
-from reuse_nets import models, training
+from reuse_nets import execution, models, provenance, training
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import Dataset
 from reuse_nets.names import (
@@ -39,10 +36,10 @@ from reuse_nets.names import (
     PARENT_TAG,
     REASON_TAG,
     STATE_TAG,
-    TAG_PREFIX,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PYFUNC_FILE = PACKAGE_DIR / "pyfunc_model.py"
 # How a trial run ended -> (MLflow run status, the Optuna trial state it mirrors).
 OUTCOMES = {
     "completed": ("FINISHED", "COMPLETE"),
@@ -53,12 +50,15 @@ OUTCOMES = {
     "died": ("FAILED", "FAIL"),  # its process vanished; found later by reconciliation
 }
 REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
-LIBRARIES = ("tensorflow-cpu", "keras", "tensorflow-datasets", "mlflow", "optuna", "numpy")
 MODEL_ARTIFACT = "model"
+KERAS_FILE = "model.keras"
+KERAS_ARTIFACT = "keras_model"  # as in pyfunc_model.KERAS_ARTIFACT (that file is not importable)
 INPUT_EXAMPLE_SIZE = 4
 
 # Offline machines: MLflow would otherwise probe pip when saving a model.
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+# Per-file download bars for a config.yaml or a model: noise in a sweep's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def set_tracking_uri(uri: str | None) -> None:
@@ -67,45 +67,6 @@ def set_tracking_uri(uri: str | None) -> None:
 
     if uri:
         mlflow.set_tracking_uri(uri)
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
-
-
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict[str, str]:
-    """Commit of the project checkout and whether its tracked files differ from it."""
-
-    def git(*args):
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": "unknown"}
-    return {"commit": commit, "dirty": str(dirty).lower()}
-
-
-def provenance_tags() -> dict[str, str]:
-    """Tags that say which code and libraries produced a run."""
-    git = git_state()
-    tags = {
-        "mlflow.source.git.commit": git["commit"],
-        TAG_PREFIX + "git_commit": git["commit"],
-        TAG_PREFIX + "git_dirty": git["dirty"],
-    }
-    tags.update({f"{TAG_PREFIX}version.{name}": version for name, version in library_versions().items()})
-    return tags
 
 
 def trial_params(config: TrialConfig, dataset: Dataset) -> dict[str, Any]:
@@ -137,50 +98,50 @@ def _log_dataset_inputs(dataset: Dataset) -> None:
         mlflow.log_input(meta, context=contexts[role], tags={"tfds.split": expr, "tfds.version": dataset.version})
 
 
-def _save_keras_model(path, **kwargs):
-    # MLflow 3.17's Keras flavor writes the input example before it creates the
-    # model folder (FileNotFoundError); creating the folder first is all it needs.
-    import mlflow
-
-    os.makedirs(path, exist_ok=True)
-    return mlflow.keras.save_model(path=path, **kwargs)
-
-
 def _log_model(model, dataset: Dataset) -> str:
-    """Logs `model` through MLflow's Keras flavor; returns its model URI."""
+    """Logs `model` as a self-contained MLflow pyfunc; returns its model URI.
+
+    The pyfunc is defined from code (`pyfunc_model.py`, no pickles) and ships
+    this package (`code_paths`), so it loads and predicts where this project is
+    not installed: `mlflow.pyfunc.load_model(uri)`, `mlflow models predict`.
+    """
     import keras
-    from mlflow.models import Model, infer_signature
+    import mlflow
+    from mlflow.models import infer_signature
 
     # MLflow predicts on the input example with Keras's progress bar; no bars in logs.
     keras.utils.disable_interactive_logging()
     # MLflow's environment probing (no pip in uv-made environments, "detected uv
     # project") is noise in a sweep's output; requirements are pinned below.
-    for logger in ("mlflow.utils.environment", "mlflow.utils.uv_utils"):
+    for logger in ("mlflow.utils.environment", "mlflow.utils.uv_utils", "mlflow.pyfunc"):
         logging.getLogger(logger).setLevel(logging.ERROR)
     example = dataset.sample("validation", INPUT_EXAMPLE_SIZE)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    versions = library_versions()
-    info = Model.log(
-        artifact_path=None,
-        name=MODEL_ARTIFACT,
-        flavor=types.SimpleNamespace(save_model=_save_keras_model),
-        flavor_name="keras",
-        model=model,
-        signature=signature,
-        input_example=example,
-        # Pinned explicitly: MLflow's inference would run pip, which fails offline.
-        pip_requirements=[f"{name}=={v}" for name, v in versions.items() if v != "absent"],
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        keras_path = os.path.join(folder, KERAS_FILE)
+        model.save(keras_path)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=os.fspath(PYFUNC_FILE),
+            artifacts={KERAS_ARTIFACT: keras_path},
+            code_paths=[os.fspath(PACKAGE_DIR)],
+            signature=signature,
+            input_example=example,
+            # Pinned explicitly: MLflow's inference would run pip, which fails offline.
+            pip_requirements=[f"{n}=={v}" for n, v in provenance.library_versions().items() if v != "absent"],
+        )
     return info.model_uri
 
 
 def load_logged_model(model_uri: str):
-    """Loads a logged reuse-nets model; importing the package registers its layers."""
+    """The Keras model inside a logged reuse-nets model (layers from this checkout)."""
+    import keras
     import mlflow
 
-    import reuse_nets.layers  # noqa: F401
+    import reuse_nets.layers  # noqa: F401  (registers the custom layers)
 
-    return mlflow.keras.load_model(model_uri)
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    return keras.saving.load_model(os.path.join(folder, "artifacts", KERAS_FILE), safe_mode=True)
 
 
 def _log_plots(history: list[dict], block_names: list[str]) -> None:
@@ -290,7 +251,9 @@ def trial_run(
     """
     import mlflow
 
-    run_tags = {KIND_TAG: "trial", **provenance_tags(), STATE_TAG: "RUNNING", **(tags or {})}
+    # Thread counts and oneDNN change rounding: pinned before any op, and logged.
+    settings = execution.ensure_pinned()
+    run_tags = {KIND_TAG: "trial", **provenance.provenance_tags(), **settings.tags(), STATE_TAG: "RUNNING", **(tags or {})}
     if parent_run_id:
         run_tags[PARENT_TAG] = parent_run_id
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from reuse_nets import models
+from reuse_nets import execution, models
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import Dataset
 from reuse_nets.names import GRAD_NORM_PREFIX
@@ -36,16 +36,6 @@ class StopTraining(Exception):
     def __init__(self, outcome: str, reason: str):
         super().__init__(reason)
         self.outcome = outcome
-
-
-def configure_threads(threads: int | None) -> None:
-    """Caps TensorFlow's thread pools; call before TensorFlow runs any op."""
-    if not threads:
-        return
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
 
 
 def seed_everything(seed: int) -> None:
@@ -235,6 +225,7 @@ def train(
     """
     import keras
 
+    execution.ensure_pinned()
     keras.backend.clear_session()
     seed_everything(config.seed)
     model = build(config, dataset)

@@ -56,6 +56,7 @@ def _terminate(signum, frame):
 def main_guard(main) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
     from reuse_nets.data import DataError
+    from reuse_nets.execution import ExecutionError
     from reuse_nets.reproduce import ReproduceError
     from reuse_nets.optuna_store import SweepError
     from reuse_nets.studies import StudyError
@@ -63,7 +64,7 @@ def main_guard(main) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return main() or 0
-    except (StudyError, DataError, SweepError, ReproduceError) as error:
+    except (StudyError, DataError, SweepError, ReproduceError, ExecutionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -58,7 +58,9 @@ def main(argv=None) -> int:
         verbose=not args.quiet,
     )
     if args.dry_run:
-        threads = runner.threads_per_worker(args.workers)
+        from reuse_nets import execution
+
+        threads = execution.for_workers(args.workers).intra_op_threads
         print(phases.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
         return 0
     result = runner.run_study(spec, options)

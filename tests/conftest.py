@@ -14,6 +14,11 @@ import pytest  # noqa: E402
 
 from reuse_nets import config as trial_config  # noqa: E402
 from reuse_nets import data  # noqa: E402
+from reuse_nets import execution  # noqa: E402
+
+# What a one-worker sweep pins: before any test runs a TensorFlow op, so that
+# in-process sweeps (which pin the same) can run in this process.
+execution.pin(execution.for_workers(1))
 
 SEED = 1234
 

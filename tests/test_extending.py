@@ -100,8 +100,8 @@ def test_a_new_strategy_with_its_own_option_runs_through_a_study(tmp_path):
     assert scaled.data.tags["reuse_nets.cell"] == "strategy=scaled,depth=2"
     # The option reached the blocks: the logged model's blocks are ScaledSkipBlocks with it.
     probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import mlflow, reuse_nets.layers, keras;"
-        "mlflow.set_tracking_uri(sys.argv[2]); m = mlflow.keras.load_model(sys.argv[3]);"
+        "import sys; sys.path.insert(0, sys.argv[1]); import mlflow; from reuse_nets import tracking;"
+        "mlflow.set_tracking_uri(sys.argv[2]); m = tracking.load_logged_model(sys.argv[3]);"
         "b = m.get_layer('block_02'); print(type(b).__name__, b.skip_scale)"
     )
     model_uri = scaled.data.tags["reuse_nets.model_uri"]

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow.entities import Metric, Param
 
-from reuse_nets import names, report, study_files, tracking
+from reuse_nets import execution, names, provenance, report, study_files, tracking
 
 pytestmark = pytest.mark.slow  # every test here runs real entry points on real data
 
@@ -78,7 +78,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
-VERDICT = re.compile(r"(DIS)?AGREE within tolerance ")
+VERDICT = re.compile(r"AGREE within tolerance |DISAGREE")
 
 
 def verdict(proc: subprocess.CompletedProcess) -> str | None:
@@ -295,14 +295,14 @@ def test_evaluate_only_rescores_the_logged_model(study):
     assert study.run_ids() == before  # re-scoring logs nothing
 
 
-def tampered_copy(study, *, params=(), config=None, with_model=True, with_metrics=True) -> str:
+def tampered_copy(study, *, params=(), config=None, with_model=True, with_metrics=True, tags=()) -> str:
     """A finished run in the study's experiment that copies the later trial, except
-    for the given params and `config.yaml` content."""
+    for the given params, tags and `config.yaml` content."""
     client = study.client
     original = client.get_run(study.run_id)
     # MLflow's own tags (parent, source, model history) are left out: the copy is
     # no child of the study, so the study's report never sees it.
-    tags = {k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}
+    tags = {**{k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}, **dict(tags)}
     if not with_model:
         del tags[tracking.MODEL_URI_TAG]
     run_id = client.create_run(original.info.experiment_id, run_name="tampered", tags=tags).info.run_id
@@ -361,6 +361,104 @@ def test_a_run_without_metrics_is_not_declared_reproduced(study):
     assert proc.returncode == 2, describe(proc)
     assert verdict(proc) != "AGREE within tolerance 0", describe(proc)
     assert "logged no metrics" in proc.stderr, describe(proc)
+
+
+def copy_with_histories(study, change: dict[str, tuple[int, float]]) -> str:
+    """A copy of the later trial with every per-epoch metric, one value shifted:
+    `change` maps a metric to (epoch, amount added at that epoch)."""
+    client = study.client
+    original = client.get_run(study.run_id)
+    tags = {k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}
+    run_id = client.create_run(original.info.experiment_id, run_name="changed", tags=tags).info.run_id
+    metrics = []
+    for name in original.data.metrics:
+        for m in client.get_metric_history(study.run_id, name):
+            shift = change[name][1] if name in change and change[name][0] == m.step else 0.0
+            metrics.append(Metric(name, m.value + shift, m.timestamp, m.step))
+    client.log_batch(run_id, params=[Param(k, v) for k, v in original.data.params.items()], metrics=metrics)
+    client.log_text(run_id, study.logged_config(), "config.yaml")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def test_a_changed_logged_metric_disagrees_and_names_the_metric_and_epoch(study):
+    # The comparison must see a real difference: one value at epoch 2, by 1e-6.
+    changed = copy_with_histories(study, {"val_loss": (2, 1e-6)})
+
+    proc = study.reproduce(changed)
+
+    assert proc.returncode == 1, describe(proc)
+    assert verdict(proc).startswith("DISAGREE: val_loss differs by 1e-06 at epoch 2"), describe(proc)
+    rows = table_rows(proc)
+    # original, reproduced, final diff, max epoch diff, at epoch, flag
+    assert rows["val_loss"][4:] == ["2", "<-", "differs"], rows["val_loss"]
+    assert float(rows["val_loss"][3]) == pytest.approx(1e-6, rel=1e-3)
+    assert all(row[2:] == ["0", "0", "-"] for name, row in rows.items() if name != "val_loss"), rows
+
+
+def test_another_execution_setting_disagrees(study):
+    # oneDNN's kernels round differently from Eigen's: a genuine difference, which
+    # reproducing with the original's settings (the default) avoids.
+    proc = study.reproduce(study.run_id, "--onednn", "off")
+
+    assert proc.returncode == 1, describe(proc)
+    assert "oneDNN off, not the original's" in proc.stdout, describe(proc)
+    assert verdict(proc).startswith("DISAGREE: "), describe(proc)
+    assert re.search(r"at epoch [12] ", verdict(proc)), verdict(proc)
+
+
+def test_runs_record_command_lock_and_execution_settings(study):
+    parent = study.client.get_run(study.parent_run_id)
+    trial = study.client.get_run(study.run_id)
+    lock = provenance.lock_hash()
+    assert len(lock) == 64
+    for run in (parent, trial):
+        tags = run.data.tags
+        assert tags[provenance.LOCK_TAG] == lock
+        assert "run.py --study smoke" in tags[provenance.COMMAND_TAG]
+    settings = execution.Settings.from_tags(trial.data.tags)
+    assert settings is not None and settings.intra_op_threads == execution.machine_cores()
+    assert trial.data.tags[execution.CORES_TAG] == str(execution.machine_cores())
+
+
+def test_strict_refuses_a_run_made_with_another_lock_file(study):
+    tampered = tampered_copy(study, tags={provenance.LOCK_TAG: "0" * 64})
+
+    proc = study.reproduce(tampered, "--strict")
+
+    assert proc.returncode == 2, describe(proc)
+    (error,) = error_lines(proc)
+    assert "--strict" in error and "uv.lock" in error, error
+    assert study.reproductions_of(tampered) == []
+
+
+def study_table(proc: subprocess.CompletedProcess) -> list[list[str]]:
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    return [line.split() for line in lines[start + 1 :] if not line.endswith("reproduce exactly") and line.strip()]
+
+
+def test_reproduce_study_rechecks_the_final_runs_in_one_table(study):
+    proc = run_script(
+        "reproduce.py", "--study", "smoke", "--tracking-uri", study.tracking_uri, "--manual-dir", MANUAL_DIR,
+        cwd=study.directory,
+    )
+
+    assert proc.returncode == 0, describe(proc)
+    rows = study_table(proc)
+    names_in_table = sorted(row[0] for row in rows)
+    originals = sorted(study.client.get_run(r).info.run_name for r in study.trial_run_ids)
+    assert names_in_table == originals, describe(proc)
+    for row in rows:
+        assert row[1] == "test_accuracy" and row[2] == row[3] and row[4] == "0" and row[-1] == "AGREE", row
+    assert "2/2 runs reproduce exactly" in proc.stdout
+
+    sampled = run_script(
+        "reproduce.py", "--study", "smoke", "--sample", "1", "--tracking-uri", study.tracking_uri,
+        "--manual-dir", MANUAL_DIR, cwd=study.directory,
+    )
+    assert sampled.returncode == 0, describe(sampled)
+    assert len(study_table(sampled)) == 1 and "1/1 runs reproduce exactly" in sampled.stdout
 
 
 def unreproducible_run(study, which: str) -> str:

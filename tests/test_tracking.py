@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import io
+import json
 import math
 import os
 import shutil
@@ -18,7 +19,7 @@ import pytest
 from mlflow.entities import ViewType
 from PIL import Image
 
-from reuse_nets import names, tracking, training
+from reuse_nets import names, provenance, tracking, training
 from reuse_nets.config import TrialConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def test_tags_record_code_and_library_versions(tracked):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert tags["mlflow.source.git.commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
     assert tags["reuse_nets.git_dirty"] in {"true", "false"}
-    for name in tracking.LIBRARIES:
+    for name in provenance.LIBRARIES:
         assert f"reuse_nets.version.{name}" in tags, name
     assert tags["reuse_nets.version.mlflow"] == mlflow.__version__
     assert tags["reuse_nets.version.keras"] == keras.__version__
@@ -245,6 +246,63 @@ def test_logged_model_reloads_in_a_fresh_process(tracked):
     expected = tracked.result.model.predict(inputs, verbose=0)
     assert reloaded.shape == (8, 10)
     np.testing.assert_allclose(reloaded, expected, rtol=1e-6)
+
+
+def environment_without_this_project(directory: Path) -> Path:
+    """A fresh virtual environment with this one's libraries but not this project.
+
+    Its site-packages are on the path as a plain folder, so the editable install's
+    import hook (a .pth file) is never run: `import reuse_nets` fails there.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True, timeout=120)
+    (site,) = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir() and sys.prefix in p]
+    (inner,) = (directory / "lib").glob("python3*/site-packages")
+    (inner / "outer_libraries.pth").write_text(site + "\n")
+    return directory / "bin" / "python"
+
+
+def test_logged_model_loads_and_predicts_where_the_project_cannot_be_imported(tracked, tmp_path):
+    """The logged model is self-contained: pyfunc load and `mlflow models predict`, no reuse_nets."""
+    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    python = environment_without_this_project(tmp_path / "env")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracked.uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    probe = subprocess.run([python, "-c", "import reuse_nets"], cwd=work, env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'reuse_nets'" in probe.stderr, probe.stderr[-2000:]
+
+    inputs = tracked.dataset.sample("test", 8)
+    np.save(work / "inputs.npy", inputs)
+    script = textwrap.dedent(
+        """
+        import sys
+        import mlflow
+        import numpy as np
+        model = mlflow.pyfunc.load_model(sys.argv[1])
+        np.save("outputs.npy", model.predict(np.load("inputs.npy")))
+        print(type(model.unwrap_python_model()).__name__, sys.modules["reuse_nets"].__file__)
+        """
+    )
+    loaded = subprocess.run([python, "-c", script, model_uri], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-4000:]
+    name, package = loaded.stdout.strip().splitlines()[-1].split()
+    assert name == "KerasClassifier"
+    assert str(REPO_ROOT) not in package  # the copy shipped with the model, not this checkout
+    expected = tracked.result.model.predict(inputs, verbose=0)
+    np.testing.assert_allclose(np.load(work / "outputs.npy"), expected, rtol=1e-6)
+
+    # The MLflow CLI, as a serving user would call it, on MLflow's own serving example.
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp_path / "model"))
+    cli = subprocess.run(
+        [python, "-m", "mlflow", "models", "predict", "-m", model_uri, "-i", str(local / "serving_input_example.json"),
+         "-t", "json", "--env-manager", "local", "-o", str(work / "predictions.json")],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr[-4000:]
+    predictions = np.asarray(json.loads((work / "predictions.json").read_text())["predictions"])
+    example = tracked.dataset.sample("validation", tracking.INPUT_EXAMPLE_SIZE)
+    np.testing.assert_allclose(predictions, tracked.result.model.predict(example, verbose=0), rtol=1e-5)
 
 
 # --- Runs that do not complete --------------------------------------------------------
@@ -413,7 +471,7 @@ def test_close_run_without_reason_writes_no_reason_tag_and_truncates_long_ones(t
 
 
 def test_tag_names_are_defined_once_in_names():
-    for name in ("TAG_PREFIX", "KIND_TAG", "OUTCOME_TAG", "REASON_TAG", "STATE_TAG", "PARENT_TAG", "MODEL_URI_TAG"):
+    for name in ("KIND_TAG", "OUTCOME_TAG", "REASON_TAG", "STATE_TAG", "PARENT_TAG", "MODEL_URI_TAG"):
         assert getattr(tracking, name) is getattr(names, name), name
     assert names.STATE_TAG == "optuna.trial_state"
     assert names.OUTCOME_TAG == "reuse_nets.outcome"
