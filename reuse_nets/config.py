@@ -7,11 +7,24 @@ enough to re-run it.
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 import pydantic
 
 from reuse_nets import models
+
+
+# Keras activations a block may apply, by name: one tensor in, the same shape out
+# (`glu` halves the features; `threshold` needs arguments). Listed here so that a
+# study is checked when it loads, without importing Keras; tests/test_models.py
+# builds a block with every one.
+ACTIVATIONS = (
+    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
+    "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu", "sigmoid", "silu",
+    "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus",
+    "swish", "tanh", "tanh_shrink",
+)
 
 
 class DatasetConfig(pydantic.BaseModel):
@@ -34,7 +47,7 @@ class TrialConfig(pydantic.BaseModel):
     depth: int = pydantic.Field(4, ge=1, le=models.MAX_DEPTH)  # number of reuse blocks
     width: int = pydantic.Field(128, ge=1)  # units (mlp) or channels (conv) per block
     family: Literal["mlp", "conv"] = "mlp"
-    activation: str = "relu"
+    activation: str = "relu"  # any of ACTIVATIONS
     kernel_size: int = pydantic.Field(3, ge=1)  # conv family only
     reuse_source: Literal["input", "previous"] | None = None  # None: the strategy's default
     keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0)  # masked: fraction of features kept
@@ -51,6 +64,15 @@ class TrialConfig(pydantic.BaseModel):
     def _known_strategy(cls, value):
         if value not in models.STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(models.STRATEGIES)}")
+        return value
+
+    @pydantic.field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value):
+        if value not in ACTIVATIONS:
+            close = difflib.get_close_matches(value, ACTIVATIONS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown activation {value!r}; {hint}allowed: {', '.join(ACTIVATIONS)}")
         return value
 
     @pydantic.model_validator(mode="after")

@@ -9,9 +9,10 @@ values, a fresh seed) from their enqueued parameters and are never pruned.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
-from reuse_nets import studies, tracking, training
+from reuse_nets import faults, optuna_store, storage_errors, studies, tracking, training
 from reuse_nets.names import (
     CELL_TAG,
     OPTUNA_STUDY_TAG,
@@ -61,6 +62,18 @@ class Objective:
         seed = trial.suggest_categorical("seed", self.spec.final.seeds)
         return self.spec.cell_config(cell, tuned, seed)
 
+    def _lost(self, trial, slot: int, label: str, error: Exception) -> None:
+        """A storage error, not the trial's result: mark it lost, pause, let the slot be retried."""
+        lost = 1 + optuna_store.deaths(optuna_store.slot_trials(trial.study).get(slot, []))
+        pause = storage_errors.backoff(lost)
+        self.say(f"{label}: LOST to a storage error ({type(error).__name__}: {error}); retried after {pause:.0f} s")
+        try:
+            trial.set_user_attr(OUTCOME_ATTR, optuna_store.LOST_OUTCOME)
+        except Exception:
+            pass  # the storage is still down: the trial's heartbeat goes stale and it is retried as a death
+        time.sleep(pause)
+        raise TrialFailed(f"lost to a storage error: {type(error).__name__}: {error}") from error
+
     def __call__(self, trial) -> float:
         slot = claim_slot(trial)
         cell, _ = self.job.slots[slot]
@@ -75,7 +88,10 @@ class Objective:
         done = count_finished_slots(trial.study, len(self.job.slots))
         self.say(f"{label}: started [{done}/{len(self.job.slots)} of {self.job.label}]")
 
+        where = f"{self.job.phase} {cell.key}"
+
         def progress(epoch: int, metrics: dict) -> None:
+            faults.point("epoch", f"{where} epoch {epoch}")
             self.say(
                 f"  trial {trial.number} epoch {epoch}/{config.epochs}: loss={metrics['loss']:.4f} "
                 f"{metric}={metrics.get(metric, float('nan')):.4f} ({metrics['epoch_time']:.1f}s)"
@@ -100,9 +116,11 @@ class Objective:
                 tags=tags,
             ) as run:
                 trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+                faults.point("trial", where)
                 # Tuning never looks at the test split: only final runs are scored on it.
                 evaluate_test = self.job.phase == "final"
                 result = training.train(config, self.dataset, hooks=(run.log_epoch, *hooks), evaluate_test=evaluate_test)
+                faults.point("model", where)
                 run.record(result)
         except training.StopTraining as stop:
             trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
@@ -113,6 +131,8 @@ class Objective:
             trial.set_user_attr(OUTCOME_ATTR, "interrupted")
             raise
         except Exception as error:
+            if storage_errors.is_transient(error):
+                self._lost(trial, slot, label, error)
             trial.set_user_attr(OUTCOME_ATTR, "error")
             self.say(f"{label}: FAILED ({type(error).__name__}: {error})")
             raise TrialFailed(f"{type(error).__name__}: {error}") from error

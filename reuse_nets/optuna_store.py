@@ -11,6 +11,7 @@ died is enqueued again (at most `max_retry` times).
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
 from reuse_nets.names import IDENTITY_ATTR, OUTCOME_ATTR, SLOT_ATTR
@@ -37,24 +38,92 @@ def optuna():
     return _optuna
 
 
-def make_storage(url: str, execution: ExecutionSpec):
-    """RDB storage with heartbeats, so that dead trials are detected and retried."""
-    op = optuna()
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", op.exceptions.ExperimentalWarning)
-            return op.storages.RDBStorage(
-                url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-                heartbeat_interval=execution.heartbeat_interval,
-                grace_period=execution.grace_period,
-                heartbeat_stale_trial_callback=op.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=execution.max_retry
-                ),
-            )
-    except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
-        raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+STORAGE_ATTEMPTS = 5  # opening a new, empty database from several runners at once
 
+
+def make_storage(url: str, execution: ExecutionSpec):
+    """RDB storage with heartbeats, so that dead trials are detected and retried.
+
+    Runners that open a new, empty PostgreSQL (or MySQL) database at the same
+    moment all create Optuna's tables; the server lets one of them win and fails
+    the others' `CREATE TABLE` (a unique violation in its catalog), so those try
+    again and find the tables made.
+    """
+    import sqlalchemy.exc
+
+    op = optuna()
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", op.exceptions.ExperimentalWarning)
+                return op.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                    heartbeat_interval=execution.heartbeat_interval,
+                    grace_period=execution.grace_period,
+                    heartbeat_stale_trial_callback=op.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=execution.max_retry
+                    ),
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            # Lost the race to create the schema (duplicate table, type or version row).
+            if attempt == STORAGE_ATTEMPTS:
+                raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+            time.sleep(0.2 * attempt)
+        except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
+            raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+STORAGE_CONNECT_TIMEOUT = 10  # seconds: an unreachable database server fails the check at once
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_storage(url: str) -> None:
+    """Refuses a storage URL Optuna cannot open, before anything is written anywhere.
+
+    It parses the URL, loads the database driver and connects once to a server
+    (or to an existing SQLite file), and creates nothing: a new SQLite file is
+    only checked for its folder. `make_storage` creates the tables later.
+
+    Raises:
+        SweepError: not a database URL, no driver for it, a missing folder, or a
+            server that cannot be reached or refuses the connection.
+    """
+    from pathlib import Path
+
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception as error:  # ArgumentError, ValueError: not a URL at all
+        raise SweepError(
+            f"cannot open Optuna storage {url!r}: {_first_line(error)}; give a database URL, "
+            "e.g. sqlite:///optuna.db or postgresql://user@host/database"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return
+        path = Path(database).expanduser()
+        if not path.absolute().parent.is_dir():
+            raise SweepError(f"cannot open Optuna storage {shown!r}: folder {path.absolute().parent} does not exist")
+        if not path.exists():
+            return  # connecting would create it
+    connect_args = {"connect_timeout": STORAGE_CONNECT_TIMEOUT} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
+        try:
+            with engine.connect() as connection:
+                if parsed.get_backend_name() == "sqlite":
+                    connection.exec_driver_sql("PRAGMA schema_version")  # "file is not a database"
+        finally:
+            engine.dispose()
+    except Exception as error:  # a missing driver, an unreachable server, a refused login, ...
+        raise SweepError(f"cannot open Optuna storage {shown!r}: {_first_line(error)}") from None
 
 STREAM_STRIDE = 100_003  # seed distance between worker processes (a prime, past any trial count)
 
@@ -153,9 +222,15 @@ def slot_trials(study) -> dict[int, list]:
     return by_slot
 
 
+LOST_OUTCOME = "transient"  # a storage error cut the trial short: retried like a death
+
+
 def deaths(trials) -> int:
-    """Attempts at a slot whose process died (FAIL with no outcome)."""
-    return sum(1 for t in trials if t.state.name == "FAIL" and OUTCOME_ATTR not in t.user_attrs)
+    """Lost attempts at a slot: its process died (FAIL, no outcome) or a storage error
+    cut it short (`LOST_OUTCOME`). Both are retried, at most `max_retry` times."""
+    return sum(
+        1 for t in trials if t.state.name == "FAIL" and t.user_attrs.get(OUTCOME_ATTR, LOST_OUTCOME) == LOST_OUTCOME
+    )
 
 
 def slot_done(trials, max_retry: int) -> bool:

@@ -86,7 +86,7 @@ def _final_run_ids(spec: StudySpec, storage) -> set[str]:
 
 
 def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
-    """Per cell: final slots complete, failed (diverged or error) and not yet run."""
+    """Per cell: final slots complete, failed (diverged, error, or died past max_retry) and not yet run."""
     study = optuna_store.load_existing(storage, phases.final_study_name(spec))
     selection = phases.stored_selection(study) if study is not None else None
     status = {cell.key: {"complete": 0, "failed": 0, "pending": 0} for cell in spec.cells()}
@@ -97,8 +97,8 @@ def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
         trials = by_slot.get(slot, [])
         if any(t.state.name == "COMPLETE" for t in trials):
             status[cell.key]["complete"] += 1
-        elif any(optuna_store.is_finished(t) for t in trials):
-            status[cell.key]["failed"] += 1
+        elif any(optuna_store.is_finished(t) for t in trials) or optuna_store.deaths(trials) > spec.execution.max_retry:
+            status[cell.key]["failed"] += 1  # diverged, raised, or died more often than retried
         else:
             status[cell.key]["pending"] += 1
     return status
@@ -164,7 +164,7 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
         if counts["failed"]:
             total = counts["complete"] + counts["failed"] + counts["pending"]
             lines.append(
-                f"- **Warning:** {key}: {counts['failed']} of {total} final runs failed (diverged or error); "
+                f"- **Warning:** {key}: {counts['failed']} of {total} final runs failed (diverged, error, or their process died past execution.max_retry); "
                 "its numbers are over the others, and the pairs with those seeds are left out."
             )
     if runs:
@@ -185,7 +185,7 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
     per_cell = analysis.by_cell(runs)
     val_cell = analysis.by_cell(runs, "val")
     lines += [f"## Final {test_metric} per cell", f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over the final seeds "
-              "(no interval for one seed); failed: final runs that diverged or raised.", "",
+              "(no interval for one seed); failed: final runs that diverged, raised, or died past max_retry.", "",
               f"| cell | {test_metric} | n | failed | val {metric} |", "|---|---|---|---|---|"]
     for cell in cells:
         i, failed = per_cell.get(cell.key), status.get(cell.key, {}).get("failed", 0)

@@ -15,7 +15,7 @@ import multiprocessing
 import sys
 import time
 
-from reuse_nets import optuna_store, phases, study_runs
+from reuse_nets import faults, optuna_store, phases, study_runs
 from reuse_nets.phases import Job
 from reuse_nets.objective import Objective
 from reuse_nets.optuna_store import SweepError, TrialFailed
@@ -70,9 +70,12 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
             execution.pin(execution.for_workers(1))
         except execution.ExecutionError as error:
             raise SweepError(str(error)) from None
+    # Writes nothing; check_experiment below may create the MLflow store.
+    optuna_store.check_storage(options.storage)
     # Before anything is written: a data problem must leave no runs behind. With
     # workers this also prepares the dataset once, before they start.
     dataset = data.load(spec.base.dataset, options.data or data.DataSource())
+    faults.point("data", spec.name)
     tracking.set_tracking_uri(options.tracking_uri)
     study_runs.check_experiment(spec)
     storage = optuna_store.make_storage(options.storage, spec.execution)
@@ -94,12 +97,13 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
             complete = _run_phase(*context, [final], opened)
     except BaseException as error:
         for study in opened:
-            study_runs.reconcile(study, experiment_id)
+            study_runs.reconcile(study, experiment_id, spec.execution.max_retry)
         study_runs.close_parent(parent_run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     report_dir = None
     try:
         if optuna_store.load_existing(storage, phases.final_study_name(spec)) is not None:
+            faults.point("report", spec.name)
             report_dir = report.write_report(spec, storage, parent_run_id)
     except BaseException:
         study_runs.close_parent(parent_run_id, "FAILED")
@@ -136,7 +140,7 @@ def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, de
         left = 0
         for job in jobs:
             study = studies[job.study_name]
-            closed = study_runs.reconcile(study, experiment_id)
+            closed = study_runs.reconcile(study, experiment_id, max_retry)
             if closed:
                 say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
             optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
@@ -145,7 +149,8 @@ def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, de
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        if any(optuna_store.trials_in(studies[j.study_name], "WAITING") for j in jobs):
+        waiting = sum(len(optuna_store.trials_in(studies[j.study_name], "WAITING")) for j in jobs)
+        if waiting:
             phase = jobs[0].phase
             say(f"phase {phase}: {left} trial(s) to run")
             if options.workers == 1:
@@ -153,7 +158,8 @@ def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, de
                     objective = Objective(spec, job, dataset, experiment_id, parent_run_id, say)
                     _optimize(studies[job.study_name], objective, deadline)
             else:
-                _run_workers(spec, options, phase, parent_run_id, deadline)
+                # No more processes than waiting trials (e.g. one retry after a death).
+                _run_workers(spec, options, phase, parent_run_id, deadline, min(options.workers, waiting))
             waited_since = None
             continue
         # Only trials RUNNING elsewhere: live ones finish, dead ones go stale and retry.
@@ -185,6 +191,18 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
 
     It shares the storage and the parent's deadline (`time.monotonic` is system-wide).
     """
+    from reuse_nets import interrupts
+
+    interrupts.stop_on_signals()
+    try:
+        _work(spec_data, options, index, phase, parent_run_id, deadline)
+    except KeyboardInterrupt:
+        # Its trial and MLflow run are closed already (interrupted, KILLED); the
+        # parent reports the interruption once, for all workers.
+        sys.exit(130)
+
+
+def _work(spec_data: dict, options: SweepOptions, index: int, phase: str, parent_run_id: str, deadline: float | None) -> None:
     from reuse_nets import data, execution, tracking
 
     execution.pin(execution.for_workers(options.workers))
@@ -204,13 +222,15 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
         _optimize(study, Objective(spec, job, dataset, experiment_id, parent_run_id, say), deadline)
 
 
-def _run_workers(spec: StudySpec, options: SweepOptions, phase: str, parent_run_id: str, deadline: float | None) -> None:
+def _run_workers(
+    spec: StudySpec, options: SweepOptions, phase: str, parent_run_id: str, deadline: float | None, count: int
+) -> None:
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=_worker, args=(spec.model_dump(mode="json"), options, i + 1, phase, parent_run_id, deadline), daemon=False
         )
-        for i in range(options.workers)
+        for i in range(count)
     ]
     for process in processes:
         process.start()
@@ -218,16 +238,33 @@ def _run_workers(spec: StudySpec, options: SweepOptions, phase: str, parent_run_
         for process in processes:
             process.join()
     except KeyboardInterrupt:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join()
+        _stop_workers(processes)
         raise
     failed = [p.exitcode for p in processes if p.exitcode]
-    if len(failed) == len(processes):
+    # A worker killed by a signal (the OOM killer's SIGKILL) lost its trial: that trial's
+    # heartbeat goes stale and its slot is retried, up to execution.max_retry times. A
+    # worker that exited with an error of its own (exit code > 0) points at a bug.
+    if len(failed) == len(processes) and all(code > 0 for code in failed):
         raise SweepError(f"all {len(processes)} workers failed (exit codes {failed}); see their output above")
     if failed:
         print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)
+
+
+def _stop_workers(processes) -> None:
+    """Asks every worker to stop (SIGTERM), gives them time to close their runs, then kills."""
+    from reuse_nets.interrupts import SHUTDOWN_GRACE
+
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: a KeyboardInterrupt in the worker, as Ctrl-C would be
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            # Its trial is left RUNNING; its heartbeat goes stale and the next run retries it.
+            process.kill()
+            process.join()
 
 
 def summary(result: StudyResult) -> str:

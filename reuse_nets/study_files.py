@@ -43,13 +43,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise StudyError(f"--set {text!r}: expected key=value, e.g. --set base.epochs=1")
+    if any(not part.strip() for part in key.split(".")):
+        raise StudyError(f"--set {text!r}: empty part in key {key.strip()!r}; expected dotted keys, e.g. base.dataset.name")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value  # e.g. "train[:2000]" stays a string
     if isinstance(parsed, str):
         parsed = value  # verbatim: YAML would strip quotes or spaces
-    return key.strip().split("."), parsed
+    return [part.strip() for part in key.split(".")], parsed
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -7,14 +7,17 @@ died, through `tracking.close_run`, like every other run end.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import warnings
 
 import yaml
 
 from reuse_nets import provenance, tracking
-from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, STUDY_TAG, TRIAL_TAG
+from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, OPTUNA_STUDY_TAG, SLOT_ATTR, STUDY_TAG, TRIAL_TAG
+from reuse_nets import optuna_store
 from reuse_nets.optuna_store import SweepError, optuna
 from reuse_nets.studies import StudySpec
 
@@ -30,10 +33,11 @@ def check_experiment(spec: StudySpec) -> None:
     """
     import mlflow
 
-    client = mlflow.MlflowClient()
     try:
-        experiment = client.get_experiment_by_name(spec.name)
-    except mlflow.exceptions.MlflowException as error:
+        with _fail_fast():
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name(spec.name)
+    except Exception as error:  # an unreachable server, a bad URI, a broken database: nothing written
         raise SweepError(f"MLflow tracking store {mlflow.get_tracking_uri()} is unusable: {_first_line(error)}") from None
     if experiment is None:
         return
@@ -52,6 +56,28 @@ def check_experiment(spec: StudySpec) -> None:
         )
 
 
+# The first request to a tracking server tells whether it is there at all. MLflow's
+# own default retries a failed HTTP request for about 4 minutes (7 retries with
+# backoff, 120 s timeout, a urllib3 warning per retry), which suits logging during
+# a sweep, not this check: one attempt, 10 s at most.
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _fail_fast():
+    """MLflow HTTP requests made inside give up after seconds, not minutes."""
+    saved = {name: os.environ.get(name) for name in FAIL_FAST_HTTP}
+    os.environ.update(FAIL_FAST_HTTP)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
@@ -65,7 +91,16 @@ def experiment_id(spec: StudySpec) -> str:
 
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(spec.name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.name)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        try:
+            experiment_id = client.create_experiment(spec.name)
+        except mlflow.exceptions.MlflowException as error:
+            # Runners on several machines may create it at once: one wins, the others use it.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment_id = client.get_experiment_by_name(spec.name).experiment_id
     client.set_experiment_tag(experiment_id, STUDY_TAG, spec.name)
     if spec.description:
         client.set_experiment_tag(experiment_id, NOTE_TAG, spec.description)
@@ -118,6 +153,7 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
         # the earliest parent run and delete their own if it lost.
         run_id = find_parent_run(spec, experiment_id)
         if run_id != run.info.run_id:
+            client.set_terminated(run.info.run_id, status="KILLED")  # never left RUNNING, even deleted
             client.delete_run(run.info.run_id)
         else:
             params = {
@@ -139,8 +175,11 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
     return run_id
 
 
-def reconcile(study, experiment_id: str) -> int:
-    """Fails trials whose process died and closes their MLflow runs; returns how many runs."""
+def reconcile(study, experiment_id: str, max_retry: int) -> int:
+    """Fails trials whose process died and closes their MLflow runs; returns how many runs.
+
+    The run of a slot's last allowed attempt says that the slot failed for good.
+    """
     import mlflow
 
     op = optuna()
@@ -160,7 +199,14 @@ def reconcile(study, experiment_id: str) -> int:
         # A RUNNING trial is alive: a dead one was just failed by its stale heartbeat.
         if trial is None or trial.state.name == "RUNNING":
             continue
-        tracking.close_run(client, run.info.run_id, "died", DIED_REASON)
+        slot_deaths = optuna_store.deaths(optuna_store.slot_trials(study).get(trial.user_attrs.get(SLOT_ATTR), [trial]))
+        reason = DIED_REASON
+        if slot_deaths > max_retry:
+            reason = (
+                f"failed for good: the trial's process died (no heartbeat) {slot_deaths} times, "
+                f"the first attempt and all execution.max_retry={max_retry} retries; the study goes on without it"
+            )
+        tracking.close_run(client, run.info.run_id, "died", reason)
         closed += 1
     return closed
 

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 import yaml
 
-from reuse_nets import execution, models, provenance, training
+from reuse_nets import execution, models, provenance, storage_errors, training
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import Dataset
 from reuse_nets.names import (
@@ -48,6 +48,7 @@ OUTCOMES = {
     "error": ("FAILED", "FAIL"),
     "interrupted": ("KILLED", "FAIL"),
     "died": ("FAILED", "FAIL"),  # its process vanished; found later by reconciliation
+    "transient": ("FAILED", "FAIL"),  # a storage error cut it short; its slot is retried
 }
 REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
 MODEL_ARTIFACT = "model"
@@ -275,7 +276,8 @@ def trial_run(
         outcome, reason = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
         raise
     except BaseException as error:
-        outcome, reason = "error", f"{type(error).__name__}: {error}"
+        outcome = "transient" if storage_errors.is_transient(error) else "error"
+        reason = f"{type(error).__name__}: {error}"
         raise
     finally:
         close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)

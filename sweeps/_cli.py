@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +20,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # every `mlflow.start_run()` would then resume. Our runs are our own: take the id
 # out of the environment and only tag the project run with what we made.
 PROJECT_RUN_ID = os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported like every other user error.
+
+    One `error: ...` line on stderr and exit code 2, where argparse would print its
+    usage block and `PROG: error: ...`; `--help` still prints the usage.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def add_data_args(parser) -> None:
@@ -49,10 +64,6 @@ def tag_project_run(tags: dict) -> None:
             client.set_tag(PROJECT_RUN_ID, key, str(value))
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main_guard(main) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
     from reuse_nets.data import DataError
@@ -61,12 +72,14 @@ def main_guard(main) -> int:
     from reuse_nets.optuna_store import SweepError
     from reuse_nets.studies import StudyError
 
-    signal.signal(signal.SIGTERM, _terminate)
+    from reuse_nets import interrupts
+
+    interrupts.stop_on_signals()
     try:
         return main() or 0
     except (StudyError, DataError, SweepError, ReproduceError, ExecutionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: runs were closed as KILLED; re-run the same command to resume", file=sys.stderr)
+        print("interrupted: running trials were closed (MLflow runs KILLED); re-run the same command to resume", file=sys.stderr)
         return 130

@@ -6,7 +6,6 @@ reports/<study>/report.{md,html} with its PNGs and logs them to the parent run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import _cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _cli.ArgumentParser(description=__doc__)
     parser.add_argument("--study", required=True, help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -12,14 +12,13 @@ for a run or study that cannot be reproduced.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import _cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _cli.ArgumentParser(description=__doc__)
     parser.add_argument("run_id", nargs="?", help="MLflow run id of a reuse-nets trial")
     parser.add_argument("--study", help="reproduce this study's final-phase runs (else its finished trials)")
     parser.add_argument("--sample", type=int, help="with --study: reproduce only N runs, picked at random with --sample-seed")

@@ -5,7 +5,6 @@ Re-running the same command continues the study to its number of trials.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 
@@ -13,7 +12,7 @@ import _cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _cli.ArgumentParser(description=__doc__)
     parser.add_argument("--study", help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--list", action="store_true", help="list the studies in experiments/ and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; writes nothing")

@@ -302,6 +302,20 @@ def test_strategy_options_are_trial_config_fields():
             assert option in TrialConfig.model_fields, f"{name}: option {option!r} is no TrialConfig field"
 
 
+def test_every_activation_a_config_allows_builds_and_predicts():
+    # The config checks activations by name without Keras; each one it allows must
+    # build (residual: shapes must match for the add) and give finite probabilities.
+    from reuse_nets.config import ACTIVATIONS
+
+    x = np.random.default_rng(0).normal(size=(BATCH, 10)).astype("float32")
+    for activation in ACTIVATIONS:
+        for strategy in ("residual", "concat"):
+            model = build_model(strategy, 2, WIDTH, (10,), NUM_CLASSES, activation=activation)
+            probabilities = np.asarray(model(x))
+            assert probabilities.shape == (BATCH, NUM_CLASSES), (activation, strategy)
+            assert np.all(np.isfinite(probabilities)), (activation, strategy)
+
+
 @pytest.mark.parametrize(
     "strategy, options",
     [

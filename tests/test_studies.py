@@ -474,7 +474,7 @@ def test_the_report_warns_about_failed_and_missing_final_runs():
     status = {"strategy=plain,depth=64": {"complete": 2, "failed": 1, "pending": 0},
               "strategy=residual,depth=64": {"complete": 3, "failed": 0, "pending": 0}}
     markdown = report.build_markdown(spec, runs, [], {}, status, [])
-    assert "**Warning:** strategy=plain,depth=64: 1 of 3 final runs failed (diverged or error)" in markdown
+    assert "**Warning:** strategy=plain,depth=64: 1 of 3 final runs failed (diverged, error, or their process died past execution.max_retry)" in markdown
     assert "| strategy=plain,depth=64 | 0.5500 ± " in markdown and "| 2 | 1 |" in markdown
     assert "| depth=64 | residual | +0.2750 |" in markdown  # paired over seeds 1 and 2 only
     assert "Incomplete" not in markdown

@@ -9,6 +9,7 @@ only read it.
 """
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import yaml
 from mlflow.entities import ViewType
 
 from conftest import fashion_mnist_manual_dir
-from reuse_nets import study_files
+from reuse_nets import execution, study_files
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "sweeps" / "run.py"
@@ -184,9 +185,12 @@ def small_spec(study: str, *extra: str):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One finished `smoke` study (8 cells, one final run each, 2 epochs), shared by readers."""
+    """One finished `smoke` study (8 cells, one final run each, 2 epochs), shared by readers.
+
+    Run by 4 worker processes on the default SQLite storage: more writers than cores.
+    """
     directory = tmp_path_factory.mktemp("smoke")
-    result = run_sweep(directory, "smoke")
+    result = run_sweep(directory, "smoke", "--workers", "4")
     return result, Stores(directory, "smoke")
 
 
@@ -197,6 +201,19 @@ def test_smoke_prints_a_summary_with_verdicts_and_tables(smoke):
     assert "depth 2: residual - plain = " in result.stdout  # one seed: a difference, no claim
     table = [line for line in result.stdout.splitlines() if line.startswith("| strategy=")]
     assert len([line for line in table if "| 1 |" in line]) == 8, result.stdout  # every cell, n=1
+
+
+def test_four_workers_on_sqlite_lose_and_duplicate_no_point(smoke):
+    result, stores = smoke
+    assert all(f"[worker {i}]" in result.stdout for i in (1, 2, 3, 4)), result.stdout[-3000:]
+    assert "database is locked" not in result.stdout + result.stderr
+    assert "LOST" not in result.stdout  # no trial was cut short by a storage error
+    study = stores.final()
+    complete = trials_in(study, "COMPLETE")
+    assert slots(complete) == list(range(8))  # every point once: none lost, none twice
+    for trial in study.get_trials():
+        assert trial.state.name == "COMPLETE" or trial.user_attrs.get("outcome") == "unused", trial
+    assert len(stores.children()) == 8
 
 
 def test_smoke_has_one_experiment_and_one_finished_parent_run(smoke):
@@ -381,6 +398,52 @@ def test_diverged_trial_is_mirrored_as_failed_run(prune_fail):
     assert "FAILED (diverged" in result.stdout
 
 
+def reproduce_command(directory: Path, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "sweeps" / "reproduce.py"), *args, "--manual-dir", MANUAL_DIR,
+            "--tracking-uri", tracking_url(directory)]
+
+
+def run_reproduce(directory: Path, run_id: str) -> subprocess.CompletedProcess:
+    return run(reproduce_command(directory, run_id), cwd=directory)
+
+
+def reproductions_of(stores: Stores, run_id: str) -> list:
+    return [r for r in stores.runs() if r.data.tags.get("reproduces") == run_id]
+
+
+def test_a_pruned_trial_reproduces_exactly_as_far_as_it_ran(prune_fail):
+    _, stores = prune_fail
+    original = stores.child_of(trial_with_lr(stores.tune("depth=2"), 1e-6))
+
+    proc = run_reproduce(stores.directory, original.info.run_id)
+
+    assert proc.returncode == 0, explain(proc)
+    assert "the original ended pruned after epoch 1: re-training exactly that far" in proc.stdout
+    assert "AGREE within tolerance 0" in proc.stdout, explain(proc)
+    (copy,) = reproductions_of(stores, original.info.run_id)
+    # Ended the way the original did, with the same epochs and nothing more.
+    assert copy.info.status == "KILLED"
+    assert copy.data.tags["reuse_nets.outcome"] == "pruned"
+    assert copy.data.tags["optuna.trial_state"] == "PRUNED"
+    assert set(copy.data.metrics) == set(original.data.metrics)
+    for name in original.data.metrics:
+        if name not in ("epoch_time", "throughput"):
+            assert stores.history(copy.info.run_id, name) == stores.history(original.info.run_id, name), name
+
+
+def test_a_diverged_trial_reproduces_its_divergence(prune_fail):
+    _, stores = prune_fail
+    original = stores.child_of(trial_with_lr(stores.tune("depth=2"), 1e10))
+
+    proc = run_reproduce(stores.directory, original.info.run_id)
+
+    assert proc.returncode == 0, explain(proc)  # NaN equals NaN: the same divergence
+    (copy,) = reproductions_of(stores, original.info.run_id)
+    assert copy.data.tags["reuse_nets.outcome"] == "diverged"
+    steps = [step for step, _ in stores.history(original.info.run_id, "loss")]
+    assert [step for step, _ in stores.history(copy.info.run_id, "loss")] == steps
+
+
 # --- pruning stays inside a cell ------------------------------------------------------------
 
 
@@ -472,6 +535,18 @@ def test_two_workers_give_every_cell_the_same_budget(tmp_path):
         ]
         assert f"| {cell.key} | {sum(tests) / len(tests):.4f} ± " in report
 
+    # Each worker pinned its share of the cores and logged it; a run reproduces
+    # bit-exactly in a process whose own default would be another thread count.
+    threads = max(1, execution.machine_cores() // 2)
+    (trial, *_) = [t for t in final if t.state.name == "COMPLETE"]
+    original = stores.child_of(trial)
+    assert original.data.tags["reuse_nets.exec.intra_op_threads"] == str(threads)
+    assert "--workers 2" in original.data.tags["reuse_nets.command"]
+    proc = run_reproduce(tmp_path, original.info.run_id)
+    assert proc.returncode == 0, explain(proc)
+    assert f"execution: {threads} intra-op / {min(threads, 2)} inter-op threads" in proc.stdout, explain(proc)
+    assert "AGREE within tolerance 0" in proc.stdout, explain(proc)
+
 
 def test_an_interrupted_tuned_study_resumes_to_the_same_budget(tmp_path):
     overrides = [a for o in TINY_TUNED for a in ("--set", o)]
@@ -505,6 +580,180 @@ def wait_for_line(log: Path, process: subprocess.Popen, *needles: str, timeout: 
     process.kill()
     process.wait()
     pytest.fail(f"no line with {needles} after {timeout} s (exit {process.returncode}):\n{log.read_text()[-3000:]}")
+
+
+# Two final runs of 6 epochs: long enough to be stopped mid-trial.
+INTERRUPTIBLE = ("compare.strategy=[plain, residual]", "compare.depth=[2]", "base.epochs=6")
+
+
+def session_alive(session: int) -> bool:
+    try:
+        os.killpg(session, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "how, workers",
+    [
+        pytest.param("ctrl-c", "1", id="ctrl-c-one-process"),  # the terminal signals the whole group
+        pytest.param("sigterm", "2", id="sigterm-two-workers"),  # a scheduler's `kill PID`: the runner forwards it
+    ],
+)
+def test_one_signal_stops_the_sweep_cleanly_and_the_same_command_finishes_it(tmp_path, how, workers):
+    overrides = [a for o in INTERRUPTIBLE for a in ("--set", o)]
+    command = sweep_command(tmp_path, "smoke", *overrides, "--workers", workers)
+    log, errors = tmp_path / "stopped.log", tmp_path / "stopped.err"
+    with open(log, "w") as out, open(errors, "w") as err:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=err, env=runner_env(), start_new_session=True)
+        try:
+            wait_for_line(log, process, "epoch 1/6")
+            sent = time.monotonic()
+            if how == "ctrl-c":
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                os.kill(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+            took = time.monotonic() - sent
+            for _ in range(40):  # orphaned workers, if any, would still be in the session
+                if not session_alive(process.pid):
+                    break
+                time.sleep(0.05)
+            assert not session_alive(process.pid), "a process of the sweep outlived it"
+        finally:
+            if process.poll() is None or session_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    stderr = errors.read_text()
+    assert process.returncode == 130, stderr[-3000:]
+    assert took < 15, f"stopping took {took:.1f} s"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.count("interrupted: ") == 1, stderr[-3000:]
+
+    stores = Stores(tmp_path, "smoke")
+    study = stores.final()
+    assert not trials_in(study, "RUNNING")
+    interrupted = [t for t in study.get_trials() if t.user_attrs.get("outcome") == "interrupted"]
+    assert len(interrupted) >= 1, [(t.number, t.state.name, t.user_attrs) for t in study.get_trials()]
+    for trial in interrupted:
+        run_ = stores.child_of(trial)
+        assert run_.info.status == "KILLED"
+        assert run_.data.tags["reuse_nets.outcome"] == "interrupted"
+        assert run_.data.tags["optuna.trial_state"] == trial.state.name == "FAIL"
+    assert not [r.info.run_name for r in stores.runs() if r.info.status == "RUNNING"]
+    assert stores.parent().info.status == "KILLED"
+
+    result = run_sweep(tmp_path, "smoke", *overrides, "--workers", workers)
+
+    assert "study smoke: complete" in result.stdout
+    study = stores.final()
+    assert slots(trials_in(study, "COMPLETE")) == [0, 1]
+    assert not trials_in(study, "RUNNING") and not trials_in(study, "WAITING")
+    assert not [r.info.run_name for r in stores.runs() if r.info.status == "RUNNING"]
+    assert stores.parent().info.status == "FINISHED"
+
+
+def test_a_point_that_kills_its_worker_every_time_fails_for_good_after_max_retry(tmp_path):
+    overrides = [a for o in (*INTERRUPTIBLE[:2], "base.epochs=2", "execution.max_retry=1") for a in ("--set", o)]
+    command = sweep_command(tmp_path, "smoke", *overrides, "--workers", "2")
+    env = {**runner_env(), "REUSE_NETS_KILL_AT": "trial@final strategy=plain"}  # as an OOM kill would
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+
+    assert result.returncode == 0, explain(result)  # the study went on without the point
+    assert "Traceback" not in result.stderr, explain(result)
+    stores = Stores(tmp_path, "smoke")
+    study = stores.final()
+    by_slot = {}
+    for trial in study.get_trials():
+        by_slot.setdefault(trial.user_attrs.get("slot"), []).append(trial)
+    plain, residual = by_slot[0], by_slot[1]  # cells in compare order: plain, then residual
+    assert [t.state.name for t in residual] == ["COMPLETE"]
+    # The first attempt and max_retry=1 retry, each killed; no third attempt.
+    assert [t.state.name for t in plain] == ["FAIL", "FAIL"], [(t.number, t.state.name, t.user_attrs) for t in plain]
+    assert all("outcome" not in t.user_attrs for t in plain)
+    runs = [stores.child_of(t) for t in plain]
+    assert all(r.info.status == "FAILED" and r.data.tags["reuse_nets.outcome"] == "died" for r in runs)
+    assert all(r.data.tags["optuna.trial_state"] == "FAIL" for r in runs)
+    assert "retried up to execution.max_retry" in runs[0].data.tags["reuse_nets.failure_reason"]
+    assert runs[1].data.tags["reuse_nets.failure_reason"].startswith("failed for good")
+    assert not [r.info.run_name for r in stores.runs() if r.info.status == "RUNNING"]
+    report = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    assert "| strategy=plain,depth=2 | no finished final run | 0 | 1 | |" in report, report
+    assert "**Warning:** strategy=plain,depth=2: 1 of 1 final runs failed" in report, report
+    assert stores.parent().info.status == "FINISHED"
+
+
+def assert_stores_consistent(stores: Stores, directory: Path, killed: int = 0) -> None:
+    """At most `killed` trials RUNNING (the one a SIGKILL just cut off: nobody can know
+    yet that it died), every run's tags agree with its trial, no artifacts without a run."""
+    names = stores.optuna_names() if (directory / "optuna.db").exists() else []
+    running = [t for name in names for t in trials_in(stores.optuna_study(name), "RUNNING")]
+    assert len(running) <= killed, running
+    if not (directory / "mlflow.db").exists() or stores.client.get_experiment_by_name(stores.study_name) is None:
+        return
+    runs = stores.runs()
+    live = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("reuse_nets.kind") == "trial"]
+    assert sorted(r.info.run_id for r in live) == sorted(t.user_attrs["mlflow_run_id"] for t in running if "mlflow_run_id" in t.user_attrs)
+    for run_ in stores.children():
+        trial = stores.optuna_study(run_.data.tags["optuna.study_name"]).trials[int(run_.data.tags["optuna.trial_number"])]
+        assert run_.data.tags["optuna.trial_state"] == trial.state.name, (run_.info.run_name, trial.state.name)
+        assert trial.user_attrs["mlflow_run_id"] == run_.info.run_id
+    run_ids = {r.info.run_id for r in runs}
+    for experiment in (directory / "mlruns").iterdir() if (directory / "mlruns").exists() else ():
+        for entry in experiment.iterdir():
+            if entry.name == "models":
+                for model in entry.iterdir():  # MLflow 3 logged models: each from a run of ours
+                    source = stores.client.get_logged_model(model.name).source_run_id
+                    assert source in run_ids, (model.name, source)
+            elif entry.is_dir():
+                assert entry.name in run_ids, f"artifacts of no run: {entry}"
+
+
+def test_sigkill_at_five_points_then_each_rerun_keeps_the_stores_whole(tmp_path):
+    """SIGKILL (as the OOM killer) while preparing data, in a trial, mid-epoch, logging
+    the model and writing the report, then at a random moment; the same command each
+    time, so each start first recovers what the previous kill left. In between, the
+    stores hold only agreeing records; at the end exactly the wanted ones."""
+    overrides = [a for o in (*INTERRUPTIBLE[:2], "base.epochs=2", "execution.max_retry=4") for a in ("--set", o)]
+    command = sweep_command(tmp_path, "smoke", *overrides)
+    stores = None  # opening the MLflow store would create it
+    # In the order the starts reach them: a start runs waiting slots first, then
+    # retries the slot the previous kill left once its heartbeat is stale.
+    points = ["data", "trial@final strategy=plain", "epoch@final strategy=residual,depth=2 epoch 1",
+              "model@final strategy=plain", "report"]
+    for point in points:
+        env = {**runner_env(), "REUSE_NETS_KILL_AT": point}
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+        assert result.returncode == -signal.SIGKILL, f"not killed at {point}: " + explain(result)
+        if point == "data":
+            assert_wrote_nothing(tmp_path)  # killed before anything was written
+            stores = Stores(tmp_path, "smoke")
+        # The next start closes what this kill left (the dead trial's stale heartbeat).
+        assert_stores_consistent(stores, tmp_path, killed=1)
+    # Now at a random moment (seeded, so a failure can be replayed).
+    delay = random.Random(20261125).uniform(2.0, 12.0)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=runner_env())
+    try:
+        process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert_stores_consistent(stores, tmp_path, killed=1)
+
+    result = run_sweep(tmp_path, "smoke", *overrides)
+
+    assert "study smoke: complete" in result.stdout
+    assert_stores_consistent(stores, tmp_path)
+    study = stores.final()
+    complete = trials_in(study, "COMPLETE")
+    assert slots(complete) == [0, 1]  # exactly the wanted finished trials, once each
+    assert len({t.user_attrs["mlflow_run_id"] for t in complete}) == 2
+    assert all(stores.child_of(t).info.status == "FINISHED" for t in complete)
+    assert stores.parent().info.status == "FINISHED"
+    assert len(stores.parent_runs()) == 1
+    assert (tmp_path / "reports" / "smoke" / "report.md").exists()
 
 
 def test_sigkill_mid_trial_then_rerun_completes_the_grid(tmp_path):
@@ -618,17 +867,44 @@ def with_invalid_combination(data):
     return data
 
 
-# name: (the study it breaks and how, or raw text; what the error line says)
-BROKEN_FILES = {
-    "unknown_key": (("smoke", with_unknown_key), "epoch: Extra inputs are not permitted"),
-    "depth_zero": (("smoke", with_depth_zero), "the combination strategy=plain, depth=0 is not a valid trial"),
-    "range_under_grid": (("residual_depth", with_range_under_grid), "the grid sampler needs choices, not ranges, for: learning_rate"),
-    "float_range_for_width": (("residual_depth", with_float_range_for_width), "tune.search_space.width"),
-    "misspelt_metric": (("residual_depth", with_misspelt_metric), "unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
-    "invalid_combination": (("residual_depth", with_invalid_combination), "strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input"),
-    "invalid_yaml": ("name: invalid_yaml\ncompare: {depth: [1, 2\n", "invalid YAML"),
-    "not_a_mapping": ("- plain\n- residual\n", "must be a mapping"),
-}
+def with_value(*keys_and_value):
+    """Sets one field, e.g. `with_value("tune", "sampler", "type", "cmaes")`."""
+    *keys, value = keys_and_value
+
+    def breaks(data):
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+        return data
+
+    return breaks
+
+
+BROKEN_STUDY = "broken_study.yaml"  # the file a study-file case writes, in the runner's working directory
+ERROR_TIMEOUT = 120  # seconds: every bad input fails before any training; no server is retried for minutes
+
+
+def study_file(content: str, breaks=None):
+    """A study file: raw text, or a study of experiments/ and what breaks it."""
+
+    def make(directory: Path) -> list[str]:
+        path = directory / BROKEN_STUDY
+        text = content if breaks is None else yaml.safe_dump(breaks(study_file_data(content)), sort_keys=False)
+        path.write_text(text)
+        return sweep_command(directory, str(path))
+
+    return make
+
+
+def command(study: str, *extra: str):
+    """A runner command line (both stores in the test's directory, small data), plus `extra`."""
+    return lambda directory: sweep_command(directory, study, *extra)
+
+
+def bare_command(*args: str):
+    """A runner command line of exactly `args`."""
+    return lambda directory: [sys.executable, str(RUNNER), *args]
 
 
 def assert_wrote_nothing(directory: Path, keep: set[str] = frozenset()):
@@ -636,44 +912,150 @@ def assert_wrote_nothing(directory: Path, keep: set[str] = frozenset()):
     assert not left, f"an invalid command wrote {sorted(left)}"
 
 
-@pytest.mark.parametrize("name", sorted(BROKEN_FILES))
-def test_broken_study_file_is_a_one_line_error(tmp_path, name):
-    content, message = BROKEN_FILES[name]
-    path = tmp_path / f"{name}.yaml"
-    if not isinstance(content, str):
-        study, breaks = content
-        content = yaml.safe_dump(breaks(study_file_data(study)), sort_keys=False)
-    path.write_text(content)
-    result = run(sweep_command(tmp_path, str(path)), cwd=tmp_path)
+# id, how to make the input, what the one error line says ({file}: the study file's path).
+BAD_INPUTS = [
+    # --- study files: checked when they load, before any data, storage or tracking
+    pytest.param(study_file("name: invalid_yaml\ncompare: {depth: [1, 2\n"), "{file}: line 3 invalid YAML", id="invalid_yaml"),
+    pytest.param(study_file("- plain\n- residual\n"), "{file}: a study file must be a mapping", id="not_a_mapping"),
+    pytest.param(study_file("smoke", with_unknown_key), "{file}: epoch: Extra inputs are not permitted", id="unknown_key"),
+    pytest.param(
+        study_file("smoke", with_value("base", "epochs", "five")),
+        "{file}: base.epochs: Input should be a valid integer", id="wrong_type",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "search_space", {})),
+        "{file}: tune.search_space: Dictionary should have at least 1 item", id="empty_search_space",
+    ),
+    pytest.param(
+        study_file("smoke", with_depth_zero), "{file}: the combination strategy=plain, depth=0 is not a valid trial", id="depth_zero"
+    ),
+    pytest.param(
+        study_file("smoke", with_value("compare", "depth", [1, 10**6])),
+        "{file}: the combination strategy=plain, depth=1000000 is not a valid trial: depth: Input should be less than or equal to 256",
+        id="depth_million",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("compare", "strategy", ["plain", "resnet"])),
+        "{file}: the combination strategy=resnet, depth=1 is not a valid trial: strategy: unknown strategy 'resnet'",
+        id="unknown_strategy",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "sampler", "type", "cmaes")),
+        "{file}: tune.sampler.type: Input should be 'tpe', 'random' or 'grid'", id="unknown_sampler",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "pruner", "type", "percentile")),
+        "{file}: tune.pruner.type: Input should be 'none', 'median' or 'hyperband'", id="unknown_pruner",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("objective", "metric", "f1_score")),
+        "{file}: objective.metric: unknown metric 'f1_score'; training logs", id="unknown_metric",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_misspelt_metric),
+        "{file}: objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?", id="misspelt_metric",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "search_space", "learning_rate", {"low": 1e-2, "high": 1e-4})),
+        "{file}: tune.search_space: learning_rate: low (0.01) must not exceed high (0.0001)", id="low_above_high",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "search_space", "learning_rate", {"low": 0, "high": 1e-2, "log": True})),
+        "{file}: tune.search_space: learning_rate: log ranges need low > 0, got 0", id="log_range_from_zero",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_range_under_grid),
+        "{file}: tune: the grid sampler needs choices, not ranges, for: learning_rate", id="range_under_grid",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_float_range_for_width),
+        "{file}: tune.search_space.width: an integer field needs integer low, high and step", id="float_range_for_width",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_invalid_combination),
+        "{file}: the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input is not a valid trial",
+        id="invalid_combination",
+    ),
+    pytest.param(  # Regression: every trial of this study once failed to build, and the sweep exited 0.
+        study_file("smoke", with_value("base", "activation", "relux")),
+        "{file}: base.activation: unknown activation 'relux'; did you mean 'relu'?", id="unknown_activation",
+    ),
+    pytest.param(
+        study_file("residual_depth", with_value("tune", "search_space", "activation", ["relu", "swiss"])),
+        "{file}: the combination strategy=plain, depth=1, learning_rate=0.0001, activation=swiss is not a valid trial: "
+        "activation: unknown activation 'swiss'; did you mean 'swish'?",
+        id="tuned_activation_typo",
+    ),
+    pytest.param(  # Found when the data loads: before either store is opened.
+        study_file("smoke", with_value("base", "dataset", "name", "not_a_dataset")),
+        "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset_in_file",
+    ),
+    # --- command lines: the study, its overrides, the stores, the options
+    pytest.param(command("no_such_study"), "no study 'no_such_study'", id="unknown_study"),
+    pytest.param(bare_command(), "--study is required (or --list)", id="no_study"),
+    pytest.param(command("smoke", "--set", "base.epochs=zero"), "base.epochs: Input should be a valid integer", id="epochs_zero"),
+    pytest.param(command("smoke", "--set", "compare.depth=[0]"), "depth=0 is not a valid trial", id="depth_0"),
+    pytest.param(command("smoke", "--set", "base.epochs.count=1"), "'epochs' is not a mapping", id="set_into_scalar"),
+    pytest.param(command("smoke", "--set", "epochs"), "expected key=value", id="set_without_value"),
+    pytest.param(command("smoke", "--set", "=3"), "--set '=3': expected key=value", id="set_without_key"),
+    pytest.param(
+        command("smoke", "--set", "base..epochs=3"), "--set 'base..epochs=3': empty part in key 'base..epochs'", id="set_empty_key_part"
+    ),
+    pytest.param(command("smoke", "--set", "objective.metric=val_acc"), "did you mean 'val_accuracy'?", id="metric_typo"),
+    pytest.param(
+        command("residual_depth", "--set", "tune.search_space.reuse_source=[input]"),
+        "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input", id="bad_combination",
+    ),
+    pytest.param(
+        command("smoke", "--set", "base.dataset.name=not_a_dataset"), "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset"
+    ),
+    # The last --storage/--tracking-uri wins over the test directory's.
+    pytest.param(command("smoke", "--storage", "notaurl"), "cannot open Optuna storage 'notaurl'", id="storage_not_a_url"),
+    pytest.param(
+        command("smoke", "--storage", "postgresql://nobody@127.0.0.1:1/x"),
+        "cannot open Optuna storage 'postgresql://nobody@127.0.0.1:1/x'", id="storage_unreachable",
+    ),
+    pytest.param(
+        command("smoke", "--tracking-uri", "http://127.0.0.1:1"),
+        "MLflow tracking store http://127.0.0.1:1 is unusable", id="tracking_server_unreachable",
+    ),
+    pytest.param(command("smoke", "--tracking-uri", "notaurl"), "MLflow tracking store notaurl is unusable", id="tracking_not_a_uri"),
+    pytest.param(command("smoke", "--workers", "0"), "--workers must be at least 1, got 0", id="workers_0"),
+    pytest.param(command("smoke", "--workers", "two"), "argument --workers: invalid int value: 'two'", id="workers_not_a_number"),
+    pytest.param(command("smoke", "--timeout", "-5"), "--timeout must not be negative, got -5.0", id="negative_timeout"),
+    pytest.param(command("smoke", "--frobnicate"), "unrecognized arguments: --frobnicate", id="unknown_flag"),
+]
+
+
+@pytest.mark.parametrize("make_input, message", BAD_INPUTS)
+def test_a_bad_input_is_a_one_line_error(tmp_path, make_input, message):
+    """Exit 2, one `error:` line naming the problem, no traceback, and neither store touched."""
+    result = run(make_input(tmp_path), cwd=tmp_path, timeout=ERROR_TIMEOUT)
     assert result.returncode == 2, explain(result)
     line = error_line(result)
-    assert str(path) in line and message in line, line
-    assert_wrote_nothing(tmp_path, keep={path.name})
+    assert message.replace("{file}", str(tmp_path / BROKEN_STUDY)) in line, line
+    assert_wrote_nothing(tmp_path, keep={BROKEN_STUDY})
 
 
 @pytest.mark.parametrize(
-    "study, extra, message",
-    [
-        pytest.param("no_such_study", (), "no study 'no_such_study'", id="unknown_study"),
-        pytest.param("smoke", ("--set", "base.epochs=zero"), "base.epochs: Input should be a valid integer", id="epochs_zero"),
-        pytest.param("smoke", ("--set", "compare.depth=[0]"), "depth=0 is not a valid trial", id="depth_0"),
-        pytest.param("smoke", ("--set", "base.epochs.count=1"), "'epochs' is not a mapping", id="set_into_scalar"),
-        pytest.param("smoke", ("--set", "epochs"), "expected key=value", id="set_without_value"),
-        pytest.param("smoke", ("--set", "objective.metric=val_acc"), "did you mean 'val_accuracy'?", id="metric_typo"),
-        pytest.param(
-            "residual_depth", ("--set", "tune.search_space.reuse_source=[input]"),
-            "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input", id="bad_combination",
-        ),
-        pytest.param(
-            "smoke", ("--set", "base.dataset.name=not_a_dataset"), "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset"
-        ),
-    ],
+    "state, message",
+    [("deleted", "MLflow experiment 'smoke' was deleted"), ("foreign", "holds runs that are not this study's")],
 )
-def test_bad_command_is_a_one_line_error(tmp_path, study, extra, message):
-    result = run(sweep_command(tmp_path, study, *extra), cwd=tmp_path)
+def test_an_unusable_experiment_of_the_study_name_is_a_one_line_error(tmp_path, state, message):
+    client = mlflow.MlflowClient(tracking_uri=tracking_url(tmp_path))
+    experiment_id = client.create_experiment("smoke")
+    if state == "deleted":
+        client.delete_experiment(experiment_id)
+    else:
+        client.create_run(experiment_id, run_name="someone else's run")
+    before = {r.info.run_id for r in client.search_runs([experiment_id], run_view_type=ViewType.ALL)}
+
+    result = run(sweep_command(tmp_path, "smoke"), cwd=tmp_path)
+
     assert result.returncode == 2, explain(result)
     assert message in error_line(result)
-    assert_wrote_nothing(tmp_path)
+    assert_wrote_nothing(tmp_path, keep={"mlflow.db", "mlruns"})  # no Optuna storage either
+    assert {r.info.run_id for r in client.search_runs([experiment_id], run_view_type=ViewType.ALL)} == before
 
 
 def test_missing_offline_data_is_a_one_line_error(tmp_path):
