@@ -77,16 +77,16 @@ def for_workers(workers: int) -> Settings:
 
 
 def _onednn_enabled() -> bool:
-    """Whether TensorFlow uses (or, not imported yet, will use) oneDNN kernels."""
-    if "tensorflow" in sys.modules:
-        try:
-            from tensorflow.python.util import _pywrap_util_port
+    """Whether TensorFlow uses oneDNN kernels; it decides once, when it is imported
+    (from the CPU's features and `TF_ENABLE_ONEDNN_OPTS`), so this imports it."""
+    import tensorflow  # noqa: F401
 
-            return bool(_pywrap_util_port.IsMklEnabled())
-        except (ImportError, AttributeError):
-            pass
-    # TensorFlow's own rule on Linux x86: on unless the variable says 0/false/off.
-    return os.environ.get(ONEDNN_ENV, "1").strip().lower() not in ("0", "false", "off")
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # not exposed by this build: its documented rule
+        return os.environ.get(ONEDNN_ENV, "1").strip().lower() not in ("0", "false", "off")
 
 
 def current() -> Settings:
@@ -107,13 +107,13 @@ def pin(settings: Settings) -> Settings:
         ExecutionError: TensorFlow was imported with the other oneDNN setting, or
             already runs with other thread counts.
     """
-    if settings.onednn != _onednn_enabled():
-        if "tensorflow" in sys.modules:
-            raise ExecutionError(
-                f"TensorFlow was imported with oneDNN {'on' if _onednn_enabled() else 'off'}; "
-                f"these settings need it {'on' if settings.onednn else 'off'} (set {ONEDNN_ENV} before it starts)"
-            )
-        os.environ.update(settings.environment())
+    if "tensorflow" not in sys.modules:
+        os.environ.update(settings.environment())  # read once, when TensorFlow is imported
+    elif settings.onednn != _onednn_enabled():
+        raise ExecutionError(
+            f"TensorFlow was imported with oneDNN {'on' if _onednn_enabled() else 'off'}; "
+            f"these settings need it {'on' if settings.onednn else 'off'} (set {ONEDNN_ENV} before it starts)"
+        )
     import tensorflow as tf
 
     now = current()
@@ -127,7 +127,10 @@ def pin(settings: Settings) -> Settings:
             f"TensorFlow in this process already runs with {now.describe()}; "
             f"{settings.describe()} need a fresh process"
         ) from None
-    return current()
+    pinned = current()
+    if pinned != settings:  # e.g. this TensorFlow build cannot turn oneDNN on
+        raise ExecutionError(f"asked for {settings.describe()}, but TensorFlow runs with {pinned.describe()}")
+    return pinned
 
 
 def ensure_pinned() -> Settings:

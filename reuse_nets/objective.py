@@ -64,7 +64,10 @@ class Objective:
 
     def _lost(self, trial, slot: int, label: str, error: Exception) -> None:
         """A storage error, not the trial's result: mark it lost, pause, let the slot be retried."""
-        lost = 1 + optuna_store.deaths(optuna_store.slot_trials(trial.study).get(slot, []))
+        try:
+            lost = 1 + optuna_store.deaths(optuna_store.slot_trials(trial.study).get(slot, []))
+        except Exception:  # the storage itself is what failed
+            lost = 1
         pause = storage_errors.backoff(lost)
         self.say(f"{label}: LOST to a storage error ({type(error).__name__}: {error}); retried after {pause:.0f} s")
         try:

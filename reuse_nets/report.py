@@ -217,6 +217,7 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
         The report folder.
     """
     import mlflow
+    from mlflow.entities import RunTag
 
     from reuse_nets import report_plots
 
@@ -233,7 +234,9 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
     note = markdown if len(markdown) <= NOTE_LIMIT else markdown[:NOTE_LIMIT] + "\n\n… (cut here: the whole report is in report/report.md)"
-    client.set_tag(parent_run_id, NOTE_TAG, note)
+    # Through log_batch: runners on several machines finishing together set it at once,
+    # and MLflow's SQL store retries that conflict only there.
+    client.log_batch(parent_run_id, tags=[RunTag(NOTE_TAG, note)])
     return str(out)
 
 

@@ -14,13 +14,17 @@ claim), else its finished trials, one table, one verdict.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import multiprocessing
 import os
+import queue as queue_module
 import random
+import re
 import time
 
-from reuse_nets import execution, provenance, tracking
+from reuse_nets import execution, interrupts, provenance, tracking
+from reuse_nets.interrupts import SHUTDOWN_GRACE
 from reuse_nets.config import TrialConfig
 from reuse_nets.data import DataSource
 from reuse_nets.names import (
@@ -38,9 +42,10 @@ from reuse_nets.names import (
 NOT_COMPARED = ("epoch_time", "throughput")
 PROJECT_KINDS = ("trial", "reproduction")
 # Outcomes of runs that stopped by a decision: re-trained to the same epoch, same end.
-STOPPED_EARLY = ("pruned", "interrupted", "died", "error")
+STOPPED_EARLY = ("pruned", "interrupted", "died", "error", "transient")
 FINISHED = ("completed", "pruned", "diverged")  # trials `reproduce_study` may pick
 EPOCH_METRIC = "loss"  # logged every epoch by every run: says how far a run got
+STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ReproduceError(Exception):
@@ -126,6 +131,11 @@ def _fetch_run(run_id: str):
     except mlflow.exceptions.MlflowException:
         raise ReproduceError(f"no MLflow run {run_id!r} in tracking store {mlflow.get_tracking_uri()}") from None
     kind = run.data.tags.get(KIND_TAG)
+    experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage == "deleted":
+        raise ReproduceError(f"run {run_id} is in deleted MLflow experiment {experiment.name!r}; restore it first")
+    if run.info.status == "RUNNING":
+        raise ReproduceError(f"run {run_id} is still RUNNING (or its process died unnoticed); reproduce it once it has ended")
     if kind == "study":
         raise ReproduceError(f"run {run_id} is a study's parent run; pass the run id of one of its trials, or --study")
     if kind not in PROJECT_KINDS:
@@ -204,7 +214,13 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
         raise ReproduceError(f"run {run.info.run_id} logged no model (it did not finish); nothing to evaluate")
     # Deterministic ops as in training: they change reduction kernels, hence rounding.
     training.seed_everything(config.seed)
-    model = tracking.load_logged_model(uri)
+    try:
+        model = tracking.load_logged_model(uri)
+    except (OSError, ValueError) as error:
+        raise ReproduceError(
+            f"run {run.info.run_id}'s model cannot be loaded by this version ({str(error).splitlines()[0]}); "
+            "models logged before the self-contained pyfunc format need the commit that logged them"
+        ) from None
     role = "test" if "test" in dataset.splits and "test_accuracy" in run.data.metrics else "validation"
     # The same trainer graph that scored the run, so that even float rounding matches.
     trainer = training.compile_for_training(model, config)
@@ -352,8 +368,13 @@ def study_runs_to_check(study: str, sample: int | None = None, seed: int = 0):
     """
     import mlflow
 
+    if not STUDY_NAME.fullmatch(study):
+        raise ReproduceError(f"{study!r} is not a study name (letters, digits, '_', '-', '.')")
     client = _client()
-    experiment = client.get_experiment_by_name(study)
+    try:
+        experiment = client.get_experiment_by_name(study)
+    except mlflow.exceptions.MlflowException as error:
+        raise ReproduceError(f"MLflow tracking store {mlflow.get_tracking_uri()} is unusable: {str(error).splitlines()[0]}") from None
     if experiment is None or experiment.lifecycle_stage == "deleted":
         raise ReproduceError(f"no MLflow experiment {study!r} in tracking store {mlflow.get_tracking_uri()}")
     parents = client.search_runs(
@@ -394,7 +415,22 @@ def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: dict)
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    answer = queue.get()
+    try:
+        while True:
+            try:
+                answer = json.loads(queue.get(timeout=1.0))
+                break
+            except queue_module.Empty:
+                if not child.is_alive() and queue.empty():
+                    raise ReproduceError(f"the process reproducing run {run_id} died (exit code {child.exitcode})") from None
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM): the child closes its run as KILLED, or is killed.
+        if child.is_alive():
+            child.terminate()
+            child.join(SHUTDOWN_GRACE)
+        if child.is_alive():
+            child.kill()
+        raise
     child.join()
     if "error" in answer:
         raise ReproduceError(answer["error"])
@@ -406,12 +442,13 @@ def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: dict)
 def _child(run_id: str, tracking_uri: str, kwargs: dict, queue) -> None:
     import mlflow
 
+    interrupts.stop_on_signals()
     mlflow.set_tracking_uri(tracking_uri)
     try:
         outcome = reproduce(run_id, say=lambda m: None, **kwargs)
-        queue.put({"outcome": dataclasses.asdict(outcome)})
+        queue.put(json.dumps({"outcome": dataclasses.asdict(outcome)}))  # JSON, not pickles, between processes
     except Exception as error:  # sent back as one line; the parent decides
-        queue.put({"error": f"{type(error).__name__}: {error}".splitlines()[0]})
+        queue.put(json.dumps({"error": f"{type(error).__name__}: {error}".splitlines()[0]}))
 
 
 def reproduce_study(
@@ -446,8 +483,10 @@ def reproduce_study(
                 settings = _settings_for(run, threads, onednn, lambda m: None)
                 say(f"  in a fresh process: it needs {settings.describe()}")
                 row.outcome = _reproduce_in_child(run.info.run_id, settings, kwargs)
-        except ReproduceError as error:
-            row.error = str(error)
+                for warning in row.outcome.warnings:
+                    say(f"  warning: {warning}")
+        except Exception as error:  # one run's problem is its row's, as in a child process
+            row.error = str(error).splitlines()[0] if isinstance(error, ReproduceError) else f"{type(error).__name__}: {error}".splitlines()[0]
         say(f"  {row.outcome.verdict() if row.outcome else 'ERROR: ' + row.error}")
         rows.append(row)
     return phase, rows

@@ -15,7 +15,7 @@ import multiprocessing
 import sys
 import time
 
-from reuse_nets import faults, optuna_store, phases, study_runs
+from reuse_nets import faults, optuna_store, phases, storage_errors, study_runs
 from reuse_nets.phases import Job
 from reuse_nets.objective import Objective
 from reuse_nets.optuna_store import SweepError, TrialFailed
@@ -41,6 +41,10 @@ class StudyResult:
     parent_run_id: str
     complete: bool  # every slot of both phases has a result
     report_dir: str | None
+
+
+STORAGE_OUTAGE_ROUNDS = 8  # failed rounds in a row (pauses 2 s, 4 s, ... ~4 min in all) before giving up
+INTERRUPTED_EXIT = 130  # a worker that stopped on a signal, its trial closed cleanly
 
 
 def _print(message: str) -> None:
@@ -85,6 +89,7 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
     optuna_store.check_identity(storage, phases.final_study_name(spec), spec.identity())
     experiment_id = study_runs.experiment_id(spec)
     parent_run_id = study_runs.ensure_parent_run(spec, experiment_id)
+    study_runs.describe_experiment(spec, experiment_id)
     say(f"study {spec.name}: {len(spec.cells())} cells; MLflow experiment {experiment_id}, parent run {parent_run_id}")
     timeout = options.timeout or spec.timeout
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -128,46 +133,70 @@ def _final_job(spec: StudySpec, storage, say) -> Job:
 
 
 def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, say, jobs, opened) -> bool:
-    """Runs `jobs` until every slot has a result; False if time ran out first."""
+    """Runs `jobs` until every slot has a result; False if time ran out first.
+
+    A transient storage error (a locked SQLite file, a dropped connection, a
+    tracking server that did not answer) pauses the round, with backoff, and the
+    next round goes on; trials it cut short are lost and retried, never failed.
+    """
     if not jobs:
         return True
     studies = {job.study_name: phases.open_job(spec, storage, job, identity_of(spec, job)) for job in jobs}
     opened.extend(studies.values())
-    max_retry = spec.execution.max_retry
-    grace = spec.execution.grace_period + spec.execution.heartbeat_interval
-    waited_since = None
+    context = (spec, options, dataset, experiment_id, parent_run_id, deadline, say, jobs, studies)
+    announced, outages = False, 0
     while True:
-        left = 0
-        for job in jobs:
-            study = studies[job.study_name]
-            closed = study_runs.reconcile(study, experiment_id, max_retry)
-            if closed:
-                say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
-            optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
-            left += optuna_store.pending(study, len(job.slots), max_retry)
-        if not left:
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        waiting = sum(len(optuna_store.trials_in(studies[j.study_name], "WAITING")) for j in jobs)
-        if waiting:
-            phase = jobs[0].phase
-            say(f"phase {phase}: {left} trial(s) to run")
-            if options.workers == 1:
-                for job in jobs:
-                    objective = Objective(spec, job, dataset, experiment_id, parent_run_id, say)
-                    _optimize(studies[job.study_name], objective, deadline)
-            else:
-                # No more processes than waiting trials (e.g. one retry after a death).
-                _run_workers(spec, options, phase, parent_run_id, deadline, min(options.workers, waiting))
-            waited_since = None
+        try:
+            state = _phase_round(*context, announce_waiting=not announced)
+        except Exception as error:
+            if not storage_errors.is_transient(error) or outages >= STORAGE_OUTAGE_ROUNDS:
+                raise
+            outages += 1
+            pause = storage_errors.backoff(outages)
+            first = (str(error).strip().splitlines() or [""])[0]
+            say(f"storage error ({type(error).__name__}: {first}); retrying in {pause:.1f} s")
+            time.sleep(pause)
             continue
-        # Only trials RUNNING elsewhere: live ones finish, dead ones go stale and retry.
-        waited_since = waited_since or time.monotonic()
-        if time.monotonic() - waited_since > grace:
-            return False
+        outages = 0
+        if isinstance(state, bool):
+            return state
+        announced = state == "waiting"
+
+
+def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline, say, jobs, studies, announce_waiting):
+    """One round: True (every slot done), False (out of time), "ran" or "waiting"."""
+    max_retry = spec.execution.max_retry
+    left = 0
+    for job in jobs:
+        study = studies[job.study_name]
+        closed = study_runs.reconcile(study, experiment_id, max_retry)
+        if closed:
+            say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
+        optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
+        left += optuna_store.pending(study, len(job.slots), max_retry)
+    if not left:
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        return False
+    waiting = sum(len(optuna_store.trials_in(studies[j.study_name], "WAITING")) for j in jobs)
+    if waiting:
+        phase = jobs[0].phase
+        say(f"phase {phase}: {left} trial(s) to run")
+        if options.workers == 1:
+            for job in jobs:
+                objective = Objective(spec, job, dataset, experiment_id, parent_run_id, say)
+                _optimize(studies[job.study_name], objective, deadline)
+        else:
+            # No more processes than waiting trials (e.g. one retry after a death).
+            _run_workers(spec, options, phase, parent_run_id, deadline, min(options.workers, waiting))
+        return "ran"
+    # Only trials RUNNING elsewhere (another worker or machine). Every storage has
+    # heartbeats: live trials finish, dead ones go stale, are failed by `reconcile`
+    # above and retried. So wait (until the deadline, if any), saying so once.
+    if announce_waiting:
         say(f"waiting for {left} trial(s) running elsewhere")
-        time.sleep(spec.execution.heartbeat_interval)
+    time.sleep(spec.execution.heartbeat_interval)
+    return "waiting"
 
 
 def _optimize(study, objective: Objective, deadline: float | None) -> None:
@@ -199,7 +228,7 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
     except KeyboardInterrupt:
         # Its trial and MLflow run are closed already (interrupted, KILLED); the
         # parent reports the interruption once, for all workers.
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
 
 
 def _work(spec_data: dict, options: SweepOptions, index: int, phase: str, parent_run_id: str, deadline: float | None) -> None:
@@ -244,7 +273,7 @@ def _run_workers(
     # A worker killed by a signal (the OOM killer's SIGKILL) lost its trial: that trial's
     # heartbeat goes stale and its slot is retried, up to execution.max_retry times. A
     # worker that exited with an error of its own (exit code > 0) points at a bug.
-    if len(failed) == len(processes) and all(code > 0 for code in failed):
+    if len(failed) == len(processes) and all(code > 0 and code != INTERRUPTED_EXIT for code in failed):
         raise SweepError(f"all {len(processes)} workers failed (exit codes {failed}); see their output above")
     if failed:
         print(f"warning: {len(failed)} worker(s) exited with codes {failed}", file=sys.stderr)

@@ -83,7 +83,7 @@ def _first_line(error: Exception) -> str:
 
 
 def experiment_id(spec: StudySpec) -> str:
-    """The study's MLflow experiment, created if absent, tagged as the study's.
+    """The study's MLflow experiment, created if absent (tagged by `describe_experiment`).
 
     Call `check_experiment` first: this one writes.
     """
@@ -101,10 +101,37 @@ def experiment_id(spec: StudySpec) -> str:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment_id = client.get_experiment_by_name(spec.name).experiment_id
-    client.set_experiment_tag(experiment_id, STUDY_TAG, spec.name)
-    if spec.description:
-        client.set_experiment_tag(experiment_id, NOTE_TAG, spec.description)
     return experiment_id
+
+
+def describe_experiment(spec: StudySpec, experiment_id: str) -> None:
+    """Marks the experiment as this study's, with its description (after `ensure_parent_run`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    _set_experiment_tag(client, experiment_id, STUDY_TAG, spec.name)
+    if spec.description:
+        _set_experiment_tag(client, experiment_id, NOTE_TAG, spec.description)
+
+
+def _set_experiment_tag(client, experiment_id: str, key: str, value: str, attempts: int = 3) -> None:
+    """Sets an experiment tag that runners on several machines may set at the same moment.
+
+    MLflow's SQL store adds a new tag with a plain INSERT, so of two runners that
+    set it at once one fails on the primary key; it then finds the value there.
+    (Run tags go through `log_batch`, whose store retries such conflicts itself.)
+    """
+    import mlflow
+
+    for attempt in range(1, attempts + 1):
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+            return
+        except mlflow.exceptions.MlflowException:
+            if client.get_experiment(experiment_id).tags.get(key) == value:
+                return  # another runner set it
+            if attempt == attempts:
+                raise
 
 
 def _parent_filter(spec: StudySpec) -> str:
@@ -133,6 +160,7 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
             this name (e.g. made with another Optuna storage); nothing is written.
     """
     import mlflow
+    from mlflow.entities import RunTag
 
     client = mlflow.MlflowClient()
     run_id = find_parent_run(spec, experiment_id)
@@ -167,9 +195,12 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
             }
             for key, value in params.items():
                 client.log_param(run_id, key, value)
-    # The latest command that (re)started the study; each trial records its own.
-    client.set_tag(run_id, provenance.COMMAND_TAG, provenance.command_line())
-    client.set_tag(run_id, provenance.LOCK_TAG, provenance.lock_hash())
+    # The latest command that (re)started the study; each trial records its own. Through
+    # log_batch: runners on several machines may set these at once (see _set_experiment_tag).
+    client.log_batch(run_id, tags=[
+        RunTag(provenance.COMMAND_TAG, provenance.command_line()),
+        RunTag(provenance.LOCK_TAG, provenance.lock_hash()),
+    ])
     client.update_run(run_id, status="RUNNING")
     client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "study.yaml")
     return run_id
@@ -199,12 +230,14 @@ def reconcile(study, experiment_id: str, max_retry: int) -> int:
         # A RUNNING trial is alive: a dead one was just failed by its stale heartbeat.
         if trial is None or trial.state.name == "RUNNING":
             continue
-        slot_deaths = optuna_store.deaths(optuna_store.slot_trials(study).get(trial.user_attrs.get(SLOT_ATTR), [trial]))
+        # Lost attempts of this slot up to this one: the last allowed one fails it for good.
+        attempts = optuna_store.slot_trials(study).get(trial.user_attrs.get(SLOT_ATTR), [trial])
+        lost = optuna_store.deaths([t for t in attempts if t.number <= trial.number])
         reason = DIED_REASON
-        if slot_deaths > max_retry:
+        if lost > max_retry:
             reason = (
-                f"failed for good: the trial's process died (no heartbeat) {slot_deaths} times, "
-                f"the first attempt and all execution.max_retry={max_retry} retries; the study goes on without it"
+                f"failed for good: {lost} attempts lost (process died or storage error), the first and all "
+                f"execution.max_retry={max_retry} retries; the study goes on without it"
             )
         tracking.close_run(client, run.info.run_id, "died", reason)
         closed += 1

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,8 @@ OUTCOMES = {
 }
 REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
 MODEL_ARTIFACT = "model"
+INPUT_ATTEMPTS = 3
+UNIQUE_RACE = ("duplicate key value violates unique constraint", "unique constraint failed")  # PostgreSQL, SQLite
 KERAS_FILE = "model.keras"
 KERAS_ARTIFACT = "keras_model"  # as in pyfunc_model.KERAS_ARTIFACT (that file is not importable)
 INPUT_EXAMPLE_SIZE = 4
@@ -96,7 +99,17 @@ def _log_dataset_inputs(dataset: Dataset) -> None:
     for role, expr in dataset.splits.items():
         source = HTTPDatasetSource(url=f"https://www.tensorflow.org/datasets/catalog/{dataset.name}")
         meta = MetaDataset(source=source, name=f"{dataset.name}:{dataset.version}:{expr}", digest=dataset.digest)
-        mlflow.log_input(meta, context=contexts[role], tags={"tfds.split": expr, "tfds.version": dataset.version})
+        for attempt in range(1, INPUT_ATTEMPTS + 1):
+            try:
+                mlflow.log_input(meta, context=contexts[role], tags={"tfds.split": expr, "tfds.version": dataset.version})
+                break
+            except mlflow.exceptions.MlflowException as error:
+                # Two runs (other workers or machines) logging the same new dataset at once:
+                # MLflow inserts it from both, the database refuses the second, and the
+                # next attempt finds it there. Anything else is a real error.
+                if attempt == INPUT_ATTEMPTS or not any(p in str(error).lower() for p in UNIQUE_RACE):
+                    raise
+                time.sleep(0.2 * attempt)
 
 
 def _log_model(model, dataset: Dataset) -> str:
@@ -195,11 +208,15 @@ def close_run(client, run_id: str, outcome: str, reason: str | None = None) -> N
     The status and the mirrored Optuna state follow from `outcome` (see
     `OUTCOMES`), so the two can never disagree.
     """
+    from mlflow.entities import RunTag
+
     status, state = OUTCOMES[outcome]
-    client.set_tag(run_id, OUTCOME_TAG, outcome)
-    client.set_tag(run_id, STATE_TAG, state)
+    tags = [RunTag(OUTCOME_TAG, outcome), RunTag(STATE_TAG, state)]
     if reason:
-        client.set_tag(run_id, REASON_TAG, reason[:REASON_LIMIT])
+        tags.append(RunTag(REASON_TAG, reason[:REASON_LIMIT]))
+    # One batch: runners on several machines may close the same dead run at once, and
+    # MLflow's SQL store retries such a conflict on a new tag only in log_batch.
+    client.log_batch(run_id, tags=tags)
     client.set_terminated(run_id, status=status)
 
 

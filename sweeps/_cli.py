@@ -64,7 +64,10 @@ def tag_project_run(tags: dict) -> None:
             client.set_tag(PROJECT_RUN_ID, key, str(value))
 
 
-def main_guard(main) -> int:
+SWEEP_INTERRUPTED = "interrupted: running trials were closed (MLflow runs KILLED); re-run the same command to resume"
+
+
+def main_guard(main, interrupted: str = SWEEP_INTERRUPTED) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
     from reuse_nets.data import DataError
     from reuse_nets.execution import ExecutionError
@@ -81,5 +84,5 @@ def main_guard(main) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: running trials were closed (MLflow runs KILLED); re-run the same command to resume", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130

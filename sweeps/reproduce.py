@@ -73,4 +73,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.main_guard(main))
+    sys.exit(_cli.main_guard(main, "interrupted: the reproduction run was closed as KILLED"))

@@ -448,6 +448,7 @@ def test_outcomes_map_to_status_and_optuna_state():
         "error": ("FAILED", "FAIL"),
         "interrupted": ("KILLED", "FAIL"),
         "died": ("FAILED", "FAIL"),
+        "transient": ("FAILED", "FAIL"),  # a storage error cut it short: lost, retried
     }
 
 
@@ -475,3 +476,38 @@ def test_tag_names_are_defined_once_in_names():
         assert getattr(tracking, name) is getattr(names, name), name
     assert names.STATE_TAG == "optuna.trial_state"
     assert names.OUTCOME_TAG == "reuse_nets.outcome"
+
+
+def test_a_dataset_logged_by_two_runs_at_once_is_retried_not_failed(tracking_store, fashion_mnist, monkeypatch):
+    # Regression (two runners on PostgreSQL): both inserted the same new dataset, the
+    # second insert hit "duplicate key ... dataset_pk", and a grid point was lost.
+    real, calls = mlflow.log_input, {"n": 0}
+
+    def racing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise mlflow.exceptions.MlflowException(
+                '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run(experiment_id=new_experiment()) as run:
+        tracking._log_dataset_inputs(fashion_mnist)
+    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert calls["n"] == len(fashion_mnist.splits) + 1
+    assert len(inputs) == len(fashion_mnist.splits)
+
+
+def test_a_real_mlflow_error_while_logging_inputs_is_not_retried(tracking_store, fashion_mnist, monkeypatch):
+    calls = {"n": 0}
+
+    def refusing(*args, **kwargs):
+        calls["n"] += 1
+        raise mlflow.exceptions.MlflowException("Invalid dataset name")
+
+    monkeypatch.setattr(mlflow, "log_input", refusing)
+    with mlflow.start_run(experiment_id=new_experiment()):
+        with pytest.raises(mlflow.exceptions.MlflowException, match="Invalid dataset name"):
+            tracking._log_dataset_inputs(fashion_mnist)
+    assert calls["n"] == 1

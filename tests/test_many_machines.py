@@ -1,0 +1,345 @@
+"""Two runners on "two machines" share one study through a real PostgreSQL server
+(the Optuna storage and MLflow's backend store) and a real `mlflow server`.
+
+Each runner works in a directory of its own, as on another machine; both are
+started at the same moment, so they race for everything a study creates (Optuna's
+tables, the MLflow experiment, the parent run, the slots). The stores must then
+hold each wanted point exactly once, under one parent run, with every run closed.
+
+PostgreSQL runs from the server binaries of the machine image (Debian's
+`postgresql` package; installed with apt only if they are missing), as the
+`postgres` user when the tests run as root, which initdb refuses. Everything
+binds to 127.0.0.1.
+"""
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import mlflow
+import optuna
+import psycopg
+import pytest
+from mlflow.entities import ViewType
+
+import reuse_nets.layers  # noqa: F401  (registers the layers a logged model holds)
+from reuse_nets import study_files
+from reuse_nets.studies import Cell
+from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
+
+pytestmark = pytest.mark.slow
+
+HOST = "127.0.0.1"
+STUDY = "smoke"
+SERVER_START_TIMEOUT = 180  # seconds; `mlflow server` takes about 25 on 2 idle cores
+RUNNERS_TIMEOUT = 420  # seconds for both runners together
+# The study as run on both machines: smoke (8 cells, one final seed) on SMALL_DATA,
+# with smoke's short heartbeat grace (8 s): a runner whose own share is done keeps
+# waiting for the live trials of the other (regression: it once gave up after
+# grace_period + heartbeat_interval seconds and left the study incomplete).
+OVERRIDES = SMALL_DATA
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def postgres_bin_dir() -> Path:
+    """The newest PostgreSQL server binaries on this machine; apt-installed if there are none."""
+
+    def find() -> Path | None:
+        found = sorted(
+            (d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "initdb").exists()),
+            key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        )
+        if found:
+            return found[-1]
+        initdb = shutil.which("initdb")
+        return Path(initdb).resolve().parent if initdb else None
+
+    if (found := find()) is not None:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        if (found := find()) is not None:
+            return found
+    pytest.fail(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found under /usr/lib/postgresql/*/bin "
+        "or on PATH, and `apt-get install postgresql` did not provide them; this test needs a PostgreSQL server"
+    )
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temporary directory, on 127.0.0.1 only."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        # initdb refuses root: the server then runs as `postgres` (Debian's package makes
+        # it), else `nobody`, in a directory of its own under /tmp (pytest's is root-only).
+        self.user = None
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                try:
+                    self.user = pwd.getpwnam(name)
+                    break
+                except KeyError:
+                    continue
+            assert self.user is not None, "running as root, and neither user postgres nor nobody exists"
+        self.root = Path(tempfile.mkdtemp(prefix="reuse-nets-pg-"))
+        if self.user is not None:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        drop = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.root)}
+        return subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]], cwd=self.root, env=env, capture_output=True, text=True,
+            timeout=120, **drop,
+        )
+
+    def check(self, result: subprocess.CompletedProcess, what: str) -> None:
+        if result.returncode != 0:
+            log = self.log.read_text()[-3000:] if self.log.exists() else ""
+            pytest.fail(f"PostgreSQL {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}")
+
+    def start(self) -> None:
+        initdb = ("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+        self.check(self.command(*initdb), "initdb")
+        options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories={self.root}"
+        start = ("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
+        self.check(self.command(*start), "start")
+        with psycopg.connect(host=HOST, port=self.port, user="postgres", dbname="postgres", autocommit=True) as connection:
+            for name in ("optuna", "mlflow"):
+                connection.execute(f"CREATE DATABASE {name}")
+
+    def url(self, database: str) -> str:
+        # SQLAlchemy 2 picks psycopg (3) only when told: plain postgresql:// means psycopg2.
+        return f"postgresql+psycopg://postgres@{HOST}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            result = self.command("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+            if result.returncode != 0 and (self.data / "postmaster.pid").exists():
+                os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres(postgres_bin_dir())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+# --- MLflow tracking server ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` with PostgreSQL as backend store and a local artifact store it serves."""
+    directory = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port), "--workers", "1",
+        "--backend-store-uri", postgres.url("mlflow"), "--artifacts-destination", str(directory / "artifacts"),
+    ]
+    log = directory / "server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=directory, stdout=out, stderr=subprocess.STDOUT, env=runner_env(), start_new_session=True
+        )
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer /health in {SERVER_START_TIMEOUT} s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        stop_group(process, grace=20)
+
+
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process group (a server and its workers), SIGKILL after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    with _ignore_lookup():
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with _ignore_lookup():
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class _ignore_lookup:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        return kind is ProcessLookupError
+
+
+# --- Two machines, one study ----------------------------------------------------------------
+
+# One completed trial, as the runner prints it: "final CELL slot S (trial N, ...): val_accuracy=V".
+DONE_LINE = re.compile(r"^final (?P<cell>\S+) slot \d+ \(trial (?P<trial>\d+),.*\): val_accuracy=", re.MULTILINE)
+PARENT_LINE = re.compile(r"MLflow experiment (\w+), parent run (\w+)")
+
+
+def start_runner(directory: Path, storage: str, tracking_uri: str) -> tuple[subprocess.Popen, Path, Path]:
+    directory.mkdir()
+    command = [sys.executable, str(RUNNER), "--study", STUDY, "--manual-dir", MANUAL_DIR]
+    command += ["--storage", storage, "--tracking-uri", tracking_uri]
+    for override in OVERRIDES:
+        command += ["--set", override]
+    stdout, stderr = directory / "stdout.txt", directory / "stderr.txt"
+    with open(stdout, "w") as out, open(stderr, "w") as err:
+        process = subprocess.Popen(command, cwd=directory, stdout=out, stderr=err, env=runner_env(), start_new_session=True)
+    return process, stdout, stderr
+
+
+def cell_key(spec, trial) -> str:
+    """The cell of a final trial, from the compared values it ran with."""
+    return Cell(values={name: trial.params[name] for name in spec.compare}).key
+
+
+def explain(name: str, process: subprocess.Popen, stdout: Path, stderr: Path) -> str:
+    return (
+        f"{name}: exit {process.returncode}\n--- stdout ---\n{stdout.read_text()[-4000:]}\n"
+        f"--- stderr ---\n{stderr.read_text()[-4000:]}"
+    )
+
+
+def test_two_runners_on_two_machines_share_one_study(postgres, mlflow_server, tmp_path, fashion_mnist):
+    # `fashion_mnist` prepares the TFDS data once, before the runners share its directory.
+    storage = postgres.url("optuna")
+    machines = {name: start_runner(tmp_path / name, storage, mlflow_server) for name in ("machine-1", "machine-2")}
+    deadline = time.monotonic() + RUNNERS_TIMEOUT
+    try:
+        for process, _, _ in machines.values():
+            process.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for process, _, _ in machines.values():
+            stop_group(process, grace=30)
+        pytest.fail("runners timed out:\n" + "\n".join(explain(n, *m) for n, m in machines.items()))
+    for name, (process, stdout, stderr) in machines.items():
+        assert process.returncode == 0, explain(name, process, stdout, stderr)
+        assert f"study {STUDY}: complete" in stdout.read_text(), explain(name, process, stdout, stderr)
+
+    # Optuna: every wanted (cell, seed) point COMPLETE exactly once, nothing left running.
+    spec = study_files.load_study(STUDY, list(OVERRIDES))
+    cells = {cell.key: cell for cell in spec.cells()}
+    wanted = {(key, seed) for key in cells for seed in spec.final.seeds}
+    final = optuna.load_study(study_name=f"{STUDY}:final", storage=storage)
+    trials = final.get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    points = []
+    for trial in complete:
+        key = cell_key(spec, trial)
+        assert trial.params == {**cells[key].values, "seed": trial.params["seed"]}, (trial.number, trial.params)
+        points.append((key, trial.params["seed"]))
+    assert len(points) == len(set(points)), f"a point ran twice: {sorted(points)}"
+    assert set(points) == wanted
+    states = [(t.number, t.state.name, t.user_attrs.get("outcome")) for t in trials]
+    assert not [s for s in states if s[1] in ("RUNNING", "WAITING")], states
+    # Anything else is a slot both runners enqueued, given up before it trained.
+    assert all(s[2] in ("duplicate", "unused") for s in states if s[1] != "COMPLETE"), states
+
+    # Both machines did part of the work, and no trial was done by both.
+    done = {name: {int(m["trial"]) for m in DONE_LINE.finditer(stdout.read_text())} for name, (_, stdout, _) in machines.items()}
+    assert all(done.values()), f"a runner completed no trial: {done}"
+    assert not set.intersection(*done.values()), done
+    assert set.union(*done.values()) == {t.number for t in complete}, done
+
+    # MLflow, asked through the tracking server: one experiment, one parent run, every run closed.
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    active = [r for r in runs if r.info.lifecycle_stage == "active"]
+    parents = [r for r in active if r.data.tags.get("reuse_nets.kind") == "study"]
+    assert len(parents) == 1, [(r.info.run_id, r.info.start_time) for r in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    # Both runners logged under that parent run ("MLflow experiment E, parent run P").
+    for name, (process, stdout, stderr) in machines.items():
+        used = set(PARENT_LINE.findall(stdout.read_text()))
+        assert used == {(experiment.experiment_id, parent.info.run_id)}, (name, used)
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    # A runner that lost the race for the parent run deleted its own, before any trial.
+    deleted = [r for r in runs if r.info.lifecycle_stage != "active"]
+    assert all(r.data.tags.get("reuse_nets.kind") == "study" for r in deleted), [r.data.tags for r in deleted]
+    children = [r for r in active if r.data.tags.get("reuse_nets.kind") == "trial"]
+    assert len(active) == len(children) + 1
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    assert sorted(by_run) == sorted(r.info.run_id for r in children)  # one run per trial that trained
+    for run in children:
+        trial = by_run[run.info.run_id]
+        tags = run.data.tags
+        assert run.info.status == "FINISHED", (run.info.run_id, run.info.status, tags.get("reuse_nets.failure_reason"))
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["optuna.study_name"] == f"{STUDY}:final"
+        assert tags["optuna.trial_number"] == str(trial.number)
+        assert tags["optuna.trial_state"] == trial.state.name
+        assert tags["reuse_nets.cell"] == cell_key(spec, trial)
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Artifacts went through the server's artifact proxy: a model loads back, the report is there.
+    # (A `models:/` URI resolves through the process's global tracking URI, so: its location.)
+    logged = client.get_logged_model(children[0].data.tags["reuse_nets.model_uri"].removeprefix("models:/"))
+    assert logged.artifact_location.startswith("mlflow-artifacts:"), logged.artifact_location
+    folder = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.artifact_location, dst_path=str(tmp_path / "model"), tracking_uri=mlflow_server
+    ))
+    assert keras.saving.load_model(folder / "artifacts" / "model.keras", safe_mode=True).output_shape == (None, 10)
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_the_logged_command_hides_url_passwords(monkeypatch):
+    """Runners on other machines name servers on the command line; its tag is readable by all."""
+    from reuse_nets import provenance
+
+    monkeypatch.setattr(sys, "argv", [
+        "sweeps/run.py", "--storage", "postgresql+psycopg://alice:s3cr%40t@db.example:5432/optuna",
+        "--tracking-uri=http://bob:hunter2@mlflow.example:5000", "--set", "name=a:b@c",
+    ])
+    command = provenance.command_line()
+    assert "s3cr" not in command and "hunter2" not in command, command
+    assert "postgresql+psycopg://alice:***@db.example:5432/optuna" in command
+    assert "--tracking-uri=http://bob:***@mlflow.example:5000" in command
+    assert "name=a:b@c" in command  # not a URL: left alone
