@@ -49,7 +49,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from reuse_nets import reproduce, tracking
+    from reuse_nets import reproduce, reproduce_study, tracking
 
     args = parse_args(argv)
     tracking.set_tracking_uri(args.tracking_uri)
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
         source=_cli.data_source(args), tolerance=args.tolerance, strict=args.strict, threads=args.threads, onednn=onednn
     )
     if args.study:
-        _, rows = reproduce.reproduce_study(args.study, sample=args.sample, seed=args.sample_seed, **common)
-        print(reproduce.study_table(rows))
+        _, rows = reproduce_study.reproduce_study(args.study, sample=args.sample, seed=args.sample_seed, **common)
+        print(reproduce_study.study_table(rows))
         agree = all(row.agree for row in rows)
         _cli.tag_project_run({"reuse_nets.reproduces_study": args.study, "reuse_nets.agree": agree})
         return 0 if agree else 1
