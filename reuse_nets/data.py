@@ -61,33 +61,47 @@ class Dataset:
     arrays: dict[str, tuple[np.ndarray, np.ndarray]]
     digest: str
     data_dir: str
+    _tensor_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def num_examples(self, role: str) -> int:
         return len(self.arrays[role][1])
 
     def pipeline(self, role: str, batch_size: int, seed: int | None = None):
         """A `tf.data` pipeline over one split: shuffled with `seed` if given, batched,
-        scaled to [0, 1] float32, prefetched."""
+        scaled to [0, 1] float32, prefetched.
+
+        The split stays in memory as one tensor; the pipeline shuffles and batches
+        indices and gathers each batch in one op. It yields the same batches as
+        shuffling the examples themselves (`shuffle` permutes by position, whatever
+        the elements), without copying every image through the shuffle buffer.
+        """
         import tensorflow as tf
 
-        images, labels = self.arrays[role]
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        images, labels = self._tensors(role)
+        ds = tf.data.Dataset.range(len(self.arrays[role][1]))
         if seed is not None:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(self.arrays[role][1]), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
-        # Scale after batching: one vectorised op per batch instead of per image.
-        ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        def gather_and_scale(indices):
+            # Scale after batching: one vectorised op per batch instead of per image.
+            return tf.cast(tf.gather(images, indices), tf.float32) / 255.0, tf.gather(labels, indices)
+
+        ds = ds.map(gather_and_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _tensors(self, role: str):
+        """One split as TensorFlow tensors, made once per process."""
+        import tensorflow as tf
+
+        if role not in self._tensor_cache:
+            images, labels = self.arrays[role]
+            self._tensor_cache[role] = (tf.constant(images), tf.constant(labels))
+        return self._tensor_cache[role]
 
     def sample(self, role: str, count: int) -> np.ndarray:
         """The first `count` inputs of a split, scaled as the pipeline scales them."""
         return self.arrays[role][0][:count].astype("float32") / 255.0
-
-
-def _scale(images, labels):
-    import tensorflow as tf
-
-    return tf.cast(images, tf.float32) / 255.0, labels
 
 
 def resolve_splits(available: list[str], splits: Splits) -> dict[str, str]:

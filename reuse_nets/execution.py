@@ -7,6 +7,10 @@ a run is bit-exact only under the same settings: every trial pins them
 explicitly (never "TensorFlow's default", which depends on the machine), logs
 them as tags, and `reproduce` applies the logged ones whatever this machine's
 core count.
+
+XLA (`jit_compile`) is one of these settings: it fuses the training step into
+fewer, faster kernels, which round differently from TensorFlow's own, and is
+deterministic on CPU for a given thread count (checked by the tests).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # read by TensorFlow once, when it is impo
 INTRA_TAG = TAG_PREFIX + "exec.intra_op_threads"
 INTER_TAG = TAG_PREFIX + "exec.inter_op_threads"
 ONEDNN_TAG = TAG_PREFIX + "exec.onednn"
+XLA_TAG = TAG_PREFIX + "exec.xla"
 CORES_TAG = TAG_PREFIX + "exec.machine_cores"
 MAX_INTER_OP_THREADS = 2  # independent ops per step are few; more threads only contend
 
@@ -34,11 +39,12 @@ class Settings:
     intra_op_threads: int
     inter_op_threads: int
     onednn: bool
+    xla: bool = False  # compile training steps with XLA (Keras `jit_compile`)
 
     def describe(self) -> str:
         return (
             f"{self.intra_op_threads} intra-op / {self.inter_op_threads} inter-op threads, "
-            f"oneDNN {'on' if self.onednn else 'off'}"
+            f"oneDNN {'on' if self.onednn else 'off'}, XLA {'on' if self.xla else 'off'}"
         )
 
     def tags(self) -> dict[str, str]:
@@ -46,14 +52,17 @@ class Settings:
             INTRA_TAG: str(self.intra_op_threads),
             INTER_TAG: str(self.inter_op_threads),
             ONEDNN_TAG: str(self.onednn).lower(),
+            XLA_TAG: str(self.xla).lower(),
             CORES_TAG: str(machine_cores()),
         }
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> "Settings | None":
-        """The settings a run logged; None for runs older than these tags."""
+        """The settings a run logged; None for runs older than these tags.
+
+        Runs logged before the XLA tag existed trained without XLA."""
         try:
-            return cls(int(tags[INTRA_TAG]), int(tags[INTER_TAG]), tags[ONEDNN_TAG] == "true")
+            return cls(int(tags[INTRA_TAG]), int(tags[INTER_TAG]), tags[ONEDNN_TAG] == "true", tags.get(XLA_TAG) == "true")
         except (KeyError, ValueError):
             return None
 
@@ -70,10 +79,15 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def for_workers(workers: int) -> Settings:
+def threads_per_worker(workers: int) -> int:
+    """Intra-op threads each of `workers` processes sharing this machine's cores gets."""
+    return max(1, machine_cores() // workers)
+
+
+def for_workers(workers: int, xla: bool = False) -> Settings:
     """The settings each of `workers` processes sharing this machine's cores pins."""
-    threads = max(1, machine_cores() // workers)
-    return Settings(threads, min(threads, MAX_INTER_OP_THREADS), _onednn_enabled())
+    threads = threads_per_worker(workers)
+    return Settings(threads, min(threads, MAX_INTER_OP_THREADS), _onednn_enabled(), xla)
 
 
 def _onednn_enabled() -> bool:
@@ -89,6 +103,11 @@ def _onednn_enabled() -> bool:
         return os.environ.get(ONEDNN_ENV, "1").strip().lower() not in ("0", "false", "off")
 
 
+# XLA is not a TensorFlow process setting but a compile option: this process's
+# choice, set by `pin` and read by `training.compile_for_training`.
+_xla = False
+
+
 def current() -> Settings:
     """What this process runs with now (0 threads means TensorFlow's default: unpinned)."""
     import tensorflow as tf
@@ -97,6 +116,7 @@ def current() -> Settings:
         tf.config.threading.get_intra_op_parallelism_threads(),
         tf.config.threading.get_inter_op_parallelism_threads(),
         _onednn_enabled(),
+        _xla,
     )
 
 
@@ -116,6 +136,7 @@ def pin(settings: Settings) -> Settings:
         )
     import tensorflow as tf
 
+    global _xla
     now = current()
     try:
         if now.intra_op_threads != settings.intra_op_threads:
@@ -127,6 +148,7 @@ def pin(settings: Settings) -> Settings:
             f"TensorFlow in this process already runs with {now.describe()}; "
             f"{settings.describe()} need a fresh process"
         ) from None
+    _xla = settings.xla
     pinned = current()
     if pinned != settings:  # e.g. this TensorFlow build cannot turn oneDNN on
         raise ExecutionError(f"asked for {settings.describe()}, but TensorFlow runs with {pinned.describe()}")
@@ -139,6 +161,6 @@ def ensure_pinned() -> Settings:
     if now.intra_op_threads and now.inter_op_threads:
         return now
     try:
-        return pin(for_workers(1))
+        return pin(for_workers(1, now.xla))
     except ExecutionError:
         return now  # TensorFlow started unpinned: recorded as 0 threads, and `reproduce` says so

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
 
 from reuse_nets import faults, optuna_store, storage_errors, studies, tracking, training
 from reuse_nets.names import (
@@ -47,8 +46,10 @@ class PruningHook:
 class Objective:
     """Trains the config of one trial of `job` under a nested MLflow run."""
 
-    def __init__(self, spec: StudySpec, job: Job, dataset, experiment_id: str, parent_run_id: str, say: Callable):
-        self.spec, self.job, self.dataset, self.say = spec, job, dataset, say
+    def __init__(self, spec: StudySpec, job: Job, dataset, experiment_id: str, parent_run_id: str, progress):
+        """`progress`: where lines and epochs go, a `progress.Progress` or `WorkerLines`."""
+        self.spec, self.job, self.dataset = spec, job, dataset
+        self.progress, self.say = progress, progress.say
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
 
     def config_of(self, trial, cell: Cell):
@@ -95,11 +96,11 @@ class Objective:
 
         def progress(epoch: int, metrics: dict) -> None:
             faults.point("epoch", f"{where} epoch {epoch}")
-            self.say(
-                f"  trial {trial.number} epoch {epoch}/{config.epochs}: loss={metrics['loss']:.4f} "
-                f"{metric}={metrics.get(metric, float('nan')):.4f} ({metrics['epoch_time']:.1f}s)"
-            )
+            scores = f"loss={metrics['loss']:.4f} {metric}={metrics.get(metric, float('nan')):.4f}"
+            line = f"  trial {trial.number} epoch {epoch}/{config.epochs}: {scores} ({metrics['epoch_time']:.1f}s)"
+            self.progress.epoch(epoch, line, scores)
 
+        self.progress.trial(f"trial {trial.number}", config.epochs)
         hooks = (PruningHook(trial, metric), progress) if self.job.phase == "tune" else (progress,)
         tags = {
             STUDY_TAG: self.spec.name,

@@ -123,7 +123,7 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
         f"objective {spec.objective.direction} {spec.objective.metric}; report on {spec.objective.test_metric}, "
         f"{spec.contrast} compared with {spec.baseline!r}",
         f"storage {storage_url}; MLflow tracking {tracking_uri or 'MLflow default (MLFLOW_TRACKING_URI or sqlite:///mlflow.db)'}",
-        f"workers {workers} x {threads} TensorFlow threads",
+        f"workers {workers} x {threads} TensorFlow threads, XLA {'on' if spec.execution.xla else 'off'}",
     ]
     if spec.tune:
         tune = spec.tune

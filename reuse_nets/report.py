@@ -9,10 +9,10 @@ words, and plots (isolation, paired differences, gradient norm vs depth).
 
 from __future__ import annotations
 
-import html
+import urllib.parse
 from pathlib import Path
 
-from reuse_nets import analysis, optuna_store, phases
+from reuse_nets import analysis, optuna_store, phases, report_html
 from reuse_nets.analysis import FinalRun
 from reuse_nets.names import (
     CELL_TAG,
@@ -210,8 +210,13 @@ def build_markdown(spec: StudySpec, runs: list[FinalRun], budget: list[dict], se
     return "\n".join(lines) + "\n"
 
 
+def artifact_link(run_id: str, path: str) -> str:
+    """A link to a run's artifact, relative to the MLflow UI's server (its `get-artifact` route)."""
+    return "get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
+
+
 def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPORT_ROOT) -> str:
-    """Writes `reports/<study>/report.{md,html}` and PNGs; logs them to the parent run.
+    """Writes `reports/<study>/report.{md,html}` and PNGs (see `report_html`); logs them to the parent run.
 
     Returns:
         The report folder.
@@ -230,21 +235,14 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     images = report_plots.write_plots(spec, runs, out) if runs else []
     markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
     (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(_html(spec.name, markdown, images))
+    report_html.write_html(spec, storage, markdown, selection, out)
     client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
+    # Its plots point at the logged copies, served by the UI's own server.
+    for name in images:
+        markdown = markdown.replace(f"]({name})", f"]({artifact_link(parent_run_id, 'report/' + name)})")
     note = markdown if len(markdown) <= NOTE_LIMIT else markdown[:NOTE_LIMIT] + "\n\n… (cut here: the whole report is in report/report.md)"
     # Through log_batch: runners on several machines finishing together set it at once,
     # and MLflow's SQL store retries that conflict only there.
     client.log_batch(parent_run_id, tags=[RunTag(NOTE_TAG, note)])
     return str(out)
-
-
-def _html(title: str, markdown: str, images: list[str]) -> str:
-    body = "\n".join(
-        f"<p>{html.escape(line)}</p>" if not line.startswith("|") else f"<pre>{html.escape(line)}</pre>"
-        for line in markdown.splitlines()
-        if line and not line.startswith("![")
-    )
-    pictures = "\n".join(f'<figure><img src="{n}" alt="{n}"><figcaption>{n}</figcaption></figure>' for n in images)
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>{body}{pictures}</body></html>"

@@ -10,12 +10,17 @@ failed for good. Re-running the same command resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import multiprocessing
+import multiprocessing.connection
 import sys
 import time
+from pathlib import Path
 
 from reuse_nets import faults, optuna_store, phases, storage_errors, study_runs
+from reuse_nets.progress import Progress, WorkerLines
 from reuse_nets.phases import Job
 from reuse_nets.objective import Objective
 from reuse_nets.optuna_store import SweepError, TrialFailed
@@ -31,6 +36,7 @@ class SweepOptions:
     timeout: float | None = None  # seconds for this invocation; default the spec's
     workers: int = 1
     data: object = None  # a data.DataSource; None: TFDS defaults
+    reports: str | None = None  # folder of report folders; None: report.REPORT_ROOT (./reports)
     verbose: bool = True
 
 
@@ -43,12 +49,9 @@ class StudyResult:
     report_dir: str | None
 
 
+PROGRESS_POLL = 2.0  # seconds between the parent's counts of finished trials, with workers
 STORAGE_OUTAGE_ROUNDS = 8  # failed rounds in a row (pauses 2 s, 4 s, ... ~4 min in all) before giving up
 INTERRUPTED_EXIT = 130  # a worker that stopped on a signal, its trial closed cleanly
-
-
-def _print(message: str) -> None:
-    print(message, flush=True)
 
 
 def identity_of(spec: StudySpec, job: Job) -> dict:
@@ -64,21 +67,24 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
     """
     from reuse_nets import data, execution, report, tracking
 
-    say = _print if options.verbose else (lambda m: None)
+    progress = Progress(enabled=options.verbose)
+    say = progress.say
     if options.workers < 1:
         raise SweepError(f"--workers must be at least 1, got {options.workers}")
     if options.workers == 1:
         # Thread counts change rounding: pinned (and logged on every run), never left
         # to TensorFlow's machine-dependent default. Workers pin their own share.
         try:
-            execution.pin(execution.for_workers(1))
+            execution.pin(execution.for_workers(1, spec.execution.xla))
         except execution.ExecutionError as error:
             raise SweepError(str(error)) from None
     # Writes nothing; check_experiment below may create the MLflow store.
     optuna_store.check_storage(options.storage)
     # Before anything is written: a data problem must leave no runs behind. With
     # workers this also prepares the dataset once, before they start.
-    dataset = data.load(spec.base.dataset, options.data or data.DataSource())
+    say(f"loading {spec.base.dataset.name} (prepared on first use)")
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its preparation steps
+        dataset = data.load(spec.base.dataset, options.data or data.DataSource())
     faults.point("data", spec.name)
     tracking.set_tracking_uri(options.tracking_uri)
     study_runs.check_experiment(spec)
@@ -93,7 +99,7 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
     say(f"study {spec.name}: {len(spec.cells())} cells; MLflow experiment {experiment_id}, parent run {parent_run_id}")
     timeout = options.timeout or spec.timeout
     deadline = None if timeout is None else time.monotonic() + timeout
-    context = (spec, options, storage, dataset, experiment_id, parent_run_id, deadline, say)
+    context = (spec, options, storage, dataset, experiment_id, parent_run_id, deadline, progress)
     opened: list = []
     try:
         complete = _run_phase(*context, tune_jobs, opened)
@@ -105,11 +111,13 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
             study_runs.reconcile(study, experiment_id, spec.execution.max_retry)
         study_runs.close_parent(parent_run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
+    finally:
+        progress.close()
     report_dir = None
     try:
         if optuna_store.load_existing(storage, phases.final_study_name(spec)) is not None:
             faults.point("report", spec.name)
-            report_dir = report.write_report(spec, storage, parent_run_id)
+            report_dir = report.write_report(spec, storage, parent_run_id, *([Path(options.reports)] if options.reports else []))
     except BaseException:
         study_runs.close_parent(parent_run_id, "FAILED")
         raise
@@ -132,7 +140,7 @@ def _final_job(spec: StudySpec, storage, say) -> Job:
     return phases.final_job(spec, selection)
 
 
-def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, say, jobs, opened) -> bool:
+def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, progress, jobs, opened) -> bool:
     """Runs `jobs` until every slot has a result; False if time ran out first.
 
     A transient storage error (a locked SQLite file, a dropped connection, a
@@ -143,7 +151,9 @@ def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, de
         return True
     studies = {job.study_name: phases.open_job(spec, storage, job, identity_of(spec, job)) for job in jobs}
     opened.extend(studies.values())
-    context = (spec, options, dataset, experiment_id, parent_run_id, deadline, say, jobs, studies)
+    progress.phase(jobs[0].phase, sum(len(job.slots) for job in jobs))
+    say = progress.say
+    context = (spec, options, dataset, experiment_id, parent_run_id, deadline, progress, jobs, studies)
     announced, outages = False, 0
     while True:
         try:
@@ -163,9 +173,10 @@ def _run_phase(spec, options, storage, dataset, experiment_id, parent_run_id, de
         announced = state == "waiting"
 
 
-def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline, say, jobs, studies, announce_waiting):
+def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline, progress, jobs, studies, announce_waiting):
     """One round: True (every slot done), False (out of time), "ran" or "waiting"."""
     max_retry = spec.execution.max_retry
+    say = progress.say
     left = 0
     for job in jobs:
         study = studies[job.study_name]
@@ -174,6 +185,7 @@ def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline,
             say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
         optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
         left += optuna_store.pending(study, len(job.slots), max_retry)
+    progress.update(sum(len(job.slots) for job in jobs) - left)
     if not left:
         return True
     if deadline is not None and time.monotonic() >= deadline:
@@ -182,13 +194,18 @@ def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline,
     if waiting:
         phase = jobs[0].phase
         say(f"phase {phase}: {left} trial(s) to run")
+
+        def count() -> None:  # progress counts what the storage holds, whoever ran it
+            with contextlib.suppress(Exception):  # a storage hiccup only delays the count
+                progress.update(_done(spec, jobs, studies))
+
         if options.workers == 1:
             for job in jobs:
-                objective = Objective(spec, job, dataset, experiment_id, parent_run_id, say)
-                _optimize(studies[job.study_name], objective, deadline)
+                objective = Objective(spec, job, dataset, experiment_id, parent_run_id, progress)
+                _optimize(studies[job.study_name], objective, deadline, count)
         else:
             # No more processes than waiting trials (e.g. one retry after a death).
-            _run_workers(spec, options, phase, parent_run_id, deadline, min(options.workers, waiting))
+            _run_workers(spec, options, phase, parent_run_id, deadline, min(options.workers, waiting), count)
         return "ran"
     # Only trials RUNNING elsewhere (another worker or machine). Every storage has
     # heartbeats: live trials finish, dead ones go stale, are failed by `reconcile`
@@ -199,10 +216,17 @@ def _phase_round(spec, options, dataset, experiment_id, parent_run_id, deadline,
     return "waiting"
 
 
-def _optimize(study, objective: Objective, deadline: float | None) -> None:
+def _done(spec: StudySpec, jobs: list[Job], studies: dict) -> int:
+    """Slots of the phase with a result (or failed for good)."""
+    max_retry = spec.execution.max_retry
+    return sum(len(job.slots) - optuna_store.pending(studies[job.study_name], len(job.slots), max_retry) for job in jobs)
+
+
+def _optimize(study, objective: Objective, deadline: float | None, after_trial=lambda: None) -> None:
     """Runs this study's waiting trials in this process."""
 
     def no_more_waiting(study, trial) -> None:
+        after_trial()
         if not optuna_store.trials_in(study, "WAITING"):
             study.stop()
 
@@ -210,9 +234,9 @@ def _optimize(study, objective: Objective, deadline: float | None) -> None:
         timeout = None if deadline is None else deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             return
-        study.optimize(
-            objective, n_trials=waiting, timeout=timeout, catch=(TrialFailed,), callbacks=[no_more_waiting], gc_after_trial=True
-        )
+        # No forced gc.collect() after each trial (~0.5 s each): Python's own collector
+        # frees the old models' reference cycles as trials go.
+        study.optimize(objective, n_trials=waiting, timeout=timeout, catch=(TrialFailed,), callbacks=[no_more_waiting])
 
 
 def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, parent_run_id: str, deadline: float | None) -> None:
@@ -220,10 +244,13 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
 
     It shares the storage and the parent's deadline (`time.monotonic` is system-wide).
     """
-    from reuse_nets import interrupts
+    from reuse_nets import interrupts, noise
 
     interrupts.stop_on_signals()
     try:
+        noise.quiet_environment()  # our own process: as quiet as the command that started it
+        noise.quiet_libraries()
+        noise.import_tensorflow()
         _work(spec_data, options, index, phase, parent_run_id, deadline)
     except KeyboardInterrupt:
         # Its trial and MLflow run are closed already (interrupted, KILLED); the
@@ -234,9 +261,9 @@ def _worker(spec_data: dict, options: SweepOptions, index: int, phase: str, pare
 def _work(spec_data: dict, options: SweepOptions, index: int, phase: str, parent_run_id: str, deadline: float | None) -> None:
     from reuse_nets import data, execution, tracking
 
-    execution.pin(execution.for_workers(options.workers))
     spec = StudySpec.model_validate(spec_data)
-    say = (lambda m: _print(f"[worker {index}] {m}")) if options.verbose else (lambda m: None)
+    execution.pin(execution.for_workers(options.workers, spec.execution.xla))
+    lines = WorkerLines(index, options.verbose)  # the parent shows the counts
     tracking.set_tracking_uri(options.tracking_uri)
     storage = optuna_store.make_storage(options.storage, spec.execution)
     if phase == "tune":
@@ -248,12 +275,13 @@ def _work(spec_data: dict, options: SweepOptions, index: int, phase: str, parent
     dataset = data.load(spec.base.dataset, options.data or data.DataSource())
     for job in jobs:
         study = phases.open_job(spec, storage, job, identity_of(spec, job), stream=index)
-        _optimize(study, Objective(spec, job, dataset, experiment_id, parent_run_id, say), deadline)
+        _optimize(study, Objective(spec, job, dataset, experiment_id, parent_run_id, lines), deadline)
 
 
 def _run_workers(
-    spec: StudySpec, options: SweepOptions, phase: str, parent_run_id: str, deadline: float | None, count: int
+    spec: StudySpec, options: SweepOptions, phase: str, parent_run_id: str, deadline: float | None, count: int, poll
 ) -> None:
+    """Runs `count` worker processes until they exit, calling `poll()` every PROGRESS_POLL s."""
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
@@ -264,6 +292,9 @@ def _run_workers(
     for process in processes:
         process.start()
     try:
+        while alive := [p.sentinel for p in processes if p.is_alive()]:
+            multiprocessing.connection.wait(alive, timeout=PROGRESS_POLL)
+            poll()
         for process in processes:
             process.join()
     except KeyboardInterrupt:
@@ -300,10 +331,16 @@ def summary(result: StudyResult) -> str:
     """The end-of-study summary: state, where to look, and the report's findings."""
     from pathlib import Path
 
+    import mlflow
+
+    from reuse_nets import ui_links
+
     state = "complete" if result.complete else "incomplete (re-run the same command to resume)"
     lines = [
         f"study {result.study_name}: {state}",
-        f"MLflow experiment {result.experiment_id}, parent run {result.parent_run_id} (run `mlflow ui` here to browse)",
+        f"MLflow experiment {result.experiment_id}, parent run {result.parent_run_id}",
+        # run_study set the tracking URI: this is where the runs went.
+        ui_links.mlflow_ui_hint(result.experiment_id, mlflow.get_tracking_uri()),
     ]
     if result.report_dir:
         report = (Path(result.report_dir) / "report.md").read_text().splitlines()

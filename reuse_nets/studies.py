@@ -168,6 +168,10 @@ class ExecutionSpec(_Strict):
     heartbeat_interval: int = pydantic.Field(10, ge=1)  # seconds between trial heartbeats
     grace_period: int = pydantic.Field(40, ge=2)  # seconds without heartbeat: trial died
     max_retry: int = pydantic.Field(2, ge=0)  # retries of a trial whose process died
+    # Compile training steps with XLA: faster steps at large widths, but each trial
+    # compiles once per batch shape (seconds to tens of seconds on CPU), so it pays
+    # only for long trials (see the benchmark). Logged on every run; reproduce applies it.
+    xla: bool = False
 
     @pydantic.model_validator(mode="after")
     def _grace_exceeds_interval(self):

@@ -158,6 +158,9 @@ def load_logged_model(model_uri: str):
     return keras.saving.load_model(os.path.join(folder, "artifacts", KERAS_FILE), safe_mode=True)
 
 
+PLOT_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.13, "top": 0.91, "wspace": 0.22}  # figure fractions
+
+
 def _log_plots(history: list[dict], block_names: list[str]) -> None:
     import matplotlib
 
@@ -166,18 +169,19 @@ def _log_plots(history: list[dict], block_names: list[str]) -> None:
     import mlflow
 
     epochs = range(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    # Fixed margins: a layout engine (tight or constrained) doubles the ~0.12 s a
+    # figure takes to save, measured per trial.
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=PLOT_MARGINS)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             ax.plot(epochs, [h.get(key, float("nan")) for h in history], style, marker="o", label=key)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
-    fig.tight_layout()
     mlflow.log_figure(fig, "plots/training_curves.png")
     plt.close(fig)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=PLOT_MARGINS)
     cmap = plt.get_cmap("viridis")
     for i, name in enumerate(block_names):
         left.plot(epochs, [h[f"{GRAD_NORM_PREFIX}{name}"] for h in history], color=cmap(i / max(1, len(block_names) - 1)), label=name)
@@ -197,7 +201,6 @@ def _log_plots(history: list[dict], block_names: list[str]) -> None:
     right.set_xlabel("block (depth)")
     right.set_title("gradient norm by depth")
     right.legend()
-    fig.tight_layout()
     mlflow.log_figure(fig, "plots/grad_norm_by_block.png")
     plt.close(fig)
 

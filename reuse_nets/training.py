@@ -7,6 +7,7 @@ depth-wise gradient flow is visible per epoch at no extra forward/backward pass.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -197,19 +198,47 @@ def build(config: TrialConfig, dataset: Dataset):
     )
 
 
-def compile_for_training(model, config: TrialConfig, track_gradients: bool = True):
-    """The compiled trainer: the gradient-norm wrapper, or `model` itself."""
+def compile_for_training(model, config: TrialConfig, track_gradients: bool = True, xla: bool | None = None):
+    """The compiled trainer: the gradient-norm wrapper, or `model` itself.
+
+    `xla` compiles its steps with XLA; None: as this process's execution settings say.
+    """
     import keras
 
     trainer = _gradient_norm_model_class()(model) if track_gradients else model
     optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
-    trainer.compile(
-        optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,
-    )
+    xla = execution.current().xla if xla is None else xla
+    with _xla_allowed(xla):
+        trainer.compile(
+            optimizer=optimizer,
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=xla,
+        )
+    if trainer.jit_compile != xla:  # Keras falls back silently (with a warning) for layers XLA cannot take
+        raise ValueError(f"model {model.name!r} cannot be compiled with XLA; set execution.xla: false")
     return trainer
+
+
+@contextlib.contextmanager
+def _xla_allowed(xla: bool):
+    """Lets Keras accept `jit_compile=True` under op determinism.
+
+    Keras refuses XLA whenever op determinism is on, because some XLA ops are not
+    deterministic on GPU. This project trains on CPU, where the compiled steps are
+    deterministic: tests/test_training.py checks that two runs give identical bytes.
+    """
+    # Not in TensorFlow's public API; the module Keras's own check reads.
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = tf_config.is_op_determinism_enabled()
+    if xla and deterministic:
+        tf_config.disable_op_determinism()
+    try:
+        yield
+    finally:
+        if xla and deterministic:
+            tf_config.enable_op_determinism()
 
 
 def train(
@@ -226,7 +255,8 @@ def train(
     import keras
 
     execution.ensure_pinned()
-    keras.backend.clear_session()
+    # Without a forced gc.collect() (~0.5 s): the collector frees old models as it runs.
+    keras.backend.clear_session(free_memory=False)
     seed_everything(config.seed)
     model = build(config, dataset)
     trainer = compile_for_training(model, config)

@@ -1,49 +1,10 @@
-"""Rebuild a study's ablation report from the stores: `python sweeps/report.py --study NAME`.
-
-Reads the trials from Optuna and MLflow (never from memory), writes
-reports/<study>/report.{md,html} with its PNGs and logs them to the parent run.
-"""
-
-from __future__ import annotations
+"""Rebuild a study's report: `python sweeps/report.py --study NAME`, the same as `reuse-nets report`."""
 
 import sys
 from pathlib import Path
 
-import _cli
-
-
-def parse_args(argv):
-    parser = _cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--study", required=True, help="study name in experiments/ or path to a study YAML file")
-    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="the overrides the study was run with, if any")
-    _cli.add_tracking_args(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    import mlflow
-
-    from reuse_nets import optuna_store, phases, report, study_files, study_runs, tracking
-
-    args = parse_args(argv)
-    spec = study_files.load_study(args.study, args.overrides)
-    tracking.set_tracking_uri(args.tracking_uri)
-    storage = optuna_store.make_storage(args.storage or optuna_store.DEFAULT_STORAGE, spec.execution)
-    if optuna_store.load_existing(storage, phases.final_study_name(spec)) is None:
-        raise optuna_store.SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with sweeps/run.py")
-    # The same spec (overrides included) as the run, or the report would describe another study.
-    optuna_store.check_identity(storage, phases.final_study_name(spec), spec.identity())
-    experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
-    parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
-    if not parent_run_id:
-        raise optuna_store.SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first with sweeps/run.py")
-    out = report.write_report(spec, storage, parent_run_id)
-    print((Path(out) / "report.md").read_text())
-    print(f"report: {out}/report.md (also logged to parent run {parent_run_id})")
-    return 0
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reuse_nets.commands import common, report  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(_cli.main_guard(main))
+    sys.exit(common.main_guard(report.main))

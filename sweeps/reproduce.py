@@ -1,76 +1,10 @@
-"""Re-run logged runs and check them against the originals.
-
-    python sweeps/reproduce.py RUN_ID            one run
-    python sweeps/reproduce.py --study NAME      a study's final runs (else its finished trials)
-
-Each run is re-trained with its original's execution settings (thread counts,
-oneDNN), as far as the original got (a pruned run stops where it was pruned).
-Exits 0 when every reproduced metric agrees with the original within --tolerance
-(exact by default: training is deterministic on CPU), 1 when any does not, and 2
-for a run or study that cannot be reproduced.
-"""
-
-from __future__ import annotations
+"""Re-run logged runs: `python sweeps/reproduce.py RUN_ID`, the same as `reuse-nets reproduce`."""
 
 import sys
+from pathlib import Path
 
-import _cli
-
-
-def parse_args(argv):
-    parser = _cli.ArgumentParser(description=__doc__)
-    parser.add_argument("run_id", nargs="?", help="MLflow run id of a reuse-nets trial")
-    parser.add_argument("--study", help="reproduce this study's final-phase runs (else its finished trials)")
-    parser.add_argument("--sample", type=int, help="with --study: reproduce only N runs, picked at random with --sample-seed")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of --sample's pick (default 0)")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="largest allowed metric difference (default 0)")
-    parser.add_argument("--strict", action="store_true", help="refuse to run when code, uv.lock, libraries or data differ")
-    parser.add_argument("--evaluate-only", action="store_true", help="re-score the logged model instead of re-training")
-    parser.add_argument(
-        "--threads", type=int, help="run with N TensorFlow threads instead of the original's (to test whether results depend on it)"
-    )
-    parser.add_argument(
-        "--onednn", choices=("on", "off"), help="run with oneDNN kernels on/off instead of as the original (same purpose)"
-    )
-    _cli.add_tracking_args(parser)
-    _cli.add_data_args(parser)
-    args = parser.parse_args(argv)
-    if (args.run_id is None) == (args.study is None):
-        parser.error("give either a RUN_ID or --study NAME")
-    if args.sample is not None and (args.study is None or args.sample < 1):
-        parser.error("--sample N needs --study and N >= 1")
-    if args.evaluate_only and args.study:
-        parser.error("--evaluate-only works on one RUN_ID")
-    if args.tolerance < 0:
-        parser.error(f"--tolerance must be non-negative, got {args.tolerance}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
-    return args
-
-
-def main(argv=None) -> int:
-    from reuse_nets import reproduce, reproduce_study, tracking
-
-    args = parse_args(argv)
-    tracking.set_tracking_uri(args.tracking_uri)
-    onednn = None if args.onednn is None else args.onednn == "on"
-    common = dict(
-        source=_cli.data_source(args), tolerance=args.tolerance, strict=args.strict, threads=args.threads, onednn=onednn
-    )
-    if args.study:
-        _, rows = reproduce_study.reproduce_study(args.study, sample=args.sample, seed=args.sample_seed, **common)
-        print(reproduce_study.study_table(rows))
-        agree = all(row.agree for row in rows)
-        _cli.tag_project_run({"reuse_nets.reproduces_study": args.study, "reuse_nets.agree": agree})
-        return 0 if agree else 1
-    outcome = reproduce.reproduce(args.run_id, evaluate_only=args.evaluate_only, **common)
-    _cli.tag_project_run({"reuse_nets.reproduces": args.run_id, "reuse_nets.agree": outcome.agree})
-    if outcome.new_run_id:
-        print(f"reproduction logged as run {outcome.new_run_id} (tag reproduces={outcome.original_run_id})")
-    print(outcome.table())
-    print(f"reproduced in {outcome.seconds:.1f} s with {outcome.settings}")
-    return 0 if outcome.agree else 1
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reuse_nets.commands import common, reproduce  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(_cli.main_guard(main, "interrupted: the reproduction run was closed as KILLED"))
+    sys.exit(common.main_guard(reproduce.main, reproduce.INTERRUPTED))

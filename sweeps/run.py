@@ -1,72 +1,10 @@
-"""Run or resume a study: `python sweeps/run.py --study residual_depth`.
+"""Run or resume a study: `python sweeps/run.py --study NAME`, the same as `reuse-nets run`."""
 
-Re-running the same command continues the study to its number of trials.
-"""
-
-from __future__ import annotations
-
-import re
 import sys
+from pathlib import Path
 
-import _cli
-
-
-def parse_args(argv):
-    parser = _cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--study", help="study name in experiments/ or path to a study YAML file")
-    parser.add_argument("--list", action="store_true", help="list the studies in experiments/ and exit")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; writes nothing")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override study fields, e.g. --set base.epochs=1 --set base.dataset.train_split=train[:2000]; "
-        "one --set may hold several space-separated overrides",
-    )
-    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
-    _cli.add_tracking_args(parser)
-    _cli.add_data_args(parser)
-    args = parser.parse_args(argv)
-    if not args.list and not args.study:
-        parser.error("--study is required (or --list)")
-    if args.timeout is not None and args.timeout < 0:
-        parser.error(f"--timeout must not be negative, got {args.timeout}")
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
-    # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.
-    args.overrides = [item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item]
-    return args
-
-
-def main(argv=None) -> int:
-    from reuse_nets import optuna_store, phases, runner, study_files
-
-    args = parse_args(argv)
-    if args.list:
-        for name, description in study_files.list_studies():
-            print(f"{name:20s} {description}")
-        return 0
-    spec = study_files.load_study(args.study, args.overrides)
-    options = runner.SweepOptions(
-        storage=args.storage or optuna_store.DEFAULT_STORAGE,
-        tracking_uri=args.tracking_uri,
-        timeout=args.timeout or None,  # 0 (MLproject's default): the study's own
-        workers=args.workers,
-        data=_cli.data_source(args),
-        verbose=not args.quiet,
-    )
-    if args.dry_run:
-        from reuse_nets import execution
-
-        threads = execution.for_workers(args.workers).intra_op_threads
-        print(phases.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
-        return 0
-    result = runner.run_study(spec, options)
-    _cli.tag_project_run({"reuse_nets.study": spec.name, "reuse_nets.study_parent_run_id": result.parent_run_id})
-    print(runner.summary(result))
-    return 0 if result.complete else 1
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reuse_nets.commands import common, run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(_cli.main_guard(main))
+    sys.exit(common.main_guard(run.main))

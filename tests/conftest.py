@@ -76,3 +76,35 @@ def fashion_mnist_config(fashion_mnist_splits):
         validation_split=fashion_mnist_splits.validation,
         test_split=fashion_mnist_splits.test,
     )
+
+
+# --- Parallel runs (pytest-xdist, `--dist loadgroup`) ---
+
+# Tests sharing one expensive study that lives in a per-process temporary folder.
+SHARED_GROUPS = {"test_report_html.py": "tiny_study", "test_results.py": "tiny_study"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keeps tests that share a module- or session-scoped fixture of their own file
+    (a study run once per file) on one xdist worker; every other test goes wherever
+    a worker is free."""
+    for item in items:
+        group = SHARED_GROUPS.get(item.path.name)
+        if group is None and any(
+            definition.scope in ("module", "session") and getattr(definition.func, "__module__", None) == item.module.__name__
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            group = item.path.name
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """Prepares fashion_mnist once, in the controlling process, before xdist workers
+    start: two workers preparing it into one TFDS folder at once would collide."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller prepared it
+        return
+    data.load_dataset(
+        "fashion_mnist", FASHION_MNIST_SPLITS, data.DataSource(data_dir=os.environ.get("TFDS_DATA_DIR") or None, manual_dir=fashion_mnist_manual_dir())
+    )

@@ -6,11 +6,9 @@ entry points (`sweeps/reproduce.py`, `sweeps/run.py`, `mlflow run`) as subproces
 against it and reads back what they stored.
 """
 
-import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -502,6 +500,11 @@ def test_a_run_that_cannot_be_reproduced_is_a_one_line_error(study, which, messa
     assert study.run_ids() == before
 
 
+def files_and_times(directory: Path) -> dict[str, int]:
+    """Every file below `directory` with its modification time: a rewritten file shows."""
+    return {os.fspath(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
 def paths_under(directory: Path) -> set[str]:
     """Every path below `directory`, relative; os.walk skips folders removed meanwhile."""
     paths = set()
@@ -526,8 +529,7 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     projects_id = client.create_experiment("projects", artifact_location=os.fspath(artifacts))
     smoke_id = client.create_experiment("smoke", artifact_location=os.fspath(artifacts))
     repo_mlruns_before = paths_under(ROOT / "mlruns")
-    # The sweep writes its report to ./reports, here the repo's (gitignored) folder.
-    report_dirs_made = [path for path in (ROOT / "reports", ROOT / "reports" / "smoke") if not path.exists()]
+    repo_reports_before = files_and_times(ROOT / "reports")
     head_before = git("rev-parse", "HEAD")
     # `--env-manager local` runs `python` from PATH: this environment's, as when activated.
     bin_dir = Path(sys.executable).parent
@@ -536,17 +538,10 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     command = [
         os.fspath(bin_dir / "mlflow"), "run", os.fspath(ROOT), "-e", "sweep",
         "-P", "study=smoke", "-P", f"manual_dir={MANUAL_DIR}", "-P", f"storage=sqlite:///{tmp_path}/optuna2.db",
-        "-P", "set=" + " ".join(PROJECT_OVERRIDES), "--env-manager", "local", "--experiment-name", "projects",
+        "-P", "set=" + " ".join(PROJECT_OVERRIDES), "-P", f"reports={tmp_path}/reports",
+        "--env-manager", "local", "--experiment-name", "projects",
     ]
-    try:
-        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    finally:
-        # Only what this test made: other studies may write reports/ meanwhile.
-        if ROOT / "reports" / "smoke" in report_dirs_made:
-            shutil.rmtree(ROOT / "reports" / "smoke", ignore_errors=True)
-        if ROOT / "reports" in report_dirs_made:
-            with contextlib.suppress(OSError):
-                (ROOT / "reports").rmdir()  # if still empty
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     head_after = git("rev-parse", "HEAD")
 
     assert proc.returncode == 0, describe(proc)
@@ -578,3 +573,6 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     ours = [project_run.info.run_id, parent.info.run_id, trial.info.run_id, model_id]
     new_in_repo = paths_under(ROOT / "mlruns") - repo_mlruns_before
     assert [path for path in new_in_repo if any(name in path for name in ours)] == []
+    # The report went where it was told, not into the user's ./reports of the project.
+    assert (tmp_path / "reports" / "smoke" / "report.md").is_file()
+    assert files_and_times(ROOT / "reports") == repo_reports_before

@@ -1,25 +1,39 @@
-"""Shared command-line plumbing of the sweeps/ scripts: quiet TF, one-line errors."""
+"""Shared command-line plumbing: a quiet process, one-line errors, common flags.
+
+Every command (`reuse-nets X` and its `python sweeps/X.py` twin) runs through
+`main_guard`, which first calls `prepare_process`. Nothing here imports
+TensorFlow, MLflow or Optuna, so `--help` and bad command lines stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from pathlib import Path
 
-# Before TensorFlow is imported anywhere: keep its C++ log chatter out of the output
-# (TF 2.21's tf.data logs a harmless op-attribute mismatch at error level; real
-# failures still surface as Python exceptions).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-# One process trains many models, so tf.function retracing warnings are expected noise.
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reuse_nets import noise
+
 # Under `mlflow run`, MLflow hands its project run to us through MLFLOW_RUN_ID, which
 # every `mlflow.start_run()` would then resume. Our runs are our own: take the id
 # out of the environment and only tag the project run with what we made.
-PROJECT_RUN_ID = os.environ.pop("MLFLOW_RUN_ID", None)
+PROJECT_RUN_ID: str | None = None
+_prepared = False
+# What usage and error lines call the program: `reuse-nets run` under the dispatcher,
+# else argparse's default, the script's name (`run.py`).
+PROG: str | None = None
+
+
+def prepare_process() -> None:
+    """Quiets third-party chatter (`reuse_nets.noise`) and takes MLFLOW_RUN_ID.
+
+    Before TensorFlow is imported: every command calls it first, via `main_guard`.
+    """
+    global PROJECT_RUN_ID, _prepared
+    if _prepared:
+        return
+    _prepared = True
+    noise.quiet_environment()
+    PROJECT_RUN_ID = os.environ.pop("MLFLOW_RUN_ID", None)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -31,6 +45,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if PROG:
+            kwargs.setdefault("prog", PROG)
         super().__init__(**kwargs)
 
     def error(self, message: str):
@@ -41,6 +57,10 @@ def add_data_args(parser) -> None:
     parser.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
     parser.add_argument("--manual-dir", help="folder with the dataset's upstream archives, for offline preparation")
     parser.add_argument("--download", action="store_true", help="let TFDS download data that is not prepared yet")
+
+
+def add_reports_arg(parser) -> None:
+    parser.add_argument("--reports", help="folder to write reports/<study>/ into (default: ./reports)")
 
 
 def add_tracking_args(parser) -> None:
@@ -55,7 +75,7 @@ def data_source(args):
 
 
 def tag_project_run(tags: dict) -> None:
-    """Tags the `mlflow run` project run that launched this script, if any."""
+    """Tags the `mlflow run` project run that launched this command, if any."""
     if PROJECT_RUN_ID:
         import mlflow
 
@@ -66,23 +86,35 @@ def tag_project_run(tags: dict) -> None:
 
 SWEEP_INTERRUPTED = "interrupted: running trials were closed (MLflow runs KILLED); re-run the same command to resume"
 
+# Errors a user can fix, by (module, class). Matched by name so that `--help` does
+# not import these modules: an error of a class never imported cannot be raised.
+USER_ERRORS = (
+    ("reuse_nets.data", "DataError"),
+    ("reuse_nets.execution", "ExecutionError"),
+    ("reuse_nets.reproduce", "ReproduceError"),
+    ("reuse_nets.optuna_store", "SweepError"),
+    ("reuse_nets.studies", "StudyError"),
+)
+
+
+def is_user_error(error: BaseException) -> bool:
+    classes = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
+    return any(cls is not None and isinstance(error, cls) for cls in classes)
+
 
 def main_guard(main, interrupted: str = SWEEP_INTERRUPTED) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
-    from reuse_nets.data import DataError
-    from reuse_nets.execution import ExecutionError
-    from reuse_nets.reproduce import ReproduceError
-    from reuse_nets.optuna_store import SweepError
-    from reuse_nets.studies import StudyError
-
     from reuse_nets import interrupts
 
+    prepare_process()
     interrupts.stop_on_signals()
     try:
         return main() or 0
-    except (StudyError, DataError, SweepError, ReproduceError, ExecutionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,43 @@
+"""Measure training speed and the framework's cost: `reuse-nets benchmark [--quick]`.
+
+Plain `keras.Model.fit` vs this project's training at depth 8/64 x width 128/512,
+a sweep vs bare fits, start-up, pruning, 1 vs 2 workers and the matmul ceiling,
+side by side in one process. Writes JSON (`--output`) and a Markdown table beside
+it (same name, .md), and prints the table. All stores live in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reuse_nets.commands import common
+
+DEFAULT_OUTPUT = Path("reports") / "benchmark" / "benchmark.json"
+
+
+def parse_args(argv):
+    parser = common.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: under 2 minutes, same JSON shape")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file to write (default: {DEFAULT_OUTPUT})")
+    common.add_data_args(parser)
+    args = parser.parse_args(argv)
+    if args.output.suffix != ".json":
+        parser.error(f"--output must name a .json file, got {str(args.output)!r}")
+    return args
+
+
+def main(argv=None) -> int:
+    from reuse_nets import benchmark
+
+    args = parse_args(argv)
+    plan = benchmark.QUICK if args.quick else benchmark.FULL
+    output = args.output.resolve()  # the benchmark works in a temporary folder
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = benchmark.measure(plan, common.data_source(args), say=lambda message: print(message, flush=True))
+    table = benchmark.markdown(result)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    output.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"benchmark: {output} and {output.with_suffix('.md')} ({result['seconds']} s)")
+    return 0

@@ -1,0 +1,10 @@
+"""Measure training speed and the framework's cost: `python sweeps/benchmark.py`, the same as `reuse-nets benchmark`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reuse_nets.commands import benchmark, common  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(common.main_guard(benchmark.main))

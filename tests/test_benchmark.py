@@ -1,0 +1,101 @@
+"""The benchmark: `reuse-nets benchmark --quick` writes the documented JSON and Markdown.
+
+Timings are not asserted (absolute and even relative speed is noise on a shared
+2-core machine); the structure, the arithmetic and where files land are.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from conftest import fashion_mnist_manual_dir
+from reuse_nets import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANT_KEYS = {"examples_per_s", "min", "max", "epochs", "first_epoch_s", "gflops", "ceiling_fraction"}
+
+
+def test_training_flops_count_every_dense_matmul_forward_and_backward():
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32), keras.layers.Dense(10)])
+    assert benchmark.training_flops_per_example(model) == 3 * 2 * (784 * 32 + 32 * 10)
+
+
+def test_quick_and_full_plans_measure_the_same_sections():
+    assert {(s.depth, s.width) for s in benchmark.FULL.sizes} == {(8, 128), (64, 128), (8, 512), (64, 512)}
+    assert benchmark.QUICK.repeats >= 1 and len(benchmark.QUICK.sizes) >= 1
+
+
+def test_output_must_be_json(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--output", "table.txt"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: --output must name a .json file") and len(done.stderr.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """`reuse-nets benchmark --quick` run once, from an empty folder."""
+    work = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
+    command = [sys.executable, "-c", "import sys; from reuse_nets.commands import main; sys.exit(main())"]
+    done = subprocess.run(
+        [*command, "benchmark", "--quick", "--output", "out/bench.json", "--manual-dir", fashion_mnist_manual_dir()],
+        cwd=work, capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work, json.loads((work / "out" / "bench.json").read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(quick):
+    _, result, _ = quick
+    assert result["schema"] == benchmark.SCHEMA_VERSION and result["quick"] is True
+    assert {"date", "cpu", "cores", "libraries", "commit", "command"} <= set(result["machine"])
+    assert "benchmark --quick" in result["machine"]["command"]
+    assert result["ceiling"]["gflops"] > 0
+
+    assert isinstance(result["training"], list) and len(result["training"]) == len(benchmark.QUICK.sizes)
+    for entry, size in zip(result["training"], benchmark.QUICK.sizes):
+        assert (entry["depth"], entry["width"], entry["examples_per_epoch"]) == (size.depth, size.width, size.examples)
+        for variant in ("plain", "framework"):
+            assert set(entry[variant]) == VARIANT_KEYS
+            assert entry[variant]["examples_per_s"] > 0
+            assert entry[variant]["epochs"] == benchmark.QUICK.repeats * (benchmark.QUICK.epochs - 1)
+        # The ratio is framework over plain fit, as documented.
+        assert entry["ratio"] == pytest.approx(entry["framework"]["examples_per_s"] / entry["plain"]["examples_per_s"], abs=1e-3)
+
+    sweep = result["sweep"]
+    assert sweep["trials"] == 2 and sweep["sweep_s"] > 0 and sweep["bare_fits_s"] > 0
+    assert sweep["ratio"] == pytest.approx(sweep["sweep_s"] / sweep["bare_fits_s"], abs=2e-3)
+    assert 0 < result["startup"]["dry_run_s"] and 0 < result["startup"]["first_step_s"]
+
+    pruning = result["pruning"]
+    for label in ("pruned", "unpruned"):
+        assert pruning[label]["tuning_epochs"] > 0 and pruning[label]["best_cell"] == "strategy=plain,depth=1"
+    # Without a pruner every tuning trial trains every epoch.
+    assert pruning["unpruned"]["tuning_epochs"] == 3 * 2
+    assert isinstance(pruning["same_best_cell"], bool)
+
+    workers = result["workers"]
+    assert workers["1"]["trials"] == workers["2"]["trials"] == 3 + 1
+    assert workers["speedup"] == pytest.approx(workers["2"]["trials_per_minute"] / workers["1"]["trials_per_minute"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_its_table_and_nothing_else(quick):
+    work, result, stdout = quick
+    table = (work / "out" / "bench.md").read_text()
+    assert table in stdout
+    assert "| depth | width | plain fit ex/s | framework ex/s | ratio |" in table
+    for entry in result["training"]:
+        assert f"| {entry['depth']} | {entry['width']} | " in table
+    assert "quick mode" in table and result["machine"]["date"] in table
+    # Stores, reports and data of the measured studies lived in a temporary folder.
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == ["out", "out/bench.json", "out/bench.md"]
