@@ -400,7 +400,7 @@ def test_another_execution_setting_disagrees(study):
     proc = study.reproduce(study.run_id, "--onednn", "off")
 
     assert proc.returncode == 1, describe(proc)
-    assert "oneDNN off, not the original's" in proc.stdout, describe(proc)
+    assert "oneDNN off, XLA off, not the original's" in proc.stdout, describe(proc)
     assert verdict(proc).startswith("DISAGREE: "), describe(proc)
     assert re.search(r"at epoch [12] ", verdict(proc)), verdict(proc)
 

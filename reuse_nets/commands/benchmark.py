@@ -28,10 +28,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from reuse_nets import benchmark
+    from reuse_nets import bench_plans, benchmark
 
     args = parse_args(argv)
-    plan = benchmark.QUICK if args.quick else benchmark.FULL
+    plan = bench_plans.QUICK if args.quick else bench_plans.FULL
     output = args.output.resolve()  # the benchmark works in a temporary folder
     output.parent.mkdir(parents=True, exist_ok=True)
     result = benchmark.measure(plan, common.data_source(args), say=lambda message: print(message, flush=True))
