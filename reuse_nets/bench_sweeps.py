@@ -64,7 +64,7 @@ def _bare_fit(config: TrialConfig, dataset: data.Dataset) -> float:
     model.compile(optimizer=keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}}),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(plain_pipeline(dataset, "train", config.batch_size, config.seed),
-              validation_data=plain_pipeline(dataset, "validation", config.batch_size, None), epochs=config.epochs, verbose=0)
+              validation_data=plain_pipeline(dataset, "validation", config.batch_size, None), epochs=config.epochs, verbose=0, shuffle=False)
     if "test" in dataset.splits:
         model.evaluate(plain_pipeline(dataset, "test", config.batch_size, None), verbose=0)
     return time.perf_counter() - start

@@ -117,6 +117,7 @@ def _plain_fit(config: TrialConfig, dataset: data.Dataset) -> tuple[list[float],
         validation_data=plain_pipeline(dataset, "validation", config.batch_size, None),
         epochs=config.epochs,
         verbose=0,
+        shuffle=False,  # the pipeline shuffles (Keras warns that it ignores shuffle=True on a dataset)
         callbacks=[timer],
     )
     return timer.rates, timer.seconds

@@ -56,7 +56,7 @@ def make_storage(url: str, execution: ExecutionSpec):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
                 warnings.simplefilter("ignore", op.exceptions.ExperimentalWarning)
-                return op.storages.RDBStorage(
+                storage = op.storages.RDBStorage(
                     url,
                     engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                     heartbeat_interval=execution.heartbeat_interval,
@@ -65,6 +65,9 @@ def make_storage(url: str, execution: ExecutionSpec):
                         max_retry=execution.max_retry
                     ),
                 )
+                if url.startswith("sqlite"):
+                    _immediate_transactions(storage.engine)
+                return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Lost the race to create the schema (duplicate table, type or version row).
             if attempt == STORAGE_ATTEMPTS:
@@ -72,6 +75,29 @@ def make_storage(url: str, execution: ExecutionSpec):
             time.sleep(0.2 * attempt)
         except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
             raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+def _immediate_transactions(engine) -> None:
+    """SQLite: every transaction takes the database's write lock as it begins.
+
+    Optuna pops a waiting trial by reading its state and writing RUNNING in one
+    transaction, locking the row with `SELECT ... FOR UPDATE`, which SQLite ignores:
+    two `--workers` processes could both read WAITING and both run the same trial
+    (the loser then failed with "Cannot tell a COMPLETE trial"). `BEGIN IMMEDIATE`
+    makes that read-then-write atomic; other processes wait (busy timeout) instead.
+    SQLAlchemy's documented recipe: pysqlite must not begin transactions itself.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners are replaced
 
 
 STORAGE_CONNECT_TIMEOUT = 10  # seconds: an unreachable database server fails the check at once

@@ -1,0 +1,40 @@
+"""SQLite storage shared by `--workers` processes: one waiting trial, one runner."""
+
+import multiprocessing
+import sys
+from pathlib import Path
+
+import optuna
+
+from reuse_nets import optuna_store
+from reuse_nets.studies import ExecutionSpec
+
+TRIALS = 400  # enough claims racing that, without immediate transactions, some trial is claimed twice
+
+
+def claim_all(url, trial_ids, results, start):
+    """A worker's pop of waiting trials: WAITING -> RUNNING, as Optuna's `ask` does it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    storage = optuna_store.make_storage(url, ExecutionSpec())
+    start.wait()
+    results.put([tid for tid in trial_ids if storage.set_trial_state_values(tid, optuna.trial.TrialState.RUNNING)])
+
+
+def test_two_processes_never_claim_the_same_waiting_trial(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=optuna_store.make_storage(url, ExecutionSpec()), study_name="race")
+    for index in range(TRIALS):
+        study.enqueue_trial({"x": index})
+    trial_ids = [trial._trial_id for trial in study.get_trials(deepcopy=False)]
+
+    context = multiprocessing.get_context("spawn")
+    results, start = context.Queue(), context.Barrier(2)
+    processes = [context.Process(target=claim_all, args=(url, trial_ids, results, start)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    first, second = results.get(timeout=120), results.get(timeout=120)
+    for process in processes:
+        process.join(timeout=30)
+
+    assert set(first) & set(second) == set()  # before the fix: a trial both ran, one "told" it twice
+    assert sorted(first + second) == sorted(trial_ids)
