@@ -33,16 +33,14 @@ def matmul_ceiling(n: int, repeats: int = 20) -> dict:
 
 
 def training_flops_per_example(model) -> int:
-    """Forward + backward FLOPs of one example through the dense kernels (3x forward).
+    """Forward + backward FLOPs of one example through the dense kernels.
 
     Counts the matmuls (2 * fan_in * fan_out per example each), which dominate
     an MLP's step; elementwise ops are left out, so the rate is a lower bound.
     """
-    forward = 0
-    for weight in model.trainable_weights:
-        if len(weight.shape) == 2:
-            forward += 2 * int(weight.shape[0]) * int(weight.shape[1])
-    return 3 * forward
+    matmuls = [2 * int(w.shape[0]) * int(w.shape[1]) for w in model.trainable_weights if len(w.shape) == 2]
+    # Forward, weight gradients, input gradients; the first layer needs no input gradient.
+    return 3 * sum(matmuls) - (matmuls[0] if matmuls else 0)
 
 
 def _dataset(size: Size, source: data.DataSource) -> data.Dataset:
@@ -129,7 +127,10 @@ def _framework_fit(config: TrialConfig, dataset: data.Dataset, xla: bool) -> tup
 
     from reuse_nets import tracking, training
 
-    experiment_id = mlflow.set_experiment("benchmark").experiment_id
+    # Not mlflow.set_experiment: it also sets MLFLOW_EXPERIMENT_ID for child processes.
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("benchmark")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("benchmark")
     previous = execution.current()
     execution.pin(dataclasses.replace(previous, xla=xla))
     try:

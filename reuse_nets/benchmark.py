@@ -40,7 +40,7 @@ def measure(plan: Plan, source: data.DataSource, say=print) -> dict:
     import mlflow
 
     previous_uri = mlflow.get_tracking_uri()
-    with tempfile.TemporaryDirectory(prefix="reuse-nets-bench-") as scratch, contextlib.chdir(scratch):
+    with tempfile.TemporaryDirectory(prefix="reuse-nets-bench-") as scratch, contextlib.chdir(scratch), _restored(previous_uri):
         mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
         say("ceiling: float32 matmul rate")
         result["ceiling"] = matmul_ceiling(plan.matmul_size)
@@ -54,9 +54,21 @@ def measure(plan: Plan, source: data.DataSource, say=print) -> dict:
         result["pruning"] = pruning(plan, source, Path(scratch) / "pruning")
         say("workers: the unpruned study again with 2 workers")
         result["workers"] = workers(plan, source, Path(scratch) / "workers", result["pruning"]["unpruned"])
-    mlflow.set_tracking_uri(previous_uri)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+@contextlib.contextmanager
+def _restored(tracking_uri: str):
+    """Puts back the tracking URI and execution settings, even when a section fails."""
+    import mlflow
+
+    settings = execution.current()
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)
+        execution.pin(settings)
 
 
 def machine() -> dict:

@@ -65,7 +65,7 @@ def make_storage(url: str, execution: ExecutionSpec):
                         max_retry=execution.max_retry
                     ),
                 )
-                if url.startswith("sqlite"):
+                if _is_sqlite_file(storage.engine.url):
                     _immediate_transactions(storage.engine)
                 return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
@@ -75,6 +75,12 @@ def make_storage(url: str, execution: ExecutionSpec):
             time.sleep(0.2 * attempt)
         except Exception as error:  # SQLAlchemy raises many types for a bad URL or server.
             raise SweepError(f"cannot open Optuna storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+def _is_sqlite_file(url) -> bool:
+    """A SQLite database in a file, which other processes can open (not `:memory:`)."""
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and "mode=memory" not in str(url)
 
 
 def _immediate_transactions(engine) -> None:
@@ -98,6 +104,8 @@ def _immediate_transactions(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()  # connections opened before the listeners are replaced
+    # Not carried by pickling: a storage sent to another process (Optuna rebuilds its
+    # engine there) lacks these listeners; our workers open their own with make_storage.
 
 
 STORAGE_CONNECT_TIMEOUT = 10  # seconds: an unreachable database server fails the check at once

@@ -314,7 +314,10 @@ class StudySpec(_Strict):
 
     def identity(self) -> dict:
         """What makes two runs of a study the same study (time and retry knobs excluded)."""
-        return self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report"})
+        identity = self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report"})
+        if self.execution.xla:  # changes every trial's rounding: no mixing on resume (absent when off, as before)
+            identity["xla"] = True
+        return identity
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:

@@ -434,14 +434,14 @@ def test_the_html_report_renders_headings_tables_images_and_figures(study, page,
     images = page.evaluate("() => Array.from(document.images, i => ({src: i.getAttribute('src'), width: i.naturalWidth}))")
     assert images, "no plots"
     assert [image for image in images if image["width"] == 0] == []  # every PNG loaded
-    # Plotly figures, if the page loads plotly: drawn, and with a size.
-    if page.locator("script[src*=plotly]").count():
-        expect(page.locator(".js-plotly-plot").first).to_be_attached()
-        assert page.evaluate("typeof window.Plotly") == "object"
-        for figure in page.locator(".js-plotly-plot").all():
-            box = figure.bounding_box()
-            assert box and box["width"] > 0 and box["height"] > 0
-            assert figure.locator(".main-svg").count() > 0  # plotly drew it
+    # The study is tuned, so the page has plotly figures: loaded offline, drawn, with a size.
+    assert page.locator("script[src*=plotly]").count() == 1
+    expect(page.locator(".js-plotly-plot").first).to_be_attached()
+    assert page.evaluate("typeof window.Plotly") == "object"
+    for figure in page.locator(".js-plotly-plot").all():
+        box = figure.bounding_box()
+        assert box and box["width"] > 0 and box["height"] > 0
+        assert figure.locator(".main-svg").count() > 0  # plotly drew it
     page.screenshot(path=screenshots / "report.png", full_page=True)
     assert not page.errors
 

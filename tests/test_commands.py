@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,10 +102,8 @@ def test_help_and_errors_import_no_heavy_library(tmp_path):
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules)\n"
         "print('heavy:', heavy, file=sys.stderr)\n"
     )
-    started = time.monotonic()
     result = run([sys.executable, "-c", probe], tmp_path)
-    assert "heavy: []" in result.stderr, result.stderr
-    assert time.monotonic() - started < 10
+    assert "heavy: []" in result.stderr, result.stderr  # what made --help take seconds; timing itself is noise
 
 
 # --- progress --------------------------------------------------------------------------------

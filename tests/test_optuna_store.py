@@ -16,7 +16,7 @@ def claim_all(url, trial_ids, results, start):
     """A worker's pop of waiting trials: WAITING -> RUNNING, as Optuna's `ask` does it."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     storage = optuna_store.make_storage(url, ExecutionSpec())
-    start.wait()
+    start.wait(timeout=60)
     results.put([tid for tid in trial_ids if storage.set_trial_state_values(tid, optuna.trial.TrialState.RUNNING)])
 
 
@@ -29,12 +29,25 @@ def test_two_processes_never_claim_the_same_waiting_trial(tmp_path):
 
     context = multiprocessing.get_context("spawn")
     results, start = context.Queue(), context.Barrier(2)
-    processes = [context.Process(target=claim_all, args=(url, trial_ids, results, start)) for _ in range(2)]
+    processes = [context.Process(target=claim_all, args=(url, trial_ids, results, start), daemon=True) for _ in range(2)]
     for process in processes:
         process.start()
-    first, second = results.get(timeout=120), results.get(timeout=120)
-    for process in processes:
-        process.join(timeout=30)
+    try:
+        first, second = results.get(timeout=120), results.get(timeout=120)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
 
     assert set(first) & set(second) == set()  # before the fix: a trial both ran, one "told" it twice
     assert sorted(first + second) == sorted(trial_ids)
+
+
+def test_an_in_memory_sqlite_storage_still_works():
+    # Only file databases get immediate transactions: disposing an in-memory
+    # database's connections would drop the tables Optuna just made.
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        study = optuna.create_study(storage=optuna_store.make_storage(url, ExecutionSpec()), study_name="in-memory")
+        study.enqueue_trial({"x": 1})
+        assert len(study.get_trials(deepcopy=False)) == 1

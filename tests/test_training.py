@@ -255,3 +255,39 @@ def test_pipeline_batches_are_the_examples_shuffled_by_the_seed(fashion_mnist):
         for (x, y), (rx, ry) in zip(ours, reference, strict=True):
             np.testing.assert_array_equal(x.numpy(), rx.numpy())
             np.testing.assert_array_equal(y.numpy(), ry.numpy())
+
+
+def test_xla_training_repeats_bit_exactly_in_a_fresh_process(fashion_mnist, fashion_mnist_config, data_source, fashion_mnist_splits):
+    # What `reproduce` of an `execution.xla: true` run relies on: another process,
+    # the same pinned settings, the same bytes.
+    import json
+    import subprocess
+    import sys
+
+    config = small_config(fashion_mnist_config, depth=2, width=16)
+    settings = dataclasses.replace(execution.current(), xla=True)
+    previous = execution.current()
+    try:
+        execution.pin(settings)
+        here = training.train(config, fashion_mnist)
+    finally:
+        execution.pin(previous)
+    script = (
+        "import dataclasses, json, sys\n"
+        "from reuse_nets import config, data, execution, training\n"
+        "args = json.loads(sys.argv[1])\n"
+        "execution.pin(execution.Settings(**args['settings']))\n"
+        "dataset = data.load_dataset('fashion_mnist', data.Splits(**args['splits']), data.DataSource(**args['source']))\n"
+        "result = training.train(config.TrialConfig.model_validate(args['config']), dataset)\n"
+        "print(json.dumps([{k: v for k, v in h.items() if k not in ('epoch_time', 'throughput')} for h in result.history]))\n"
+    )
+    args = {
+        "settings": dataclasses.asdict(settings),
+        "splits": dataclasses.asdict(fashion_mnist_splits),
+        "source": dataclasses.asdict(data_source),
+        "config": config.model_dump(),
+    }
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(args)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    assert there == without_timing(here.history)  # exact: JSON keeps every float64 digit

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from reuse_nets import noise
 
@@ -71,7 +72,10 @@ def data_source(args):
     from reuse_nets.data import DataSource
 
     # Empty strings mean "not set" (MLproject parameters cannot be omitted).
-    return DataSource(data_dir=args.data_dir or None, manual_dir=args.manual_dir or None, download=args.download)
+    def absolute(path):  # the benchmark runs studies in another working directory
+        return os.fspath(Path(path).expanduser().resolve()) if path else None
+
+    return DataSource(data_dir=absolute(args.data_dir), manual_dir=absolute(args.manual_dir), download=args.download)
 
 
 def tag_project_run(tags: dict) -> None:
