@@ -1,35 +1,109 @@
-"""Names shared between modules: MLflow tags, Optuna attributes, metric keys.
+"""The project's vocabulary: MLflow tags, Optuna attributes, metric keys, outcomes, phases.
 
-Defined once here so that the runs a study writes and the code that reads them
-(report, reproduction, reconciliation) can never disagree on a spelling.
+Every spelling that a study writes and other code reads back (report,
+reproduction, reconciliation, results) is defined here once;
+`tests/test_vocabulary.py` fails if one is spelled as a literal anywhere else.
 """
+
+from __future__ import annotations
+
+import enum
+
+
+class Phase(enum.StrEnum):
+    """The two phases of a study (see `reuse_nets.spec.plan`)."""
+
+    TUNE = "tune"
+    FINAL = "final"
+
+
+class Kind(enum.StrEnum):
+    """What made an MLflow run (`KIND_TAG`)."""
+
+    STUDY = "study"  # a study's parent run
+    TRIAL = "trial"
+    REPRODUCTION = "reproduction"
+
+
+class Outcome(enum.StrEnum):
+    """How a trial ended (`OUTCOME_TAG` on its run, `OUTCOME_ATTR` on its Optuna trial)."""
+
+    COMPLETED = "completed"
+    PRUNED = "pruned"  # stopped by the cell's pruner
+    DIVERGED = "diverged"  # non-finite loss
+    ERROR = "error"  # raised during set-up or training
+    INTERRUPTED = "interrupted"  # a signal stopped it; run again on resume, no retry used
+    DIED = "died"  # its process vanished; found later by reconciliation
+    TRANSIENT = "transient"  # a storage error cut it short; its slot is retried like a death
+    UNUSED = "unused"  # asked for a slot when none was waiting (never trained)
+    DUPLICATE = "duplicate"  # another trial already owns its slot (never trained)
+
+
+# How a trial run ended -> (MLflow run status, the Optuna trial state it mirrors).
+RUN_END = {
+    Outcome.COMPLETED: ("FINISHED", "COMPLETE"),
+    Outcome.PRUNED: ("KILLED", "PRUNED"),
+    Outcome.DIVERGED: ("FAILED", "FAIL"),
+    Outcome.ERROR: ("FAILED", "FAIL"),
+    Outcome.INTERRUPTED: ("KILLED", "FAIL"),
+    Outcome.DIED: ("FAILED", "FAIL"),
+    Outcome.TRANSIENT: ("FAILED", "FAIL"),
+}
+# Outcomes of trials that ran to a result; a FAIL trial without one died and is retried.
+RESULT_OUTCOMES = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED, Outcome.ERROR)
+# Runs that stopped before their last epoch: a reproduction re-trains them as far as they went.
+STOPPED_EARLY = (Outcome.PRUNED, Outcome.INTERRUPTED, Outcome.DIED, Outcome.ERROR, Outcome.TRANSIENT)
+# Trials a study re-check (`reproduce --study`) may pick.
+RECHECKABLE = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED)
 
 # --- Per-epoch metrics `training.train` logs, and what a better value means -----------
 EPOCH_METRICS = {"loss": "minimize", "accuracy": "maximize", "val_loss": "minimize", "val_accuracy": "maximize"}
 GRAD_NORM_PREFIX = "grad_norm/"  # + "global" or a block name, e.g. "grad_norm/block_01"
 TEST_PREFIX = "test_"  # test_loss, test_accuracy: logged once, after the last epoch
 
-# --- MLflow tags ---------------------------------------------------------------------------
+# --- MLflow tags: ours -----------------------------------------------------------------
 TAG_PREFIX = "reuse_nets."
-KIND_TAG = TAG_PREFIX + "kind"  # "study" | "trial" | "reproduction": runs this project made
+KIND_TAG = TAG_PREFIX + "kind"  # a `Kind`: runs this project made
 STUDY_TAG = TAG_PREFIX + "study"  # the study (spec) name, on the parent and every trial run
-PHASE_TAG = TAG_PREFIX + "phase"  # "tune" | "final"
+PHASE_TAG = TAG_PREFIX + "phase"  # a `Phase`
 IDENTITY_TAG = TAG_PREFIX + "spec_identity"  # on the parent run: a hash of the study's spec
 CELL_TAG = TAG_PREFIX + "cell"  # the compared cell, e.g. "strategy=residual,depth=64"
-OUTCOME_TAG = TAG_PREFIX + "outcome"  # see tracking.OUTCOMES
+OUTCOME_TAG = TAG_PREFIX + "outcome"  # an `Outcome`
 REASON_TAG = TAG_PREFIX + "failure_reason"
 MODEL_URI_TAG = TAG_PREFIX + "model_uri"
+# Provenance (`store.provenance`)
+COMMAND_TAG = TAG_PREFIX + "command"
+LOCK_TAG = TAG_PREFIX + "uv_lock_sha256"
+GIT_COMMIT_TAG = TAG_PREFIX + "git_commit"
+GIT_DIRTY_TAG = TAG_PREFIX + "git_dirty"
+CPU_TAG = TAG_PREFIX + "cpu"
+VERSION_TAG_PREFIX = TAG_PREFIX + "version."  # + a library name
+# Execution settings (`train.execution`)
+EXEC_TAG_PREFIX = TAG_PREFIX + "exec."
+INTRA_TAG = EXEC_TAG_PREFIX + "intra_op_threads"
+INTER_TAG = EXEC_TAG_PREFIX + "inter_op_threads"
+ONEDNN_TAG = EXEC_TAG_PREFIX + "onednn"
+XLA_TAG = EXEC_TAG_PREFIX + "xla"
+CORES_TAG = EXEC_TAG_PREFIX + "machine_cores"
+# On an `mlflow run` project run, linking it to what the command made
+PROJECT_STUDY_TAG = STUDY_TAG
+PROJECT_PARENT_TAG = TAG_PREFIX + "study_parent_run_id"
+PROJECT_REPRODUCES_TAG = TAG_PREFIX + "reproduces"
+PROJECT_REPRODUCES_STUDY_TAG = TAG_PREFIX + "reproduces_study"
+PROJECT_AGREE_TAG = TAG_PREFIX + "agree"
+
+# --- MLflow tags: Optuna's and MLflow's own ------------------------------------------
 REPRODUCES_TAG = "reproduces"  # on a reproduction run: the run id it re-ran
 OPTUNA_STUDY_TAG = "optuna.study_name"  # the Optuna study of the trial (one per cell and phase)
 TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"  # mirrors the Optuna trial state
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
+GIT_SOURCE_TAG = "mlflow.source.git.commit"
 
 # --- Optuna user attributes ---------------------------------------------------------------
 RUN_ID_ATTR = "mlflow_run_id"
 OUTCOME_ATTR = "outcome"  # set by the objective; absent when the trial's process died
 SLOT_ATTR = "slot"  # index of the planned trial a trial fills (tuning slot or final point)
-PARENT_ATTR = "mlflow_parent_run_id"
 IDENTITY_ATTR = "spec_identity"
 SELECTION_ATTR = "selection"  # on the final-phase study: the config chosen per cell

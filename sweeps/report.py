@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from reuse_nets.commands import common, report  # noqa: E402
+from reuse_nets.commands import common, report
 
 if __name__ == "__main__":
     sys.exit(common.main_guard(report.main))

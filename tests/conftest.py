@@ -1,6 +1,7 @@
 """Test setup: quiet TensorFlow, seed every test, free Keras state after it, and the
 real fashion_mnist data (prepared offline from shared/tfds_manual) for learning tests."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -8,13 +9,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from reuse_nets import config as trial_config  # noqa: E402
-from reuse_nets import data  # noqa: E402
-from reuse_nets import execution  # noqa: E402
+from reuse_nets import errors
+from reuse_nets.spec import config as trial_config
+from reuse_nets.train import data, execution
 
 # What a one-worker sweep pins: before any test runs a TensorFlow op, so that
 # in-process sweeps (which pin the same) can run in this process.
@@ -91,7 +92,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         group = SHARED_GROUPS.get(item.path.name)
         if group is None and any(
-            definition.scope in ("module", "session") and getattr(definition.func, "__module__", None) == item.module.__name__
+            definition.scope in ("module", "session")
+            and getattr(definition.func, "__module__", None) == item.module.__name__
             for definitions in item._fixtureinfo.name2fixturedefs.values()
             for definition in definitions
         ):
@@ -105,9 +107,10 @@ def pytest_configure(config):
     start: two workers preparing it into one TFDS folder at once would collide."""
     if hasattr(config, "workerinput") or config.option.help or config.option.collectonly:
         return  # an xdist worker (the controller prepared it), or nothing will run
-    try:
+    # The tests that need the data fail with this error themselves.
+    with contextlib.suppress(errors.DataError):
         data.load_dataset(
-            "fashion_mnist", FASHION_MNIST_SPLITS, data.DataSource(data_dir=os.environ.get("TFDS_DATA_DIR") or None, manual_dir=fashion_mnist_manual_dir())
+            "fashion_mnist",
+            FASHION_MNIST_SPLITS,
+            data.DataSource(data_dir=os.environ.get("TFDS_DATA_DIR") or None, manual_dir=fashion_mnist_manual_dir()),
         )
-    except data.DataError:
-        pass  # the tests that need the data fail with this error themselves

@@ -107,15 +107,11 @@ def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=T
     assert tuple(sym_out.shape) == (None, *case.expected_output_shape[1:]), case.id
 
     # 3. Weight counts.
-    assert len(layer.weights) == case.expected_num_weights, (
-        f"{case.id}: {[w.path for w in layer.weights]}"
-    )
+    assert len(layer.weights) == case.expected_num_weights, f"{case.id}: {[w.path for w in layer.weights]}"
     assert len(layer.trainable_weights) == case.expected_num_trainable_weights, (
         f"{case.id}: trainable {[w.path for w in layer.trainable_weights]}"
     )
-    assert len(layer.non_trainable_weights) == (
-        case.expected_num_weights - case.expected_num_trainable_weights
-    )
+    assert len(layer.non_trainable_weights) == (case.expected_num_weights - case.expected_num_trainable_weights)
     assert_constraints_hold(layer.weights, f"{case.id} at init")
 
     # 4. Config round trip.
@@ -126,9 +122,7 @@ def run_layer_test(layer_cls, case: LayerCase, tmp_path, *, run_training_check=T
     assert clone.get_config() == config, case.id
     clone(data)
     clone.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(clone(data)), keras.ops.convert_to_numpy(output)
-    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(clone(data)), keras.ops.convert_to_numpy(output))
 
     # 5. Save / load of a one-layer model with safe_mode=True.
     model = keras.Model(sym_in, layer(sym_in))

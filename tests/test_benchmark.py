@@ -12,9 +12,11 @@ from pathlib import Path
 
 import keras
 import pytest
-
 from conftest import fashion_mnist_manual_dir
-from reuse_nets import bench_plans, bench_training, benchmark
+
+from reuse_nets.bench import benchmark
+from reuse_nets.bench import plans as bench_plans
+from reuse_nets.bench import training_speed as bench_training
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANT_KEYS = {"examples_per_s", "min", "max", "epochs", "first_epoch_s", "gflops", "ceiling_fraction"}
@@ -34,7 +36,10 @@ def test_quick_and_full_plans_measure_the_same_sections():
 def test_output_must_be_json(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--output", "table.txt"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: --output must name a .json file") and len(done.stderr.splitlines()) == 1
@@ -48,7 +53,11 @@ def quick(tmp_path_factory):
     command = [sys.executable, "-c", "import sys; from reuse_nets.commands import main; sys.exit(main())"]
     done = subprocess.run(
         [*command, "benchmark", "--quick", "--output", "out/bench.json", "--manual-dir", fashion_mnist_manual_dir()],
-        cwd=work, capture_output=True, text=True, timeout=900, env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return work, json.loads((work / "out" / "bench.json").read_text()), done.stdout
@@ -70,7 +79,9 @@ def test_quick_benchmark_writes_every_section(quick):
             assert entry[variant]["examples_per_s"] > 0
             assert entry[variant]["epochs"] == bench_plans.QUICK.repeats * (bench_plans.QUICK.epochs - 1)
         # The ratio is framework over plain fit, as documented.
-        assert entry["ratio"] == pytest.approx(entry["framework"]["examples_per_s"] / entry["plain"]["examples_per_s"], rel=0.01)
+        assert entry["ratio"] == pytest.approx(
+            entry["framework"]["examples_per_s"] / entry["plain"]["examples_per_s"], rel=0.01
+        )
 
     sweep = result["sweep"]
     assert sweep["trials"] == 2 and sweep["sweep_s"] > 0 and sweep["bare_fits_s"] > 0
@@ -86,7 +97,9 @@ def test_quick_benchmark_writes_every_section(quick):
 
     workers = result["workers"]
     assert workers["1"]["trials"] == workers["2"]["trials"] == 3 + 1
-    assert workers["speedup"] == pytest.approx(workers["2"]["trials_per_minute"] / workers["1"]["trials_per_minute"], rel=0.01)
+    assert workers["speedup"] == pytest.approx(
+        workers["2"]["trials_per_minute"] / workers["1"]["trials_per_minute"], rel=0.01
+    )
 
 
 @pytest.mark.slow

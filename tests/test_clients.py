@@ -23,17 +23,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 import optuna
 import pytest
+from conftest import fashion_mnist_manual_dir
 from mlflow.entities import ViewType
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import fashion_mnist_manual_dir
-from reuse_nets import names, report, study_files, ui_links
+from reuse_nets import names
+from reuse_nets.report import writer as report
+from reuse_nets.spec import study_files
+from reuse_nets.store import ui_links
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "residual_depth"
@@ -62,8 +65,14 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package (`.ci/run` installs it)
 # Headless as root, and quiet on a closed network: without the background-networking
 # flags Chromium's own connections are refused and slow it down.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 # The MLflow runs table (AG Grid): each row's run name is a link to the run's page.
@@ -110,8 +119,14 @@ def study(tmp_path_factory) -> Study:
     """The tiny study, run by `sweeps/run.py` with no store arguments in a temporary folder."""
     directory = tmp_path_factory.mktemp("study")
     command = [
-        sys.executable, os.fspath(ROOT / "sweeps" / "run.py"), "--study", STUDY,
-        "--manual-dir", fashion_mnist_manual_dir(), "--set", " ".join(OVERRIDES),
+        sys.executable,
+        os.fspath(ROOT / "sweeps" / "run.py"),
+        "--study",
+        STUDY,
+        "--manual-dir",
+        fashion_mnist_manual_dir(),
+        "--set",
+        " ".join(OVERRIDES),
     ]
     proc = subprocess.run(
         command, cwd=directory, env=clean_env(PYTHONUNBUFFERED="1"), capture_output=True, text=True, timeout=RUN_TIMEOUT
@@ -310,7 +325,9 @@ def tags_of(entity: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_printed_link_opens_the_training_runs_page_with_the_parent_and_its_trials(study, mlflow_ui, page, screenshots):
+def test_the_printed_link_opens_the_training_runs_page_with_the_parent_and_its_trials(
+    study, mlflow_ui, page, screenshots
+):
     hints = [line for line in study.stdout.splitlines() if line.startswith("MLflow: ")]
     link = ui_links.mlflow_runs_url(study.experiment_id)
     assert hints == [f"MLflow: run `mlflow ui` here, then open {link}"], study.stdout[-3000:]
@@ -331,7 +348,7 @@ def test_the_printed_link_opens_the_training_runs_page_with_the_parent_and_its_t
 
     shown = dict(zip(run_ids_in(names_in_table), names_in_table.all_inner_texts()))
     assert shown == {run.info.run_id: run.info.run_name for run in study.runs}
-    assert list(shown)[0] == study.parent_run_id  # first, with its nested trials below it
+    assert next(iter(shown)) == study.parent_run_id  # first, with its nested trials below it
     assert sorted(shown.values()) == sorted(
         [STUDY] + [f"tune-{cell}-0" for cell in CELLS] + [f"final-{cell}-seed=1" for cell in CELLS]
     )
@@ -348,7 +365,9 @@ def test_rest_api_returns_the_runs_and_the_experiment_the_stores_hold(study, mlf
     assert parents.pop(study.parent_run_id) is None
     assert set(parents.values()) == {study.parent_run_id}  # every trial nested under the study's run
     assert len(parents) == 2 * len(CELLS)  # one tuning trial and one final run per cell
-    experiment = http(f"{mlflow_ui.url}/api/2.0/mlflow/experiments/get?experiment_id={study.experiment_id}")["experiment"]
+    experiment = http(f"{mlflow_ui.url}/api/2.0/mlflow/experiments/get?experiment_id={study.experiment_id}")[
+        "experiment"
+    ]
     assert experiment["name"] == STUDY
     assert tags_of(experiment)[names.NOTE_TAG] == study.spec.description
     assert tags_of(experiment)[names.STUDY_TAG] == STUDY
@@ -357,7 +376,9 @@ def test_rest_api_returns_the_runs_and_the_experiment_the_stores_hold(study, mlf
 @pytest.mark.slow
 def test_a_trials_metrics_page_shows_the_grad_norm_section(study, mlflow_ui, page, screenshots):
     (trial,) = [run for run in study.trials("final") if run.data.tags[names.CELL_TAG] == CELLS[-1]]
-    grad_norms = sorted(k.removeprefix(names.GRAD_NORM_PREFIX) for k in trial.data.metrics if k.startswith(names.GRAD_NORM_PREFIX))
+    grad_norms = sorted(
+        k.removeprefix(names.GRAD_NORM_PREFIX) for k in trial.data.metrics if k.startswith(names.GRAD_NORM_PREFIX)
+    )
     assert grad_norms == ["block_01", "block_02", "global"]  # depth 2
 
     page.goto(f"{mlflow_ui.url}/#/experiments/{study.experiment_id}/runs/{trial.info.run_id}/model-metrics")
@@ -368,7 +389,9 @@ def test_a_trials_metrics_page_shows_the_grad_norm_section(study, mlflow_ui, pag
     for name in grad_norms:  # one chart each, titled by the rest of the key, with the run's line drawn
         chart = page.get_by_test_id("experiment-view-compare-runs-card").filter(has=page.get_by_text(name, exact=True))
         expect(chart).to_be_visible()
-        expect(chart.get_by_text(f"{trial.info.run_name} ({names.GRAD_NORM_PREFIX}{name})", exact=True)).to_be_attached()
+        expect(
+            chart.get_by_text(f"{trial.info.run_name} ({names.GRAD_NORM_PREFIX}{name})", exact=True)
+        ).to_be_attached()
         expect(chart.locator(".js-plotly-plot path.js-line").first).to_be_attached()
     page.screenshot(path=screenshots / "mlflow_trial_metrics.png")
     assert not page.errors
@@ -431,7 +454,9 @@ def test_the_html_report_renders_headings_tables_images_and_figures(study, page,
     assert "|---" not in text, "Markdown tables left as text"
     assert page.locator("table").count() >= 3  # tuning budget, final results, paired differences
     expect(page.locator("th", has_text="test_accuracy").first).to_be_visible()
-    images = page.evaluate("() => Array.from(document.images, i => ({src: i.getAttribute('src'), width: i.naturalWidth}))")
+    images = page.evaluate(
+        "() => Array.from(document.images, i => ({src: i.getAttribute('src'), width: i.naturalWidth}))"
+    )
     assert images, "no plots"
     assert [image for image in images if image["width"] == 0] == []  # every PNG loaded
     # The study is tuned, so the page has plotly figures: loaded offline, drawn, with a size.
@@ -452,10 +477,19 @@ def test_the_html_report_renders_headings_tables_images_and_figures(study, page,
 @pytest.mark.parametrize(
     "tracking_uri, hint",
     [
-        ("sqlite:///mlflow.db", "MLflow: run `mlflow ui` here, then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"),
-        ("sqlite:////elsewhere/m.db", "MLflow: run `mlflow ui --backend-store-uri sqlite:////elsewhere/m.db` here, then open "
-         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"),
-        ("http://tracking:5000/", "MLflow: open http://tracking:5000/#/experiments/7/runs?workflowType=machine_learning"),
+        (
+            "sqlite:///mlflow.db",
+            "MLflow: run `mlflow ui` here, then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning",
+        ),
+        (
+            "sqlite:////elsewhere/m.db",
+            "MLflow: run `mlflow ui --backend-store-uri sqlite:////elsewhere/m.db` here, then open "
+            "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning",
+        ),
+        (
+            "http://tracking:5000/",
+            "MLflow: open http://tracking:5000/#/experiments/7/runs?workflowType=machine_learning",
+        ),
     ],
     ids=["default-store", "other-store", "tracking-server"],
 )

@@ -2,7 +2,7 @@
 
 The command-line tests run real processes (each well under a second or two: no
 TensorFlow is imported for help, listing, dry runs or errors); the progress tests
-drive `reuse_nets.progress` with a fake clock and in-memory streams.
+drive `reuse_nets.sweep.progress` with a fake clock and in-memory streams.
 """
 
 import concurrent.futures
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reuse_nets import progress
+from reuse_nets.sweep import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "sweeps"
@@ -28,7 +28,11 @@ def console_script() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("reuse-nets")
-    return [found] if found else [sys.executable, "-c", "import sys; from reuse_nets.commands import main; sys.exit(main())"]
+    return (
+        [found]
+        if found
+        else [sys.executable, "-c", "import sys; from reuse_nets.commands import main; sys.exit(main())"]
+    )
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -50,7 +54,11 @@ def sweep(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_help_lists_every_command_with_a_description(tmp_path):
     result = reuse_nets("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    listed = {line.split()[0]: line.split(None, 1)[1] for line in result.stdout.split("commands:\n")[1].splitlines() if line.strip()}
+    listed = {
+        line.split()[0]: line.split(None, 1)[1]
+        for line in result.stdout.split("commands:\n")[1].splitlines()
+        if line.strip()
+    }
     assert set(listed) == set(COMMANDS), result.stdout
     assert all(description.strip() for description in listed.values())
 

@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from reuse_nets import data
-from reuse_nets.config import DatasetConfig
-from reuse_nets.data import DataError, Splits
-
+from reuse_nets.errors import DataError
+from reuse_nets.spec.config import DatasetConfig
+from reuse_nets.train import data
+from reuse_nets.train.data import Splits
 
 # --- resolve_splits: pure unit tests -------------------------------------------------
 
@@ -66,7 +66,9 @@ def test_requested_slices_are_loaded(fashion_mnist):
     ],
 )
 def test_any_slice_expression_works(data_source, expression, count):
-    dataset = data.load_dataset("fashion_mnist", Splits(train=expression, validation="train[:100]", test=None), data_source)
+    dataset = data.load_dataset(
+        "fashion_mnist", Splits(train=expression, validation="train[:100]", test=None), data_source
+    )
     assert dataset.num_examples("train") == count
     assert dataset.arrays["train"][0].shape == (count, 28, 28, 1)
     assert "test" not in dataset.splits and "test" not in dataset.arrays
@@ -77,6 +79,7 @@ def test_validation_is_carved_from_train_when_not_given(data_source):
     assert dataset.splits == {"train": "train[:90%]", "validation": "train[90%:]"}
     assert dataset.num_examples("train") == 54000
     assert dataset.num_examples("validation") == 6000
+
 
 def test_carved_splits_are_the_head_and_tail_of_train(data_source, fashion_mnist):
     carved = data.load_dataset("fashion_mnist", Splits(train="train", validation=None, test=None), data_source)
@@ -145,12 +148,20 @@ def test_load_from_a_dataset_config_is_the_memoised_dataset(fashion_mnist, fashi
 
 
 def test_load_maps_every_config_field_to_its_split(data_source):
-    config = DatasetConfig(name="fashion_mnist", train_split="train[:300]", validation_split="train[-200:]", test_split="test[:100]")
+    config = DatasetConfig(
+        name="fashion_mnist", train_split="train[:300]", validation_split="train[-200:]", test_split="test[:100]"
+    )
     dataset = data.load(config, data_source)
     assert dataset.name == "fashion_mnist"
     assert dataset.splits == {"train": "train[:300]", "validation": "train[-200:]", "test": "test[:100]"}
-    assert {role: dataset.num_examples(role) for role in dataset.splits} == {"train": 300, "validation": 200, "test": 100}
-    assert dataset is data.load_dataset("fashion_mnist", Splits("train[:300]", "train[-200:]", "test[:100]"), data_source)
+    assert {role: dataset.num_examples(role) for role in dataset.splits} == {
+        "train": 300,
+        "validation": 200,
+        "test": 100,
+    }
+    assert dataset is data.load_dataset(
+        "fashion_mnist", Splits("train[:300]", "train[-200:]", "test[:100]"), data_source
+    )
 
 
 def test_load_without_test_or_validation_follows_the_config_defaults(data_source):

@@ -1,7 +1,7 @@
 """Adding a strategy with an option of its own touches three files, as the README says.
 
 The test copies the project, applies the README's three edits (a block class in
-layers.py, a registry line in models.py, a config field in config.py), and runs a
+nn/layers.py, a registry line in nn/models.py, a config field in spec/config.py), and runs a
 real study with the new strategy through Optuna, MLflow and TFDS.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from conftest import fashion_mnist_manual_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 # (file, anchor line, text inserted after it); None: appended at the end.
 EDITS = {
-    "reuse_nets/layers.py": (
+    "reuse_nets/nn/layers.py": (
         None,
         '''
 
@@ -40,12 +39,12 @@ class ScaledSkipBlock(ReuseBlock):
         return {**super().get_config(), "skip_scale": self.skip_scale}
 ''',
     ),
-    "reuse_nets/models.py": (
+    "reuse_nets/nn/models.py": (
         '    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),\n',
         '    "scaled": Strategy("ScaledSkipBlock", ("input", "previous"), ("skip_scale",),\n'
         '                       lambda index, depth, options: {"skip_scale": options["skip_scale"]}),\n',
     ),
-    "reuse_nets/config.py": (
+    "reuse_nets/spec/config.py": (
         "    learned_mask: bool = False  # masked: trainable gate instead of a fixed mask\n",
         "    skip_scale: float = 1.0  # scaled: weight of the reused input's mean\n",
     ),
@@ -82,8 +81,16 @@ def test_a_new_strategy_with_its_own_option_runs_through_a_study(tmp_path):
     work.mkdir()
     tracking = f"sqlite:///{work}/mlflow.db"
     command = [
-        sys.executable, str(copy / "sweeps" / "run.py"), "--study", "toy", "--manual-dir", fashion_mnist_manual_dir(),
-        "--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", tracking,
+        sys.executable,
+        str(copy / "sweeps" / "run.py"),
+        "--study",
+        "toy",
+        "--manual-dir",
+        fashion_mnist_manual_dir(),
+        "--storage",
+        f"sqlite:///{work}/optuna.db",
+        "--tracking-uri",
+        tracking,
     ]
     result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -105,7 +112,12 @@ def test_a_new_strategy_with_its_own_option_runs_through_a_study(tmp_path):
         "b = m.get_layer('block_02'); print(type(b).__name__, b.skip_scale)"
     )
     model_uri = scaled.data.tags["reuse_nets.model_uri"]
-    loaded = subprocess.run([sys.executable, "-c", probe, str(copy), tracking, model_uri], cwd=work,
-                            capture_output=True, text=True, timeout=120)
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, str(copy), tracking, model_uri],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().splitlines()[-1] == "ScaledSkipBlock 0.25"

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-
 from layer_testing import LayerCase, run_layer_test
-from reuse_nets import layers
-from reuse_nets.layers import (
+
+from reuse_nets.nn import layers
+from reuse_nets.nn.layers import (
     FeatureAugmentationLayer,
     MaskedInputLayer,
     MaskedReuseBlock,
@@ -61,16 +61,24 @@ CONTRACT_CASES = {
         LayerCase(
             "dense_initializer_object",
             {"units": 5, "kernel_initializer": keras.initializers.VarianceScaling(scale=0.5, seed=3)},
-            (3, 10), (3, 5), 4, 4,
+            (3, 10),
+            (3, 5),
+            4,
+            4,
         ),
         LayerCase("dense_branch_gain_init", {"units": 10, "branch_gain_init": 0.25}, (3, 10), (3, 10), 3, 3),
         LayerCase("dense_no_bias", {"units": 5, "use_bias": False}, (3, 10), (3, 5), 3, 3),
         LayerCase("conv_projection", {"units": 4, "kernel_size": 3}, (2, 6, 6, 3), (2, 6, 6, 4), 4, 4),
-        LayerCase("conv_pair_identity", {"units": 4, "kernel_size": 3}, [(2, 6, 6, 5), (2, 6, 6, 4)], (2, 6, 6, 4), 3, 3),
+        LayerCase(
+            "conv_pair_identity", {"units": 4, "kernel_size": 3}, [(2, 6, 6, 5), (2, 6, 6, 4)], (2, 6, 6, 4), 3, 3
+        ),
         LayerCase(
             "conv_pair_projection_branch_gain_init",
             {"units": 4, "kernel_size": 3, "branch_gain_init": -0.5},
-            [(2, 6, 6, 5), (2, 6, 6, 3)], (2, 6, 6, 4), 4, 4,
+            [(2, 6, 6, 5), (2, 6, 6, 3)],
+            (2, 6, 6, 4),
+            4,
+            4,
         ),
     ],
     MaskedInputLayer: [
@@ -80,7 +88,14 @@ CONTRACT_CASES = {
         LayerCase("learned_keep_all", {"mask_shape": (8,), "keep_ratio": 1.0, "learned": True}, (3, 8), (3, 8), 1, 1),
         LayerCase("fixed_pair", {"mask_shape": (10,), "keep_ratio": 0.3}, [(3, 4), (3, 10)], (3, 14), 1, 0),
         LayerCase("image", {"mask_shape": (6, 6, 3), "seed": 5}, (2, 6, 6, 3), (2, 6, 6, 3), 1, 0),
-        LayerCase("image_pair_learned", {"mask_shape": (6, 6, 3), "learned": True}, [(2, 6, 6, 4), (2, 6, 6, 3)], (2, 6, 6, 7), 1, 1),
+        LayerCase(
+            "image_pair_learned",
+            {"mask_shape": (6, 6, 3), "learned": True},
+            [(2, 6, 6, 4), (2, 6, 6, 3)],
+            (2, 6, 6, 7),
+            1,
+            1,
+        ),
     ],
     MaskedReuseBlock: [
         LayerCase("dense", {"units": 5, "seed": 2}, (3, 10), (3, 15), 3, 2),
@@ -90,15 +105,16 @@ CONTRACT_CASES = {
         LayerCase(
             "conv_pair_learned",
             {"units": 4, "kernel_size": 3, "mask_shape": (6, 6, 3), "learned": True},
-            [(2, 6, 6, 5), (2, 6, 6, 3)], (2, 6, 6, 7), 3, 3,
+            [(2, 6, 6, 5), (2, 6, 6, 3)],
+            (2, 6, 6, 7),
+            3,
+            3,
         ),
     ],
 }
 
 CONTRACT_PARAMS = [
-    pytest.param(cls, case, id=f"{cls.__name__}-{case.id}")
-    for cls, cases in CONTRACT_CASES.items()
-    for case in cases
+    pytest.param(cls, case, id=f"{cls.__name__}-{case.id}") for cls, cases in CONTRACT_CASES.items() for case in cases
 ]
 
 
@@ -641,20 +657,26 @@ def test_bad_kernel_size_raises_naming_it(kernel_size):
 
 
 @pytest.mark.parametrize("keep_ratio", [0, 0.0, 1.5, -0.5])
-@pytest.mark.parametrize("layer_fn", [
-    pytest.param(lambda k: MaskedInputLayer(keep_ratio=k), id="MaskedInputLayer"),
-    pytest.param(lambda k: MaskedReuseBlock(4, keep_ratio=k), id="MaskedReuseBlock"),
-])
+@pytest.mark.parametrize(
+    "layer_fn",
+    [
+        pytest.param(lambda k: MaskedInputLayer(keep_ratio=k), id="MaskedInputLayer"),
+        pytest.param(lambda k: MaskedReuseBlock(4, keep_ratio=k), id="MaskedReuseBlock"),
+    ],
+)
 def test_bad_keep_ratio_raises_naming_keep_ratio(layer_fn, keep_ratio):
     with pytest.raises(ValueError, match=re.escape(f"keep_ratio={keep_ratio!r}")) as info:
         layer_fn(keep_ratio)
     assert "`keep_ratio`" in str(info.value)
 
 
-@pytest.mark.parametrize("layer_fn", [
-    pytest.param(lambda: MaskedInputLayer(learned=True, gate_init=2.0), id="MaskedInputLayer"),
-    pytest.param(lambda: MaskedReuseBlock(4, learned=True, gate_init=2.0), id="MaskedReuseBlock"),
-])
+@pytest.mark.parametrize(
+    "layer_fn",
+    [
+        pytest.param(lambda: MaskedInputLayer(learned=True, gate_init=2.0), id="MaskedInputLayer"),
+        pytest.param(lambda: MaskedReuseBlock(4, learned=True, gate_init=2.0), id="MaskedReuseBlock"),
+    ],
+)
 def test_removed_gate_init_argument_is_refused(layer_fn):
     # A learned mask starts at the 0/1 mask itself: there is no gate magnitude to set.
     with pytest.raises(ValueError, match="gate_init"):

@@ -31,11 +31,11 @@ import optuna
 import psycopg
 import pytest
 from mlflow.entities import ViewType
-
-import reuse_nets.layers  # noqa: F401  (registers the layers a logged model holds)
-from reuse_nets import study_files
-from reuse_nets.studies import Cell
 from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
+
+import reuse_nets.nn.layers  # noqa: F401  (registers the layers a logged model holds)
+from reuse_nets.spec import study_files
+from reuse_nets.spec.studies import Cell
 
 pytestmark = pytest.mark.slow
 
@@ -115,14 +115,21 @@ class Postgres:
         drop = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.root)}
         return subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]], cwd=self.root, env=env, capture_output=True, text=True,
-            timeout=120, **drop,
+            [str(self.bin_dir / args[0]), *args[1:]],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **drop,
         )
 
     def check(self, result: subprocess.CompletedProcess, what: str) -> None:
         if result.returncode != 0:
             log = self.log.read_text()[-3000:] if self.log.exists() else ""
-            pytest.fail(f"PostgreSQL {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}")
+            pytest.fail(
+                f"PostgreSQL {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}"
+            )
 
     def start(self) -> None:
         initdb = ("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
@@ -130,7 +137,9 @@ class Postgres:
         options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories={self.root}"
         start = ("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
         self.check(self.command(*start), "start")
-        with psycopg.connect(host=HOST, port=self.port, user="postgres", dbname="postgres", autocommit=True) as connection:
+        with psycopg.connect(
+            host=HOST, port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as connection:
             for name in ("optuna", "mlflow"):
                 connection.execute(f"CREATE DATABASE {name}")
 
@@ -165,8 +174,20 @@ def mlflow_server(postgres, tmp_path_factory):
     directory = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", postgres.url("mlflow"), "--artifacts-destination", str(directory / "artifacts"),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        postgres.url("mlflow"),
+        "--artifacts-destination",
+        str(directory / "artifacts"),
     ]
     log = directory / "server.log"
     with open(log, "w") as out:
@@ -186,7 +207,9 @@ def mlflow_server(postgres, tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer /health in {SERVER_START_TIMEOUT} s:\n{log.read_text()[-4000:]}")
+                pytest.fail(
+                    f"mlflow server did not answer /health in {SERVER_START_TIMEOUT} s:\n{log.read_text()[-4000:]}"
+                )
             time.sleep(1)
         yield url
     finally:
@@ -230,7 +253,9 @@ def start_runner(directory: Path, storage: str, tracking_uri: str) -> tuple[subp
         command += ["--set", override]
     stdout, stderr = directory / "stdout.txt", directory / "stderr.txt"
     with open(stdout, "w") as out, open(stderr, "w") as err:
-        process = subprocess.Popen(command, cwd=directory, stdout=out, stderr=err, env=runner_env(), start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=directory, stdout=out, stderr=err, env=runner_env(), start_new_session=True
+        )
     return process, stdout, stderr
 
 
@@ -282,7 +307,10 @@ def test_two_runners_on_two_machines_share_one_study(postgres, mlflow_server, tm
     assert all(s[2] in ("duplicate", "unused") for s in states if s[1] != "COMPLETE"), states
 
     # Both machines did part of the work, and no trial was done by both.
-    done = {name: {int(m["trial"]) for m in DONE_LINE.finditer(stdout.read_text())} for name, (_, stdout, _) in machines.items()}
+    done = {
+        name: {int(m["trial"]) for m in DONE_LINE.finditer(stdout.read_text())}
+        for name, (_, stdout, _) in machines.items()
+    }
     assert all(done.values()), f"a runner completed no trial: {done}"
     assert not set.intersection(*done.values()), done
     assert set.union(*done.values()) == {t.number for t in complete}, done
@@ -298,7 +326,7 @@ def test_two_runners_on_two_machines_share_one_study(postgres, mlflow_server, tm
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     # Both runners logged under that parent run ("MLflow experiment E, parent run P").
-    for name, (process, stdout, stderr) in machines.items():
+    for name, (_process, stdout, _stderr) in machines.items():
         used = set(PARENT_LINE.findall(stdout.read_text()))
         assert used == {(experiment.experiment_id, parent.info.run_id)}, (name, used)
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
@@ -323,21 +351,31 @@ def test_two_runners_on_two_machines_share_one_study(postgres, mlflow_server, tm
     # (A `models:/` URI resolves through the process's global tracking URI, so: its location.)
     logged = client.get_logged_model(children[0].data.tags["reuse_nets.model_uri"].removeprefix("models:/"))
     assert logged.artifact_location.startswith("mlflow-artifacts:"), logged.artifact_location
-    folder = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=logged.artifact_location, dst_path=str(tmp_path / "model"), tracking_uri=mlflow_server
-    ))
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=logged.artifact_location, dst_path=str(tmp_path / "model"), tracking_uri=mlflow_server
+        )
+    )
     assert keras.saving.load_model(folder / "artifacts" / "model.keras", safe_mode=True).output_shape == (None, 10)
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 
 def test_the_logged_command_hides_url_passwords(monkeypatch):
     """Runners on other machines name servers on the command line; its tag is readable by all."""
-    from reuse_nets import provenance
+    from reuse_nets.store import provenance
 
-    monkeypatch.setattr(sys, "argv", [
-        "sweeps/run.py", "--storage", "postgresql+psycopg://alice:s3cr%40t@db.example:5432/optuna",
-        "--tracking-uri=http://bob:hunter2@mlflow.example:5000", "--set", "name=a:b@c",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "sweeps/run.py",
+            "--storage",
+            "postgresql+psycopg://alice:s3cr%40t@db.example:5432/optuna",
+            "--tracking-uri=http://bob:hunter2@mlflow.example:5000",
+            "--set",
+            "name=a:b@c",
+        ],
+    )
     command = provenance.command_line()
     assert "s3cr" not in command and "hunter2" not in command, command
     assert "postgresql+psycopg://alice:***@db.example:5432/optuna" in command

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from reuse_nets import layers, models
-from reuse_nets.models import block_name, block_names, build_model
+from reuse_nets.nn import layers, models
+from reuse_nets.nn.models import block_name, block_names, build_model
 
 STRATEGIES = ["plain", "concat", "residual", "masked"]
 DEPTHS = [1, 2, 8, 32]
@@ -292,7 +292,7 @@ def test_fixed_mask_is_non_trainable_and_does_not_change(family, input_shape):
 
 
 def test_strategy_options_are_trial_config_fields():
-    from reuse_nets.config import TrialConfig
+    from reuse_nets.spec.config import TrialConfig
 
     assert models.STRATEGIES["masked"].options == ("keep_ratio", "learned_mask")
     for name in ("plain", "concat", "residual"):
@@ -305,7 +305,7 @@ def test_strategy_options_are_trial_config_fields():
 def test_every_activation_a_config_allows_builds_and_predicts():
     # The config checks activations by name without Keras; each one it allows must
     # build (residual: shapes must match for the add) and give finite probabilities.
-    from reuse_nets.config import ACTIVATIONS
+    from reuse_nets.spec.config import ACTIVATIONS
 
     x = np.random.default_rng(0).normal(size=(BATCH, 10)).astype("float32")
     for activation in ACTIVATIONS:
@@ -432,7 +432,7 @@ RELOAD_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    import reuse_nets.layers  # noqa: F401  the documented way to register the layers
+    import reuse_nets.nn.layers  # noqa: F401  the documented way to register the layers
     import keras
 
     manifest = json.loads(open(sys.argv[1]).read())
@@ -515,8 +515,10 @@ def test_saved_models_of_every_strategy_reload_in_a_fresh_process(reloaded_in_fr
 
 def test_package_root_does_not_import_tensorflow():
     """`import reuse_nets` stays light (CLI errors and --list are fast); importing
-    `reuse_nets.layers` is what registers the layers for loading."""
-    script = "import sys, reuse_nets, reuse_nets.studies; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    `reuse_nets.nn.layers` is what registers the layers for loading."""
+    script = (
+        "import sys, reuse_nets, reuse_nets.spec.studies; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
 

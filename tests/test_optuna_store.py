@@ -6,8 +6,8 @@ from pathlib import Path
 
 import optuna
 
-from reuse_nets import optuna_store
-from reuse_nets.studies import ExecutionSpec
+from reuse_nets.spec.studies import ExecutionSpec
+from reuse_nets.store import optuna_store
 
 TRIALS = 400  # enough claims racing that, without immediate transactions, some trial is claimed twice
 
@@ -29,7 +29,9 @@ def test_two_processes_never_claim_the_same_waiting_trial(tmp_path):
 
     context = multiprocessing.get_context("spawn")
     results, start = context.Queue(), context.Barrier(2)
-    processes = [context.Process(target=claim_all, args=(url, trial_ids, results, start), daemon=True) for _ in range(2)]
+    processes = [
+        context.Process(target=claim_all, args=(url, trial_ids, results, start), daemon=True) for _ in range(2)
+    ]
     for process in processes:
         process.start()
     try:

@@ -11,9 +11,10 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-
 import tiny_study
-from reuse_nets import phases, report_html, study_files
+
+from reuse_nets.report import html_page as report_html
+from reuse_nets.spec import plan, study_files
 
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input", "col", "source"}
 RAW_TEXT_TAGS = {"script", "style"}  # their content is code, not text a reader sees
@@ -135,13 +136,18 @@ def tiny_spec():
 
 def add_tuning_trials(storage: str, spec, cell, values: list[tuple[float, float | None]]):
     """A cell's tuning study holding trials of (learning rate, value); value None: FAIL."""
-    study = optuna.create_study(storage=storage, study_name=phases.tune_study_name(spec, cell), direction="maximize")
+    study = optuna.create_study(storage=storage, study_name=plan.tune_study_name(spec, cell), direction="maximize")
     distribution = optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
     for rate, value in values:
         state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
-        study.add_trial(optuna.trial.create_trial(
-            params={"learning_rate": rate}, distributions={"learning_rate": distribution}, value=value, state=state,
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"learning_rate": rate},
+                distributions={"learning_rate": distribution},
+                value=value,
+                state=state,
+            )
+        )
 
 
 def test_tuning_figures_cover_cells_with_complete_trials_and_skip_the_rest(tmp_path):
@@ -159,7 +165,7 @@ def test_tuning_figures_cover_cells_with_complete_trials_and_skip_the_rest(tmp_p
     names = {trace.name for figure in figures for trace in figure.data if trace.name}
     assert any(plain.key in name for name in names)
     assert not any(residual.key in name for name in names)
-    assert not any(phases.tune_study_name(spec, plain) in name for name in names)  # renamed to the cell
+    assert not any(plan.tune_study_name(spec, plain) in name for name in names)  # renamed to the cell
     star = next(t for t in figures[1].data if t.name == f"{plain.key} (selected)")
     assert (tuple(star.x), tuple(star.y)) == ((0.01,), (0.5,))
     assert figures[1].layout.xaxis.type == "log"
@@ -177,7 +183,9 @@ def test_a_figure_that_fails_becomes_a_note_not_an_error(tmp_path, monkeypatch):
     figures, notes = report_html.tuning_figures(spec, storage, {})
 
     assert len(figures) == len(spec.tune.search_space)
-    assert notes == ["figure 'search progress' skipped: Cannot evaluate parameter importances with only a single trial."]
+    assert notes == [
+        "figure 'search progress' skipped: Cannot evaluate parameter importances with only a single trial."
+    ]
 
 
 def test_a_plain_grid_has_no_tuning_figures_and_reads_no_storage():

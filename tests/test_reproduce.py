@@ -19,7 +19,11 @@ import pytest
 import yaml
 from mlflow.entities import Metric, Param
 
-from reuse_nets import execution, names, provenance, report, study_files, tracking
+from reuse_nets import names
+from reuse_nets.report import writer as report
+from reuse_nets.spec import study_files
+from reuse_nets.store import provenance
+from reuse_nets.train import execution
 
 pytestmark = pytest.mark.slow  # every test here runs real entry points on real data
 
@@ -119,7 +123,9 @@ class Study:
         return {run.info.run_id for run in self.client.search_runs([self.experiment_id], max_results=1000)}
 
     def reproductions_of(self, run_id: str) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{names.REPRODUCES_TAG}` = '{run_id}'")
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{names.REPRODUCES_TAG}` = '{run_id}'"
+        )
 
     def reproduce(self, run_id: str, *args) -> subprocess.CompletedProcess:
         options = ["--tracking-uri", self.tracking_uri, "--manual-dir", MANUAL_DIR]
@@ -139,18 +145,26 @@ def study(tmp_path_factory):
     tracking_uri = f"sqlite:///{directory}/mlflow.db"
     storage = f"sqlite:///{directory}/optuna.db"
     command = [
-        "--study", "smoke", "--manual-dir", MANUAL_DIR, "--storage", storage,
-        "--tracking-uri", tracking_uri, "--set", " ".join(SMOKE_OVERRIDES),
+        "--study",
+        "smoke",
+        "--manual-dir",
+        MANUAL_DIR,
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking_uri,
+        "--set",
+        " ".join(SMOKE_OVERRIDES),
     ]
     proc = run_script("run.py", *command, cwd=directory)
     assert proc.returncode == 0, describe(proc)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name("smoke")
-    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'study'")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{names.KIND_TAG}` = 'study'")
     trials = client.search_runs(
         [experiment.experiment_id],
         filter_string=(
-            f"tags.`{names.STATE_TAG}` = 'COMPLETE' and tags.`{tracking.KIND_TAG}` = 'trial' "
+            f"tags.`{names.STATE_TAG}` = 'COMPLETE' and tags.`{names.KIND_TAG}` = 'trial' "
             f"and tags.`{names.PHASE_TAG}` = 'final'"
         ),
     )
@@ -184,22 +198,22 @@ def metric_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
 
 def test_study_runs_are_tagged_with_study_phase_cell_and_trial(study):
     parent = study.client.get_run(study.parent_run_id)
-    assert parent.data.tags[tracking.KIND_TAG] == "study"
+    assert parent.data.tags[names.KIND_TAG] == "study"
     assert parent.data.tags[names.STUDY_TAG] == "smoke"
     assert names.OPTUNA_STUDY_TAG not in parent.data.tags  # one Optuna study per cell and phase, not per study
     assert parent.info.status == "FINISHED"
     for number, (run_id, cell) in enumerate(zip(study.trial_run_ids, SMOKE_CELLS)):
         run = study.client.get_run(run_id)
         tags = run.data.tags
-        assert tags[tracking.KIND_TAG] == "trial"
+        assert tags[names.KIND_TAG] == "trial"
         assert tags[names.STUDY_TAG] == "smoke"
         assert tags[names.PHASE_TAG] == "final"  # no `tune:` in smoke: a plain grid
         assert tags[names.CELL_TAG] == cell
         assert tags[names.OPTUNA_STUDY_TAG] == "smoke:final"
         assert tags[names.TRIAL_TAG] == str(number)
         assert tags[names.STATE_TAG] == "COMPLETE"
-        assert tags[tracking.OUTCOME_TAG] == "completed"
-        assert tags[tracking.PARENT_TAG] == study.parent_run_id
+        assert tags[names.OUTCOME_TAG] == "completed"
+        assert tags[names.PARENT_TAG] == study.parent_run_id
         assert run.info.status == "FINISHED"
         assert run.info.run_name == f"final-{cell}-seed=0"
         assert run.data.params["seed"] == "0"
@@ -221,15 +235,15 @@ def test_reproduce_retrains_a_trial_bit_exactly(study, reproduction):
     assert new_run.info.status == "FINISHED"
     assert new_run.info.run_name == f"reproduce-{original.info.run_name}"
     assert new_run.data.tags[names.REPRODUCES_TAG] == study.run_id
-    assert new_run.data.tags[tracking.KIND_TAG] == "reproduction"
+    assert new_run.data.tags[names.KIND_TAG] == "reproduction"
     # Closed like every trial run (tracking.trial_run), but no trial of any Optuna study.
-    assert new_run.data.tags[tracking.OUTCOME_TAG] == "completed"
+    assert new_run.data.tags[names.OUTCOME_TAG] == "completed"
     assert new_run.data.tags[names.STATE_TAG] == "COMPLETE"
     for tag in (names.PHASE_TAG, names.OPTUNA_STUDY_TAG, names.TRIAL_TAG):
         assert tag not in new_run.data.tags, tag
-    assert new_run.data.tags[tracking.MODEL_URI_TAG] != original.data.tags[tracking.MODEL_URI_TAG]
-    assert original.data.tags[tracking.PARENT_TAG] == study.parent_run_id
-    assert new_run.data.tags[tracking.PARENT_TAG] == study.parent_run_id
+    assert new_run.data.tags[names.MODEL_URI_TAG] != original.data.tags[names.MODEL_URI_TAG]
+    assert original.data.tags[names.PARENT_TAG] == study.parent_run_id
+    assert new_run.data.tags[names.PARENT_TAG] == study.parent_run_id
     assert new_run.data.params == original.data.params
 
     blocks = sorted(name for name in original.data.metrics if name.startswith("grad_norm/block_"))
@@ -258,7 +272,7 @@ def test_a_reproduction_is_not_a_trial_of_the_study(study, reproduction):
     # Resuming the study left the reproduction alone (not closed as a dead trial).
     reproduced = study.client.get_run(new_run.info.run_id)
     assert reproduced.info.status == "FINISHED"
-    assert reproduced.data.tags[tracking.OUTCOME_TAG] == "completed"
+    assert reproduced.data.tags[names.OUTCOME_TAG] == "completed"
     # The report counts the study's final runs only, not the reproduction of one of them.
     spec = study_files.load_study("smoke", SMOKE_OVERRIDES)
     assert [cell.key for cell in spec.cells()] == SMOKE_CELLS
@@ -302,7 +316,7 @@ def tampered_copy(study, *, params=(), config=None, with_model=True, with_metric
     # no child of the study, so the study's report never sees it.
     tags = {**{k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}, **dict(tags)}
     if not with_model:
-        del tags[tracking.MODEL_URI_TAG]
+        del tags[names.MODEL_URI_TAG]
     run_id = client.create_run(original.info.experiment_id, run_name="tampered", tags=tags).info.run_id
     client.log_batch(
         run_id,
@@ -412,15 +426,15 @@ def test_runs_record_command_lock_and_execution_settings(study):
     assert len(lock) == 64
     for run in (parent, trial):
         tags = run.data.tags
-        assert tags[provenance.LOCK_TAG] == lock
-        assert "run.py --study smoke" in tags[provenance.COMMAND_TAG]
+        assert tags[names.LOCK_TAG] == lock
+        assert "run.py --study smoke" in tags[names.COMMAND_TAG]
     settings = execution.Settings.from_tags(trial.data.tags)
     assert settings is not None and settings.intra_op_threads == execution.machine_cores()
-    assert trial.data.tags[execution.CORES_TAG] == str(execution.machine_cores())
+    assert trial.data.tags[names.CORES_TAG] == str(execution.machine_cores())
 
 
 def test_strict_refuses_a_run_made_with_another_lock_file(study):
-    tampered = tampered_copy(study, tags={provenance.LOCK_TAG: "0" * 64})
+    tampered = tampered_copy(study, tags={names.LOCK_TAG: "0" * 64})
 
     proc = study.reproduce(tampered, "--strict")
 
@@ -438,7 +452,13 @@ def study_table(proc: subprocess.CompletedProcess) -> list[list[str]]:
 
 def test_reproduce_study_rechecks_the_final_runs_in_one_table(study):
     proc = run_script(
-        "reproduce.py", "--study", "smoke", "--tracking-uri", study.tracking_uri, "--manual-dir", MANUAL_DIR,
+        "reproduce.py",
+        "--study",
+        "smoke",
+        "--tracking-uri",
+        study.tracking_uri,
+        "--manual-dir",
+        MANUAL_DIR,
         cwd=study.directory,
     )
 
@@ -452,8 +472,16 @@ def test_reproduce_study_rechecks_the_final_runs_in_one_table(study):
     assert "2/2 runs reproduce exactly" in proc.stdout
 
     sampled = run_script(
-        "reproduce.py", "--study", "smoke", "--sample", "1", "--tracking-uri", study.tracking_uri,
-        "--manual-dir", MANUAL_DIR, cwd=study.directory,
+        "reproduce.py",
+        "--study",
+        "smoke",
+        "--sample",
+        "1",
+        "--tracking-uri",
+        study.tracking_uri,
+        "--manual-dir",
+        MANUAL_DIR,
+        cwd=study.directory,
     )
     assert sampled.returncode == 0, describe(sampled)
     assert len(study_table(sampled)) == 1 and "1/1 runs reproduce exactly" in sampled.stdout
@@ -469,7 +497,7 @@ def unreproducible_run(study, which: str) -> str:
         run_id = client.create_run(study.experiment_id, run_name="foreign").info.run_id
         client.log_param(run_id, "width", "32")
     else:  # a trial whose process died before it logged its config, or a mangled one
-        run_id = client.create_run(study.experiment_id, run_name=which, tags={tracking.KIND_TAG: "trial"}).info.run_id
+        run_id = client.create_run(study.experiment_id, run_name=which, tags={names.KIND_TAG: "trial"}).info.run_id
         if which == "broken config":
             client.log_text(run_id, "width: [32\n", "config.yaml")
     client.set_terminated(run_id, "FINISHED")
@@ -536,10 +564,25 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     path = os.pathsep.join([os.fspath(bin_dir), os.environ.get("PATH", "")])
     env = script_env(MLFLOW_TRACKING_URI=tracking_uri, PATH=path)
     command = [
-        os.fspath(bin_dir / "mlflow"), "run", os.fspath(ROOT), "-e", "sweep",
-        "-P", "study=smoke", "-P", f"manual_dir={MANUAL_DIR}", "-P", f"storage=sqlite:///{tmp_path}/optuna2.db",
-        "-P", "set=" + " ".join(PROJECT_OVERRIDES), "-P", f"reports={tmp_path}/reports",
-        "--env-manager", "local", "--experiment-name", "projects",
+        os.fspath(bin_dir / "mlflow"),
+        "run",
+        os.fspath(ROOT),
+        "-e",
+        "sweep",
+        "-P",
+        "study=smoke",
+        "-P",
+        f"manual_dir={MANUAL_DIR}",
+        "-P",
+        f"storage=sqlite:///{tmp_path}/optuna2.db",
+        "-P",
+        "set=" + " ".join(PROJECT_OVERRIDES),
+        "-P",
+        f"reports={tmp_path}/reports",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "projects",
     ]
     proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     head_after = git("rev-parse", "HEAD")
@@ -552,9 +595,9 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     assert project_run.data.tags["mlflow.source.git.commit"] in {head_before, head_after}
     parent = client.get_run(project_run.data.tags["reuse_nets.study_parent_run_id"])
     assert parent.info.experiment_id == smoke_id
-    assert parent.data.tags[tracking.KIND_TAG] == "study"
+    assert parent.data.tags[names.KIND_TAG] == "study"
     assert parent.info.status == "FINISHED"
-    (trial,) = client.search_runs([smoke_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
+    (trial,) = client.search_runs([smoke_id], filter_string=f"tags.`{names.PARENT_TAG}` = '{parent.info.run_id}'")
     assert trial.info.status == "FINISHED"
     assert trial.data.tags[names.STATE_TAG] == "COMPLETE"
     assert trial.data.tags[names.PHASE_TAG] == "final"
@@ -562,11 +605,11 @@ def test_mlflow_project_runs_a_study(tmp_path, monkeypatch):
     assert trial.info.run_name == "final-strategy=plain,depth=1-seed=0"
     assert trial.data.params["strategy"] == "plain" and trial.data.params["depth"] == "1"
     # The study's runs are its own, not nested in the project run.
-    nested = f"tags.`{tracking.PARENT_TAG}` = '{project_run.info.run_id}'"
+    nested = f"tags.`{names.PARENT_TAG}` = '{project_run.info.run_id}'"
     assert client.search_runs([projects_id, smoke_id], filter_string=nested) == []
 
     # Everything was stored under tmp_path, nothing under the repo's mlruns/.
-    model_id = trial.data.tags[tracking.MODEL_URI_TAG].removeprefix("models:/")
+    model_id = trial.data.tags[names.MODEL_URI_TAG].removeprefix("models:/")
     stored = paths_under(artifacts)
     for name in (parent.info.run_id, trial.info.run_id, model_id):  # the project run logs no files
         assert any(name in path for path in stored), name  # so the check below can fail

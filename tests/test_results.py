@@ -1,4 +1,4 @@
-"""Tests of `reuse_nets.results`: a real tiny tuned study's trial runs as DataFrames.
+"""Tests of `reuse_nets.report.results`: a real tiny tuned study's trial runs as DataFrames.
 
 The study (see `tiny_study`) is read back from its SQLite stores; every row and
 value is checked against what MLflow and Optuna hold.
@@ -11,11 +11,11 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
-
 import tiny_study
-from reuse_nets import phases, results, study_files
-from reuse_nets.optuna_store import SweepError
-from reuse_nets.studies import StudyError
+
+from reuse_nets.errors import StudyError, SweepError
+from reuse_nets.report import results
+from reuse_nets.spec import plan, study_files
 
 pytestmark = pytest.mark.slow  # reads a study run on real data
 
@@ -55,20 +55,31 @@ def test_tune_has_one_row_per_tuning_trial_with_the_documented_columns(study, tu
     cells = [cell.key for cell in spec.cells()]
 
     assert len(tune) == spec.tune.trials_per_cell * len(cells)
-    assert list(tune.columns[: len(results.RUN_COLUMNS + results.OPTUNA_COLUMNS)]) == results.RUN_COLUMNS + results.OPTUNA_COLUMNS
+    assert (
+        list(tune.columns[: len(results.RUN_COLUMNS + results.OPTUNA_COLUMNS)])
+        == results.RUN_COLUMNS + results.OPTUNA_COLUMNS
+    )
     assert set(PARAMS) <= set(tune.columns)
-    assert list(tune.columns[-len(EPOCH_METRICS):]) == EPOCH_METRICS  # tuning never looks at test
+    assert list(tune.columns[-len(EPOCH_METRICS) :]) == EPOCH_METRICS  # tuning never looks at test
     assert list(tune["cell"]) == [key for key in cells for _ in range(spec.tune.trials_per_cell)]
     assert list(tune["trial"]) == list(range(spec.tune.trials_per_cell)) * len(cells)
-    assert set(tune["phase"]) == {"tune"} and set(tune["state"]) == {"COMPLETE"} and set(tune["outcome"]) == {"completed"}
-    assert tune["learning_rate"].dtype.kind == "f" and tune["depth"].dtype.kind == "i" and tune["learned_mask"].dtype == bool
+    assert (
+        set(tune["phase"]) == {"tune"} and set(tune["state"]) == {"COMPLETE"} and set(tune["outcome"]) == {"completed"}
+    )
+    assert (
+        tune["learning_rate"].dtype.kind == "f"
+        and tune["depth"].dtype.kind == "i"
+        and tune["learned_mask"].dtype == bool
+    )
 
 
 def test_final_has_one_row_per_cell_and_seed_with_test_metrics(study, final):
     spec = study.spec
     assert len(final) == len(spec.final.seeds) * len(spec.cells())
-    assert list(final.columns[-len(EPOCH_METRICS + TEST_METRICS):]) == EPOCH_METRICS + TEST_METRICS
-    assert sorted(zip(final["cell"], final["seed"])) == sorted((c.key, s) for c in spec.cells() for s in spec.final.seeds)
+    assert list(final.columns[-len(EPOCH_METRICS + TEST_METRICS) :]) == EPOCH_METRICS + TEST_METRICS
+    assert sorted(zip(final["cell"], final["seed"])) == sorted(
+        (c.key, s) for c in spec.cells() for s in spec.final.seeds
+    )
     assert not final[TEST_METRICS].isna().any().any()
 
 
@@ -77,7 +88,9 @@ def test_every_row_is_the_mlflow_run_it_names(study, client, tune, final):
         run = client.get_run(row["run_id"])
         tags = run.data.tags
         assert (row["phase"], row["cell"], str(row["trial"])) == (
-            tags["reuse_nets.phase"], tags["reuse_nets.cell"], tags["optuna.trial_number"]
+            tags["reuse_nets.phase"],
+            tags["reuse_nets.cell"],
+            tags["optuna.trial_number"],
         )
         assert row["state"] == tags["optuna.trial_state"] and row["outcome"] == tags["reuse_nets.outcome"]
         assert row["status"] == run.info.status and row["run_name"] == run.info.run_name
@@ -92,9 +105,12 @@ def test_every_row_is_the_mlflow_run_it_names(study, client, tune, final):
 
 
 def test_optuna_columns_are_the_trials_slot_and_objective(study, tune, final):
-    for phase_frame, names in ((tune, {c.key: phases.tune_study_name(study.spec, c) for c in study.spec.cells()}), (final, None)):
+    for phase_frame, names in (
+        (tune, {c.key: plan.tune_study_name(study.spec, c) for c in study.spec.cells()}),
+        (final, None),
+    ):
         for row in phase_frame.itertuples(index=False):
-            name = names[row.cell] if names else phases.final_study_name(study.spec)
+            name = names[row.cell] if names else plan.final_study_name(study.spec)
             trial = optuna.load_study(study_name=name, storage=study.storage).trials[row.trial]
             assert trial.user_attrs["mlflow_run_id"] == row.run_id
             assert (row.slot, row.value) == (trial.user_attrs["slot"], trial.value)

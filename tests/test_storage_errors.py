@@ -10,7 +10,8 @@ import requests
 import sqlalchemy.exc
 from mlflow.protos import databricks_pb2
 
-from reuse_nets import optuna_store, storage_errors
+from reuse_nets import names
+from reuse_nets.store import optuna_store, storage_errors
 
 
 def locked() -> Exception:
@@ -33,12 +34,23 @@ def wrapped_by_mlflow() -> Exception:
     [
         pytest.param(locked, id="sqlite-locked"),
         pytest.param(wrapped_by_mlflow, id="mlflow-wrapping-sqlalchemy"),
-        pytest.param(lambda: requests.exceptions.ConnectionError("Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch"), id="server-down"),
+        pytest.param(
+            lambda: requests.exceptions.ConnectionError(
+                "Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch"
+            ),
+            id="server-down",
+        ),
         pytest.param(lambda: requests.exceptions.ReadTimeout("read timed out"), id="server-slow"),
         pytest.param(
-            lambda: mlflow.exceptions.MlflowException("busy", error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE), id="mlflow-503"
+            lambda: mlflow.exceptions.MlflowException("busy", error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE),
+            id="mlflow-503",
         ),
-        pytest.param(lambda: sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")), id="pg-dropped"),
+        pytest.param(
+            lambda: sqlalchemy.exc.OperationalError(
+                "SELECT 1", {}, Exception("server closed the connection unexpectedly")
+            ),
+            id="pg-dropped",
+        ),
     ],
 )
 def test_storage_trouble_is_transient(make):
@@ -73,10 +85,10 @@ def failed(outcome=None, slot=0):
 
 
 def test_lost_attempts_are_retried_up_to_max_retry_and_errors_are_results():
-    lost = [failed(), failed(optuna_store.LOST_OUTCOME)]  # a death, then a storage error
+    lost = [failed(), failed(names.Outcome.TRANSIENT)]  # a death, then a storage error
     assert optuna_store.deaths(lost) == 2
     assert not optuna_store.slot_done(lost, max_retry=2)  # one more retry allowed
-    assert optuna_store.slot_done(lost + [failed(optuna_store.LOST_OUTCOME)], max_retry=2)  # used up
+    assert optuna_store.slot_done(lost + [failed(names.Outcome.TRANSIENT)], max_retry=2)  # used up
     # A trial's own error is its result: finished, never retried, not a lost attempt.
     assert optuna_store.slot_done([failed("error")], max_retry=2)
     assert optuna_store.deaths([failed("error"), failed("interrupted")]) == 0
@@ -84,7 +96,7 @@ def test_lost_attempts_are_retried_up_to_max_retry_and_errors_are_results():
 
 def test_a_slot_lost_to_a_storage_error_is_enqueued_again():
     study = optuna.create_study()
-    study.add_trial(failed(optuna_store.LOST_OUTCOME, slot=0))
+    study.add_trial(failed(names.Outcome.TRANSIENT, slot=0))
     study.add_trial(failed("error", slot=1))
     assert optuna_store.enqueue_slots(study, [{"x": 0}, {"x": 1}], max_retry=1) == 1
     waiting = optuna_store.trials_in(study, "WAITING")

@@ -9,7 +9,9 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from reuse_nets import runner, storage_errors, study_files, study_runs, tracking
+from reuse_nets.spec import study_files
+from reuse_nets.store import storage_errors, study_runs, tracking
+from reuse_nets.sweep import phases, runner
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +45,7 @@ def failing_first(times: int, real):
 
 def test_transient_storage_errors_never_lose_a_point(tmp_path, monkeypatch, data_source, capsys):
     spec = study_files.load_study("smoke", OVERRIDES)
-    reconcile = failing_first(2, study_runs.reconcile)  # the runner's bookkeeping, twice
+    reconcile = failing_first(2, phases.reconcile)  # the runner's bookkeeping, twice
     log_model = failing_first(1, tracking._log_model)  # one trial's model logging, once
     monkeypatch.setattr(study_runs, "reconcile", reconcile)
     monkeypatch.setattr(tracking, "_log_model", log_model)

@@ -10,11 +10,14 @@ import optuna
 import pytest
 import yaml
 
-from reuse_nets import analysis, phases, study_files
-from reuse_nets.analysis import FinalRun
-from reuse_nets.config import TrialConfig
+from reuse_nets.errors import StudyError
 from reuse_nets.names import EPOCH_METRICS, RUN_ID_ATTR
-from reuse_nets.studies import Choices, Range, StudyError, StudySpec, suggest_tuned
+from reuse_nets.report import analysis
+from reuse_nets.report.analysis import FinalRun
+from reuse_nets.spec import plan, study_files
+from reuse_nets.spec.config import TrialConfig
+from reuse_nets.spec.studies import Choices, Range, StudySpec, suggest_tuned
+from reuse_nets.sweep import phases
 
 SHIPPED = sorted(path.stem for path in study_files.EXPERIMENTS_DIR.glob("*.yaml"))
 load = study_files.load_study
@@ -108,7 +111,7 @@ def test_smoke_is_a_plain_grid():
     spec = load("smoke")
     assert spec.tune is None and spec.tuning_trials == 0
     assert [c.key for c in spec.cells()][:2] == ["strategy=plain,depth=1", "strategy=plain,depth=2"]
-    assert phases.tune_jobs(spec) == []
+    assert plan.tune_jobs(spec) == []
 
 
 # --- Load-time validation: one line, naming file and field ---------------------------------
@@ -149,13 +152,22 @@ def test_bad_values_are_one_line_errors(override, expected):
     "overrides, expected",
     [
         # reuse_source "input" is fine for residual, not for plain: the combination is named.
-        (["tune={search_space: {reuse_source: [input]}, trials_per_cell: 1}"], "the combination strategy=plain, depth=1, reuse_source=input"),
+        (
+            ["tune={search_space: {reuse_source: [input]}, trials_per_cell: 1}"],
+            "the combination strategy=plain, depth=1, reuse_source=input",
+        ),
         (["tune.search_space.learning_rate={low: 0, high: 1, log: true}"], "log ranges need low > 0"),
         (["tune.search_space.learning_rate={low: 1, high: 0.1}"], "low (1) must not exceed high (0.1)"),
         (["tune.search_space.width={low: 32, high: 64, step: 0}"], "step must be positive, got 0"),
-        (["tune.pruner.type=hyperband", "tune.pruner.min_resource=9"], "tune.pruner.min_resource (9) exceeds the epochs (5)"),
+        (
+            ["tune.pruner.type=hyperband", "tune.pruner.min_resource=9"],
+            "tune.pruner.min_resource (9) exceeds the epochs (5)",
+        ),
         (["tune.search_space.learning_rate=0.01"], "a fixed value (0.01) belongs in base"),
-        (["tune.search_space.width={low: 32.0, high: 256.0}"], "tune.search_space.width: an integer field needs integer"),
+        (
+            ["tune.search_space.width={low: 32.0, high: 256.0}"],
+            "tune.search_space.width: an integer field needs integer",
+        ),
         (["tune.search_space.depth=[1, 2]"], "'depth' is compared; a knob is compared or tuned, not both"),
         (["tune.search_space.epochs=[1, 2]"], "'epochs' cannot be tuned"),
         (["tune.search_space.learning_rate=[-1, 0.1]"], "learning_rate=-1 is not a valid trial"),
@@ -173,8 +185,10 @@ def test_bad_tuning_is_a_one_line_error(overrides, expected):
 
 
 def test_a_grid_tuning_budget_is_its_size():
-    spec = load("residual_depth", ["tune.sampler.type=grid", "tune.search_space.learning_rate=[0.001, 0.003]",
-                                   "tune.trials_per_cell=null"])
+    spec = load(
+        "residual_depth",
+        ["tune.sampler.type=grid", "tune.search_space.learning_rate=[0.001, 0.003]", "tune.trials_per_cell=null"],
+    )
     assert spec.tune.trials_per_cell == 2
     message = load_error("residual_depth", ["tune.sampler.type=grid", "tune.search_space.learning_rate=[0.001, 0.003]"])
     assert "trials_per_cell is 6 but the grid has 2 points" in message
@@ -262,8 +276,10 @@ def test_override_through_a_scalar_is_an_error():
 
 
 def test_suggest_tuned_draws_from_the_declared_distributions():
-    spec = load("residual_depth", ["tune.search_space.width={low: 32, high: 256, log: true}",
-                                   "tune.search_space.activation=[relu, gelu]"])
+    spec = load(
+        "residual_depth",
+        ["tune.search_space.width={low: 32, high: 256, log: true}", "tune.search_space.activation=[relu, gelu]"],
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()
@@ -278,7 +294,7 @@ def test_suggest_tuned_draws_from_the_declared_distributions():
 
 def _tuned_study(spec, cell, values, storage):
     """A finished tuning study of `cell` whose trials got `values` (None: pruned)."""
-    study = optuna.create_study(study_name=phases.tune_study_name(spec, cell), storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=plan.tune_study_name(spec, cell), storage=storage, direction="maximize")
     for number, value in enumerate(values):
         trial = study.ask()
         trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
@@ -292,8 +308,8 @@ def _tuned_study(spec, cell, values, storage):
 
 def test_every_cell_gets_the_same_budget_and_its_own_study():
     spec = load("residual_depth")
-    jobs = phases.tune_jobs(spec)
-    assert [job.study_name for job in jobs] == [phases.tune_study_name(spec, c) for c in spec.cells()]
+    jobs = plan.tune_jobs(spec)
+    assert [job.study_name for job in jobs] == [plan.tune_study_name(spec, c) for c in spec.cells()]
     assert len({job.study_name for job in jobs}) == len(spec.cells())
     assert {len(job.slots) for job in jobs} == {spec.tune.trials_per_cell}
     for job, cell in zip(jobs, spec.cells()):
@@ -313,7 +329,7 @@ def test_selection_takes_the_best_complete_trial_per_cell_on_validation():
     assert first["run_id"] == f"run-{cells[0].key}-1"
     assert selection[cells[1].key]["trial"] == 0
     assert selection[cells[2].key] is None  # every trial pruned: nothing to retrain
-    job = phases.final_job(spec, selection)
+    job = plan.final_job(spec, selection)
     by_cell = {}
     for cell, params in job.slots:
         by_cell.setdefault(cell.key, []).append(params)
@@ -327,11 +343,13 @@ def test_selection_takes_the_best_complete_trial_per_cell_on_validation():
 
 
 def test_selection_minimises_a_loss():
-    spec = load("residual_depth", ["compare.depth=[1]", "compare.strategy=[plain]", "objective.metric=val_loss",
-                                   "objective.direction=minimize"])
+    spec = load(
+        "residual_depth",
+        ["compare.depth=[1]", "compare.strategy=[plain]", "objective.metric=val_loss", "objective.direction=minimize"],
+    )
     storage = optuna.storages.InMemoryStorage()
     cell = spec.cells()[0]
-    study = optuna.create_study(study_name=phases.tune_study_name(spec, cell), storage=storage, direction="minimize")
+    study = optuna.create_study(study_name=plan.tune_study_name(spec, cell), storage=storage, direction="minimize")
     for value in (0.5, 0.3, 0.3, 0.9):
         trial = study.ask()
         trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
@@ -341,7 +359,7 @@ def test_selection_minimises_a_loss():
 
 def test_plain_grid_final_runs_are_cells_times_seeds():
     spec = load("smoke", ["final.seeds=[3, 4]"])
-    job = phases.final_job(spec, {})
+    job = plan.final_job(spec, {})
     assert len(job.slots) == 16
     assert job.slots[0][1] == {"strategy": "plain", "depth": 1, "seed": 3}
     assert job.slots[1][1] == {"strategy": "plain", "depth": 1, "seed": 4}
@@ -349,13 +367,13 @@ def test_plain_grid_final_runs_are_cells_times_seeds():
 
 def test_dry_run_plan_names_cells_budget_and_final_runs():
     spec = load("residual_depth")
-    plan = phases.describe_plan(spec, "sqlite:///x.db", None, 2, 1)
-    assert "6 trials per cell (84 in all)" in plan
-    assert "pruner median within each cell" in plan
-    assert "x seeds [1, 2, 3, 4, 5] = 70 runs" in plan
+    text = plan.describe_plan(spec, "sqlite:///x.db", None, 2, 1)
+    assert "6 trials per cell (84 in all)" in text
+    assert "pruner median within each cell" in text
+    assert "x seeds [1, 2, 3, 4, 5] = 70 runs" in text
     for index, cell in enumerate(spec.cells()):
-        assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs)" in plan
-    assert "total: 154 training runs" in plan
+        assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs)" in text
+    assert "total: 154 training runs" in text
 
 
 # --- The report's statistics --------------------------------------------------------------
@@ -383,12 +401,15 @@ def test_mean_interval_is_the_student_t_interval():
 
 def test_paired_differences_pair_by_seed_per_condition():
     spec = load("residual_depth", ["compare.depth=[1, 64]", "final.seeds=[1, 2, 3]"])
-    runs = final_runs(spec, {
-        "strategy=plain,depth=1": [0.80, 0.82, 0.81],
-        "strategy=residual,depth=1": [0.81, 0.83, 0.80],
-        "strategy=plain,depth=64": [0.50, 0.60, 0.55],
-        "strategy=residual,depth=64": [0.85, 0.86, 0.87],
-    })
+    runs = final_runs(
+        spec,
+        {
+            "strategy=plain,depth=1": [0.80, 0.82, 0.81],
+            "strategy=residual,depth=1": [0.81, 0.83, 0.80],
+            "strategy=plain,depth=64": [0.50, 0.60, 0.55],
+            "strategy=residual,depth=64": [0.85, 0.86, 0.87],
+        },
+    )
     diffs = {d.condition["depth"]: d for d in analysis.paired_differences(spec, runs)}
     assert diffs[1].diffs == pytest.approx((0.01, 0.01, -0.01))
     assert diffs[1].wins == 2
@@ -432,26 +453,24 @@ def test_param_kinds():
 def test_samplers_draw_new_values_in_each_worker_and_after_a_resume():
     """Regression: every process restarted the seeded draws, so workers and resumed
     studies tried learning rates that had been tried already."""
-    from reuse_nets import optuna_store
 
     spec = load("residual_depth")
 
     def first_draws(stream, trials_before, n=3):
-        study = optuna.create_study(sampler=optuna_store.sampler(spec, "tune", stream, trials_before))
+        study = optuna.create_study(sampler=phases.sampler(spec, "tune", stream, trials_before))
         return [suggest_tuned(spec, study.ask())["learning_rate"] for _ in range(n)]
 
     fresh = first_draws(0, 0)
     assert first_draws(0, 0) == fresh  # one uninterrupted process: reproducible
     assert not set(first_draws(1, 0)) & set(fresh)  # a second worker
     assert not set(first_draws(0, 2)) & set(fresh)  # a resume after two trials
-    assert isinstance(optuna_store.sampler(spec, "final"), optuna.samplers.RandomSampler)
+    assert isinstance(phases.sampler(spec, "final"), optuna.samplers.RandomSampler)
 
 
 def test_median_warm_up_counts_epochs():
-    from reuse_nets import optuna_store
 
     spec = load("residual_depth")  # n_warmup_steps: 2
-    study = optuna.create_study(direction="maximize", pruner=optuna_store.pruner(spec, 5, "tune"))
+    study = optuna.create_study(direction="maximize", pruner=phases.pruner(spec, 5, "tune"))
     for value in (0.9, 0.9, 0.9):  # three finished trials: past the startup trials
         trial = study.ask()
         for epoch in (1, 2, 3):
@@ -467,14 +486,19 @@ def test_median_warm_up_counts_epochs():
 
 
 def test_the_report_warns_about_failed_and_missing_final_runs():
-    from reuse_nets import report
+    from reuse_nets.report import writer as report
 
     spec = load("residual_depth", ["compare.depth=[64]", "final.seeds=[1, 2, 3]"])
     runs = final_runs(spec, {"strategy=plain,depth=64": [0.5, 0.6], "strategy=residual,depth=64": [0.8, 0.85, 0.9]})
-    status = {"strategy=plain,depth=64": {"complete": 2, "failed": 1, "pending": 0},
-              "strategy=residual,depth=64": {"complete": 3, "failed": 0, "pending": 0}}
+    status = {
+        "strategy=plain,depth=64": {"complete": 2, "failed": 1, "pending": 0},
+        "strategy=residual,depth=64": {"complete": 3, "failed": 0, "pending": 0},
+    }
     markdown = report.build_markdown(spec, runs, [], {}, status, [])
-    assert "**Warning:** strategy=plain,depth=64: 1 of 3 final runs failed (diverged, error, or their process died past execution.max_retry)" in markdown
+    assert (
+        "**Warning:** strategy=plain,depth=64: 1 of 3 final runs failed (diverged, error, or their process died past execution.max_retry)"
+        in markdown
+    )
     assert "| strategy=plain,depth=64 | 0.5500 ± " in markdown and "| 2 | 1 |" in markdown
     assert "| depth=64 | residual | +0.2750 |" in markdown  # paired over seeds 1 and 2 only
     assert "Incomplete" not in markdown

@@ -20,10 +20,11 @@ import mlflow
 import optuna
 import pytest
 import yaml
+from conftest import fashion_mnist_manual_dir
 from mlflow.entities import ViewType
 
-from conftest import fashion_mnist_manual_dir
-from reuse_nets import execution, study_files
+from reuse_nets.spec import study_files
+from reuse_nets.train import execution
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "sweeps" / "run.py"
@@ -131,9 +132,7 @@ class Stores:
 
     def runs(self) -> list:
         """Every run of the study's experiment, whatever its state."""
-        return self.client.search_runs(
-            [self.experiment().experiment_id], run_view_type=ViewType.ALL, max_results=1000
-        )
+        return self.client.search_runs([self.experiment().experiment_id], run_view_type=ViewType.ALL, max_results=1000)
 
     def parent_runs(self) -> list:
         return [r for r in self.runs() if r.data.tags.get("reuse_nets.kind") == "study"]
@@ -242,7 +241,7 @@ def test_smoke_parent_run_carries_spec_and_report(smoke):
     assert {f"report/{name}" for name in expected} <= report
     # The resolved spec travels with the result: it validates back to what was run.
     spec_file = stores.client.download_artifacts(parent_id, "study.yaml", str(stores.directory / "download"))
-    from reuse_nets.studies import StudySpec
+    from reuse_nets.spec.studies import StudySpec
 
     assert StudySpec.model_validate(yaml.safe_load(Path(spec_file).read_text())) == small_spec("smoke")
     png = stores.client.download_artifacts(parent_id, "report/isolation.png", str(stores.directory / "download"))
@@ -399,8 +398,15 @@ def test_diverged_trial_is_mirrored_as_failed_run(prune_fail):
 
 
 def reproduce_command(directory: Path, *args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "sweeps" / "reproduce.py"), *args, "--manual-dir", MANUAL_DIR,
-            "--tracking-uri", tracking_url(directory)]
+    return [
+        sys.executable,
+        str(ROOT / "sweeps" / "reproduce.py"),
+        *args,
+        "--manual-dir",
+        MANUAL_DIR,
+        "--tracking-uri",
+        tracking_url(directory),
+    ]
 
 
 def run_reproduce(directory: Path, run_id: str) -> subprocess.CompletedProcess:
@@ -455,10 +461,13 @@ def test_pruning_never_compares_trials_of_different_cells(tmp_path):
     own Optuna study and pruner, so it completes.
     """
     extra = (
-        "--set", "compare={learning_rate: [0.003, 0.000001]}",
-        "--set", "tune={search_space: {width: [32]}, sampler: {type: grid}, "
-                 "pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}}",
-        "--set", "final.seeds=[1]",
+        "--set",
+        "compare={learning_rate: [0.003, 0.000001]}",
+        "--set",
+        "tune={search_space: {width: [32]}, sampler: {type: grid}, "
+        "pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}}",
+        "--set",
+        "final.seeds=[1]",
     )
     run_sweep(tmp_path, str(PRUNE_FAIL), *extra, small=False)
     stores = Stores(tmp_path, "prune_fail")
@@ -480,7 +489,10 @@ def assert_equal_budget(stores: Stores, spec) -> None:
     for cell in spec.cells():
         trials = stores.tune(cell.key).get_trials()
         ended = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-        assert slots(ended) == list(range(spec.tune.trials_per_cell)), (cell.key, [(t.number, t.state.name) for t in trials])
+        assert slots(ended) == list(range(spec.tune.trials_per_cell)), (
+            cell.key,
+            [(t.number, t.state.name) for t in trials],
+        )
         assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
@@ -490,7 +502,9 @@ def assert_final_retrains_the_selection(stores: Stores, spec) -> None:
     for cell in spec.cells():
         complete = [t for t in stores.tune(cell.key).get_trials() if t.state.name == "COMPLETE"]
         best = max(complete, key=lambda t: (t.value, -t.number))
-        runs = [t for t in final if t.state.name == "COMPLETE" and all(t.params[k] == v for k, v in cell.values.items())]
+        runs = [
+            t for t in final if t.state.name == "COMPLETE" and all(t.params[k] == v for k, v in cell.values.items())
+        ]
         assert sorted(t.params["seed"] for t in runs) == spec.final.seeds
         for trial in runs:
             assert trial.params["learning_rate"] == best.params["learning_rate"]
@@ -523,7 +537,9 @@ def test_two_workers_give_every_cell_the_same_budget(tmp_path):
     assert len(stores.parent_runs()) == 1
     # Every MLflow run's tags agree with its Optuna trial.
     for run in stores.children():
-        trial = stores.optuna_study(run.data.tags["optuna.study_name"]).trials[int(run.data.tags["optuna.trial_number"])]
+        trial = stores.optuna_study(run.data.tags["optuna.study_name"]).trials[
+            int(run.data.tags["optuna.trial_number"])
+        ]
         assert run.data.tags["optuna.trial_state"] == trial.state.name
     # The report's numbers: mean test metric of the final runs of each cell.
     report = (tmp_path / "reports" / "residual_depth" / "report.md").read_text()
@@ -606,7 +622,9 @@ def test_one_signal_stops_the_sweep_cleanly_and_the_same_command_finishes_it(tmp
     command = sweep_command(tmp_path, "smoke", *overrides, "--workers", workers)
     log, errors = tmp_path / "stopped.log", tmp_path / "stopped.err"
     with open(log, "w") as out, open(errors, "w") as err:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=err, env=runner_env(), start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=out, stderr=err, env=runner_env(), start_new_session=True
+        )
         try:
             wait_for_line(log, process, "epoch 1/6")
             sent = time.monotonic()
@@ -695,9 +713,13 @@ def assert_stores_consistent(stores: Stores, directory: Path, killed: int = 0) -
         return
     runs = stores.runs()
     live = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("reuse_nets.kind") == "trial"]
-    assert sorted(r.info.run_id for r in live) == sorted(t.user_attrs["mlflow_run_id"] for t in running if "mlflow_run_id" in t.user_attrs)
+    assert sorted(r.info.run_id for r in live) == sorted(
+        t.user_attrs["mlflow_run_id"] for t in running if "mlflow_run_id" in t.user_attrs
+    )
     for run_ in stores.children():
-        trial = stores.optuna_study(run_.data.tags["optuna.study_name"]).trials[int(run_.data.tags["optuna.trial_number"])]
+        trial = stores.optuna_study(run_.data.tags["optuna.study_name"]).trials[
+            int(run_.data.tags["optuna.trial_number"])
+        ]
         assert run_.data.tags["optuna.trial_state"] == trial.state.name, (run_.info.run_name, trial.state.name)
         assert trial.user_attrs["mlflow_run_id"] == run_.info.run_id
     run_ids = {r.info.run_id for r in runs}
@@ -721,8 +743,13 @@ def test_sigkill_at_five_points_then_each_rerun_keeps_the_stores_whole(tmp_path)
     stores = None  # opening the MLflow store would create it
     # In the order the starts reach them: a start runs waiting slots first, then
     # retries the slot the previous kill left once its heartbeat is stale.
-    points = ["data", "trial@final strategy=plain", "epoch@final strategy=residual,depth=2 epoch 1",
-              "model@final strategy=plain", "report"]
+    points = [
+        "data",
+        "trial@final strategy=plain",
+        "epoch@final strategy=residual,depth=2 epoch 1",
+        "model@final strategy=plain",
+        "report",
+    ]
     for point in points:
         env = {**runner_env(), "REUSE_NETS_KILL_AT": point}
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
@@ -734,7 +761,9 @@ def test_sigkill_at_five_points_then_each_rerun_keeps_the_stores_whole(tmp_path)
         assert_stores_consistent(stores, tmp_path, killed=1)
     # Now at a random moment (seeded, so a failure can be replayed).
     delay = random.Random(20261125).uniform(2.0, 12.0)
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=runner_env())
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=runner_env()
+    )
     try:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -816,8 +845,16 @@ def test_another_spec_of_the_same_study_in_the_same_experiment_is_refused(smoke,
 
 def test_report_rebuild_refuses_a_different_spec(smoke):
     _, stores = smoke
-    base = [sys.executable, str(ROOT / "sweeps" / "report.py"), "--study", "smoke",
-            "--storage", storage_url(stores.directory), "--tracking-uri", tracking_url(stores.directory)]
+    base = [
+        sys.executable,
+        str(ROOT / "sweeps" / "report.py"),
+        "--study",
+        "smoke",
+        "--storage",
+        storage_url(stores.directory),
+        "--tracking-uri",
+        tracking_url(stores.directory),
+    ]
     overrides = [a for o in SMALL_DATA for a in ("--set", o)]
     rebuilt = run(base + overrides, cwd=stores.directory)
     assert rebuilt.returncode == 0, explain(rebuilt)
@@ -915,19 +952,27 @@ def assert_wrote_nothing(directory: Path, keep: set[str] = frozenset()):
 # id, how to make the input, what the one error line says ({file}: the study file's path).
 BAD_INPUTS = [
     # --- study files: checked when they load, before any data, storage or tracking
-    pytest.param(study_file("name: invalid_yaml\ncompare: {depth: [1, 2\n"), "{file}: line 3 invalid YAML", id="invalid_yaml"),
+    pytest.param(
+        study_file("name: invalid_yaml\ncompare: {depth: [1, 2\n"), "{file}: line 3 invalid YAML", id="invalid_yaml"
+    ),
     pytest.param(study_file("- plain\n- residual\n"), "{file}: a study file must be a mapping", id="not_a_mapping"),
-    pytest.param(study_file("smoke", with_unknown_key), "{file}: epoch: Extra inputs are not permitted", id="unknown_key"),
+    pytest.param(
+        study_file("smoke", with_unknown_key), "{file}: epoch: Extra inputs are not permitted", id="unknown_key"
+    ),
     pytest.param(
         study_file("smoke", with_value("base", "epochs", "five")),
-        "{file}: base.epochs: Input should be a valid integer", id="wrong_type",
+        "{file}: base.epochs: Input should be a valid integer",
+        id="wrong_type",
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "search_space", {})),
-        "{file}: tune.search_space: Dictionary should have at least 1 item", id="empty_search_space",
+        "{file}: tune.search_space: Dictionary should have at least 1 item",
+        id="empty_search_space",
     ),
     pytest.param(
-        study_file("smoke", with_depth_zero), "{file}: the combination strategy=plain, depth=0 is not a valid trial", id="depth_zero"
+        study_file("smoke", with_depth_zero),
+        "{file}: the combination strategy=plain, depth=0 is not a valid trial",
+        id="depth_zero",
     ),
     pytest.param(
         study_file("smoke", with_value("compare", "depth", [1, 10**6])),
@@ -941,35 +986,45 @@ BAD_INPUTS = [
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "sampler", "type", "cmaes")),
-        "{file}: tune.sampler.type: Input should be 'tpe', 'random' or 'grid'", id="unknown_sampler",
+        "{file}: tune.sampler.type: Input should be 'tpe', 'random' or 'grid'",
+        id="unknown_sampler",
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "pruner", "type", "percentile")),
-        "{file}: tune.pruner.type: Input should be 'none', 'median' or 'hyperband'", id="unknown_pruner",
+        "{file}: tune.pruner.type: Input should be 'none', 'median' or 'hyperband'",
+        id="unknown_pruner",
     ),
     pytest.param(
         study_file("smoke", with_value("objective", "metric", "f1_score")),
-        "{file}: objective.metric: unknown metric 'f1_score'; training logs", id="unknown_metric",
+        "{file}: objective.metric: unknown metric 'f1_score'; training logs",
+        id="unknown_metric",
     ),
     pytest.param(
         study_file("residual_depth", with_misspelt_metric),
-        "{file}: objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?", id="misspelt_metric",
+        "{file}: objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?",
+        id="misspelt_metric",
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "search_space", "learning_rate", {"low": 1e-2, "high": 1e-4})),
-        "{file}: tune.search_space: learning_rate: low (0.01) must not exceed high (0.0001)", id="low_above_high",
+        "{file}: tune.search_space: learning_rate: low (0.01) must not exceed high (0.0001)",
+        id="low_above_high",
     ),
     pytest.param(
-        study_file("residual_depth", with_value("tune", "search_space", "learning_rate", {"low": 0, "high": 1e-2, "log": True})),
-        "{file}: tune.search_space: learning_rate: log ranges need low > 0, got 0", id="log_range_from_zero",
+        study_file(
+            "residual_depth", with_value("tune", "search_space", "learning_rate", {"low": 0, "high": 1e-2, "log": True})
+        ),
+        "{file}: tune.search_space: learning_rate: log ranges need low > 0, got 0",
+        id="log_range_from_zero",
     ),
     pytest.param(
         study_file("residual_depth", with_range_under_grid),
-        "{file}: tune: the grid sampler needs choices, not ranges, for: learning_rate", id="range_under_grid",
+        "{file}: tune: the grid sampler needs choices, not ranges, for: learning_rate",
+        id="range_under_grid",
     ),
     pytest.param(
         study_file("residual_depth", with_float_range_for_width),
-        "{file}: tune.search_space.width: an integer field needs integer low, high and step", id="float_range_for_width",
+        "{file}: tune.search_space.width: an integer field needs integer low, high and step",
+        id="float_range_for_width",
     ),
     pytest.param(
         study_file("residual_depth", with_invalid_combination),
@@ -978,7 +1033,8 @@ BAD_INPUTS = [
     ),
     pytest.param(  # Regression: every trial of this study once failed to build, and the sweep exited 0.
         study_file("smoke", with_value("base", "activation", "relux")),
-        "{file}: base.activation: unknown activation 'relux'; did you mean 'relu'?", id="unknown_activation",
+        "{file}: base.activation: unknown activation 'relux'; did you mean 'relu'?",
+        id="unknown_activation",
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "search_space", "activation", ["relu", "swiss"])),
@@ -988,41 +1044,63 @@ BAD_INPUTS = [
     ),
     pytest.param(  # Found when the data loads: before either store is opened.
         study_file("smoke", with_value("base", "dataset", "name", "not_a_dataset")),
-        "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset_in_file",
+        "unknown TFDS dataset 'not_a_dataset'",
+        id="unknown_dataset_in_file",
     ),
     # --- command lines: the study, its overrides, the stores, the options
     pytest.param(command("no_such_study"), "no study 'no_such_study'", id="unknown_study"),
     pytest.param(bare_command(), "--study is required (or --list)", id="no_study"),
-    pytest.param(command("smoke", "--set", "base.epochs=zero"), "base.epochs: Input should be a valid integer", id="epochs_zero"),
+    pytest.param(
+        command("smoke", "--set", "base.epochs=zero"), "base.epochs: Input should be a valid integer", id="epochs_zero"
+    ),
     pytest.param(command("smoke", "--set", "compare.depth=[0]"), "depth=0 is not a valid trial", id="depth_0"),
     pytest.param(command("smoke", "--set", "base.epochs.count=1"), "'epochs' is not a mapping", id="set_into_scalar"),
     pytest.param(command("smoke", "--set", "epochs"), "expected key=value", id="set_without_value"),
     pytest.param(command("smoke", "--set", "=3"), "--set '=3': expected key=value", id="set_without_key"),
     pytest.param(
-        command("smoke", "--set", "base..epochs=3"), "--set 'base..epochs=3': empty part in key 'base..epochs'", id="set_empty_key_part"
+        command("smoke", "--set", "base..epochs=3"),
+        "--set 'base..epochs=3': empty part in key 'base..epochs'",
+        id="set_empty_key_part",
     ),
-    pytest.param(command("smoke", "--set", "objective.metric=val_acc"), "did you mean 'val_accuracy'?", id="metric_typo"),
+    pytest.param(
+        command("smoke", "--set", "objective.metric=val_acc"), "did you mean 'val_accuracy'?", id="metric_typo"
+    ),
     pytest.param(
         command("residual_depth", "--set", "tune.search_space.reuse_source=[input]"),
-        "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input", id="bad_combination",
+        "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input",
+        id="bad_combination",
     ),
     pytest.param(
-        command("smoke", "--set", "base.dataset.name=not_a_dataset"), "unknown TFDS dataset 'not_a_dataset'", id="unknown_dataset"
+        command("smoke", "--set", "base.dataset.name=not_a_dataset"),
+        "unknown TFDS dataset 'not_a_dataset'",
+        id="unknown_dataset",
     ),
     # The last --storage/--tracking-uri wins over the test directory's.
-    pytest.param(command("smoke", "--storage", "notaurl"), "cannot open Optuna storage 'notaurl'", id="storage_not_a_url"),
+    pytest.param(
+        command("smoke", "--storage", "notaurl"), "cannot open Optuna storage 'notaurl'", id="storage_not_a_url"
+    ),
     pytest.param(
         command("smoke", "--storage", "postgresql://nobody@127.0.0.1:1/x"),
-        "cannot open Optuna storage 'postgresql://nobody@127.0.0.1:1/x'", id="storage_unreachable",
+        "cannot open Optuna storage 'postgresql://nobody@127.0.0.1:1/x'",
+        id="storage_unreachable",
     ),
     pytest.param(
         command("smoke", "--tracking-uri", "http://127.0.0.1:1"),
-        "MLflow tracking store http://127.0.0.1:1 is unusable", id="tracking_server_unreachable",
+        "MLflow tracking store http://127.0.0.1:1 is unusable",
+        id="tracking_server_unreachable",
     ),
-    pytest.param(command("smoke", "--tracking-uri", "notaurl"), "MLflow tracking store notaurl is unusable", id="tracking_not_a_uri"),
+    pytest.param(
+        command("smoke", "--tracking-uri", "notaurl"),
+        "MLflow tracking store notaurl is unusable",
+        id="tracking_not_a_uri",
+    ),
     pytest.param(command("smoke", "--workers", "0"), "--workers must be at least 1, got 0", id="workers_0"),
-    pytest.param(command("smoke", "--workers", "two"), "argument --workers: invalid int value: 'two'", id="workers_not_a_number"),
-    pytest.param(command("smoke", "--timeout", "-5"), "--timeout must not be negative, got -5.0", id="negative_timeout"),
+    pytest.param(
+        command("smoke", "--workers", "two"), "argument --workers: invalid int value: 'two'", id="workers_not_a_number"
+    ),
+    pytest.param(
+        command("smoke", "--timeout", "-5"), "--timeout must not be negative, got -5.0", id="negative_timeout"
+    ),
     pytest.param(command("smoke", "--frobnicate"), "unrecognized arguments: --frobnicate", id="unknown_flag"),
 ]
 
@@ -1060,7 +1138,9 @@ def test_an_unusable_experiment_of_the_study_name_is_a_one_line_error(tmp_path, 
 
 def test_missing_offline_data_is_a_one_line_error(tmp_path):
     data_dir = tmp_path / "tfds"
-    command = sweep_command(tmp_path, "smoke", "--set", "base.dataset.name=mnist", "--data-dir", str(data_dir), manual_dir=False)
+    command = sweep_command(
+        tmp_path, "smoke", "--set", "base.dataset.name=mnist", "--data-dir", str(data_dir), manual_dir=False
+    )
     result = run(command, cwd=tmp_path)
     assert result.returncode == 2, explain(result)
     line = error_line(result)
@@ -1077,7 +1157,10 @@ def test_dry_run_prints_cells_budget_and_final_runs_and_writes_nothing(tmp_path)
     spec = small_spec("residual_depth")
     assert f"tune: {spec.tune.trials_per_cell} trials per cell" in result.stdout
     for index, cell in enumerate(spec.cells()):
-        assert f"{index:3d}: {cell.key}  ({spec.tune.trials_per_cell} tuning trials + {len(spec.final.seeds)} final runs)" in result.stdout
+        assert (
+            f"{index:3d}: {cell.key}  ({spec.tune.trials_per_cell} tuning trials + {len(spec.final.seeds)} final runs)"
+            in result.stdout
+        )
     assert f"= {spec.final_runs} runs" in result.stdout
     assert "train_split: train[:1000]" in result.stdout  # the resolved study, overrides applied
     assert_wrote_nothing(tmp_path)

@@ -19,8 +19,10 @@ import pytest
 from mlflow.entities import ViewType
 from PIL import Image
 
-from reuse_nets import names, provenance, tracking, training
-from reuse_nets.config import TrialConfig
+from reuse_nets import names
+from reuse_nets.spec.config import TrialConfig
+from reuse_nets.store import provenance, tracking
+from reuse_nets.train import training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -115,24 +117,24 @@ def get_run(run_id):
 
 def assert_closed_as(run, outcome, reason=None):
     """The run ended with `outcome`: status, outcome and state tags agree with OUTCOMES."""
-    status, state = tracking.OUTCOMES[outcome]
+    status, state = names.RUN_END[outcome]
     tags = run.data.tags
-    assert (run.info.status, tags[tracking.OUTCOME_TAG], tags[names.STATE_TAG]) == (status, outcome, state)
+    assert (run.info.status, tags[names.OUTCOME_TAG], tags[names.STATE_TAG]) == (status, outcome, state)
     assert run.info.end_time is not None
     if reason is None:
-        assert tracking.REASON_TAG not in tags
+        assert names.REASON_TAG not in tags
     else:
-        assert tags[tracking.REASON_TAG] == reason
+        assert tags[names.REASON_TAG] == reason
 
 
 def test_completed_run_is_finished_in_the_temporary_store(tracked):
     run = get_run(tracked.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "short"
-    assert run.data.tags[tracking.OUTCOME_TAG] == "completed"
-    assert run.data.tags[tracking.STATE_TAG] == "COMPLETE"
-    assert run.data.tags[tracking.KIND_TAG] == "trial"
-    assert tracking.REASON_TAG not in run.data.tags
+    assert run.data.tags[names.OUTCOME_TAG] == "completed"
+    assert run.data.tags[names.STATE_TAG] == "COMPLETE"
+    assert run.data.tags[names.KIND_TAG] == "trial"
+    assert names.REASON_TAG not in run.data.tags
     assert_closed_as(run, "completed")
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifacts.is_relative_to(tracked.directory / "mlruns") and artifacts.is_dir()
@@ -210,7 +212,7 @@ def test_plots_are_valid_pngs(tracked, name, tmp_path):
 
 
 def test_logged_model_has_signature_and_input_example(tracked):
-    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    model_uri = get_run(tracked.run_id).data.tags[names.MODEL_URI_TAG]
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None
     assert info.saved_input_example_info is not None
@@ -220,14 +222,14 @@ def test_logged_model_has_signature_and_input_example(tracked):
 
 
 def test_logged_model_reloads_in_a_fresh_process(tracked):
-    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    model_uri = get_run(tracked.run_id).data.tags[names.MODEL_URI_TAG]
     inputs = tracked.dataset.sample("test", 8)
     np.save(tracked.directory / "inputs.npy", inputs)
     script = textwrap.dedent(
         """
         import sys
         import numpy as np
-        from reuse_nets import tracking
+        from reuse_nets.store import tracking
         m = tracking.load_logged_model(sys.argv[1])
         np.save("outputs.npy", m.predict(np.load("inputs.npy"), verbose=0))
         """
@@ -263,7 +265,7 @@ def environment_without_this_project(directory: Path) -> Path:
 
 def test_logged_model_loads_and_predicts_where_the_project_cannot_be_imported(tracked, tmp_path):
     """The logged model is self-contained: pyfunc load and `mlflow models predict`, no reuse_nets."""
-    model_uri = get_run(tracked.run_id).data.tags[tracking.MODEL_URI_TAG]
+    model_uri = get_run(tracked.run_id).data.tags[names.MODEL_URI_TAG]
     python = environment_without_this_project(tmp_path / "env")
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -284,7 +286,9 @@ def test_logged_model_loads_and_predicts_where_the_project_cannot_be_imported(tr
         print(type(model.unwrap_python_model()).__name__, sys.modules["reuse_nets"].__file__)
         """
     )
-    loaded = subprocess.run([python, "-c", script, model_uri], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run(
+        [python, "-c", script, model_uri], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-4000:]
     name, package = loaded.stdout.strip().splitlines()[-1].split()
     assert name == "KerasClassifier"
@@ -295,9 +299,28 @@ def test_logged_model_loads_and_predicts_where_the_project_cannot_be_imported(tr
     # The MLflow CLI, as a serving user would call it, on MLflow's own serving example.
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp_path / "model"))
     cli = subprocess.run(
-        [python, "-m", "mlflow", "models", "predict", "-m", model_uri, "-i", str(local / "serving_input_example.json"),
-         "-t", "json", "--env-manager", "local", "-o", str(work / "predictions.json")],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+        [
+            python,
+            "-m",
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            model_uri,
+            "-i",
+            str(local / "serving_input_example.json"),
+            "-t",
+            "json",
+            "--env-manager",
+            "local",
+            "-o",
+            str(work / "predictions.json"),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert cli.returncode == 0, cli.stderr[-4000:]
     predictions = np.asarray(json.loads((work / "predictions.json").read_text())["predictions"])
@@ -324,11 +347,11 @@ def test_diverged_run_fails_with_reason_and_no_model(tracking_store, fashion_mni
     assert tracked_run.outcome == "diverged"
     run = get_run(tracked_run.run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags[tracking.OUTCOME_TAG] == "diverged"
-    assert run.data.tags[tracking.REASON_TAG] == f"diverged: {result.reason}"
-    assert "non-finite loss" in run.data.tags[tracking.REASON_TAG]
+    assert run.data.tags[names.OUTCOME_TAG] == "diverged"
+    assert run.data.tags[names.REASON_TAG] == f"diverged: {result.reason}"
+    assert "non-finite loss" in run.data.tags[names.REASON_TAG]
     assert_closed_as(run, "diverged", f"diverged: {result.reason}")
-    assert tracking.MODEL_URI_TAG not in run.data.tags
+    assert names.MODEL_URI_TAG not in run.data.tags
     assert "test_accuracy" not in run.data.metrics and "test_loss" not in run.data.metrics
     models = mlflow.MlflowClient().search_logged_models(experiment_ids=[experiment])
     assert [m for m in models if m.source_run_id == tracked_run.run_id] == []
@@ -354,7 +377,9 @@ def raise_at_first_epoch(error):
     ],
     ids=["keyboard-interrupt", "stop-training-pruned", "other-error", "stop-training-unknown-outcome"],
 )
-def test_hook_exception_ends_run_and_propagates(tracking_store, fashion_mnist, fashion_mnist_config, error, outcome, reason):
+def test_hook_exception_ends_run_and_propagates(
+    tracking_store, fashion_mnist, fashion_mnist_config, error, outcome, reason
+):
     config = small_config(fashion_mnist_config, depth=2, width=16)
     experiment = new_experiment()
     recorded = []
@@ -371,8 +396,8 @@ def test_hook_exception_ends_run_and_propagates(tracking_store, fashion_mnist, f
     expected_status = {"interrupted": "KILLED", "pruned": "KILLED", "error": "FAILED"}[outcome]
     assert run.info.status == expected_status
     if outcome == "pruned":
-        assert run.data.tags[tracking.STATE_TAG] == "PRUNED"
-    assert tracking.MODEL_URI_TAG not in run.data.tags
+        assert run.data.tags[names.STATE_TAG] == "PRUNED"
+    assert names.MODEL_URI_TAG not in run.data.tags
     assert "test_accuracy" not in run.data.metrics
     # The epoch that ran before the hook stopped training is recorded.
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")]
@@ -380,10 +405,14 @@ def test_hook_exception_ends_run_and_propagates(tracking_store, fashion_mnist, f
     assert_no_run_left_running(experiment)
 
 
-def test_an_exception_in_the_block_itself_fails_the_run_and_propagates(tracking_store, fashion_mnist, fashion_mnist_config):
+def test_an_exception_in_the_block_itself_fails_the_run_and_propagates(
+    tracking_store, fashion_mnist, fashion_mnist_config
+):
     experiment = new_experiment()
     with pytest.raises(ValueError, match="bad config"):
-        with tracking.trial_run(small_config(fashion_mnist_config), fashion_mnist, experiment_id=experiment) as tracked_run:
+        with tracking.trial_run(
+            small_config(fashion_mnist_config), fashion_mnist, experiment_id=experiment
+        ) as tracked_run:
             raise ValueError("bad config")
     assert_closed_as(get_run(tracked_run.run_id), "error", "ValueError: bad config")
     assert_no_run_left_running(experiment)
@@ -407,8 +436,8 @@ def test_run_is_open_and_running_inside_the_block(tracking_store, fashion_mnist,
         assert mlflow.active_run().info.run_id == tracked_run.run_id
         run = get_run(tracked_run.run_id)
         assert run.info.status == "RUNNING"
-        assert run.data.tags[tracking.STATE_TAG] == "RUNNING"
-        assert tracking.OUTCOME_TAG not in run.data.tags
+        assert run.data.tags[names.STATE_TAG] == "RUNNING"
+        assert names.OUTCOME_TAG not in run.data.tags
         # Params, config and inputs are logged on entering, before any training.
         assert run.data.params["strategy"] == config.strategy
         assert run.data.params["dataset_digest"] == fashion_mnist.digest
@@ -422,26 +451,28 @@ def test_tags_parent_and_no_model(tracking_store, fashion_mnist, fashion_mnist_c
     experiment = new_experiment()
     client = mlflow.MlflowClient()
     parent = client.create_run(experiment, run_name="parent").info.run_id
-    tags = {tracking.KIND_TAG: "reproduction", "custom": "value", names.STUDY_TAG: "a_study"}
+    tags = {names.KIND_TAG: "reproduction", "custom": "value", names.STUDY_TAG: "a_study"}
     with tracking.trial_run(
         config, fashion_mnist, experiment_id=experiment, parent_run_id=parent, tags=tags, log_model=False
     ) as tracked_run:
         tracked_run.record(training.train(config, fashion_mnist, hooks=(tracked_run.log_epoch,)))
     run = get_run(tracked_run.run_id)
     assert_closed_as(run, "completed")
-    assert run.data.tags[tracking.PARENT_TAG] == parent
-    assert run.data.tags[tracking.KIND_TAG] == "reproduction"  # given tags win over the defaults
+    assert run.data.tags[names.PARENT_TAG] == parent
+    assert run.data.tags[names.KIND_TAG] == "reproduction"  # given tags win over the defaults
     assert run.data.tags["custom"] == "value" and run.data.tags[names.STUDY_TAG] == "a_study"
-    assert tracking.MODEL_URI_TAG not in run.data.tags  # log_model=False
+    assert names.MODEL_URI_TAG not in run.data.tags  # log_model=False
     assert "test_accuracy" in run.data.metrics  # ...but the results are still logged
-    assert [m for m in client.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run.info.run_id] == []
+    assert [
+        m for m in client.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run.info.run_id
+    ] == []
 
 
 # --- close_run: the one place a run's end is written -------------------------------------
 
 
 def test_outcomes_map_to_status_and_optuna_state():
-    assert tracking.OUTCOMES == {
+    assert names.RUN_END == {
         "completed": ("FINISHED", "COMPLETE"),
         "pruned": ("KILLED", "PRUNED"),
         "diverged": ("FAILED", "FAIL"),
@@ -452,7 +483,7 @@ def test_outcomes_map_to_status_and_optuna_state():
     }
 
 
-@pytest.mark.parametrize("outcome", list(tracking.OUTCOMES))
+@pytest.mark.parametrize("outcome", list(names.RUN_END))
 def test_close_run_writes_status_and_tags_from_the_outcome(tracking_store, outcome):
     client = mlflow.MlflowClient()
     run_id = client.create_run(new_experiment()).info.run_id
@@ -468,7 +499,7 @@ def test_close_run_without_reason_writes_no_reason_tag_and_truncates_long_ones(t
     assert_closed_as(client.get_run(quiet), "completed")
     long = client.create_run(experiment).info.run_id
     tracking.close_run(client, long, "error", "x" * (tracking.REASON_LIMIT + 100))
-    assert client.get_run(long).data.tags[tracking.REASON_TAG] == "x" * tracking.REASON_LIMIT
+    assert client.get_run(long).data.tags[names.REASON_TAG] == "x" * tracking.REASON_LIMIT
 
 
 def test_tag_names_are_defined_once_in_names():

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reuse_nets import execution, layers, models, names, training
-from reuse_nets.config import TrialConfig
+from reuse_nets import names
 from reuse_nets.names import GRAD_NORM_PREFIX
+from reuse_nets.nn import layers, models
+from reuse_nets.spec.config import TrialConfig
+from reuse_nets.train import execution, training
 
 TIMING_METRICS = {"epoch_time", "throughput"}
 
@@ -166,7 +168,13 @@ def test_residual_branch_gains_leave_zero_in_training(short_run):
 
 def test_learned_masks_train_and_stay_in_the_unit_interval(fashion_mnist, fashion_mnist_config):
     config = small_config(
-        fashion_mnist_config, strategy="masked", depth=2, width=16, keep_ratio=0.5, learned_mask=True, learning_rate=0.05
+        fashion_mnist_config,
+        strategy="masked",
+        depth=2,
+        width=16,
+        keep_ratio=0.5,
+        learned_mask=True,
+        learning_rate=0.05,
     )
     result = training.train(config, fashion_mnist)
     assert result.status == "completed"
@@ -257,7 +265,9 @@ def test_pipeline_batches_are_the_examples_shuffled_by_the_seed(fashion_mnist):
             np.testing.assert_array_equal(y.numpy(), ry.numpy())
 
 
-def test_xla_training_repeats_bit_exactly_in_a_fresh_process(fashion_mnist, fashion_mnist_config, data_source, fashion_mnist_splits):
+def test_xla_training_repeats_bit_exactly_in_a_fresh_process(
+    fashion_mnist, fashion_mnist_config, data_source, fashion_mnist_splits
+):
     # What `reproduce` of an `execution.xla: true` run relies on: another process,
     # the same pinned settings, the same bytes.
     import json

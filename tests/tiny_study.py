@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from conftest import fashion_mnist_manual_dir
-from reuse_nets import study_files
-from reuse_nets.studies import StudySpec
+
+from reuse_nets.spec import study_files
+from reuse_nets.spec.studies import StudySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_FILE = ROOT / "tests" / "studies" / "tiny_tuned.yaml"
@@ -53,8 +54,16 @@ def finished_study(tmp_path_factory) -> TinyStudy:
     shutil.rmtree(directory, ignore_errors=True)  # a run that failed earlier in this session
     directory.mkdir()
     command = [
-        sys.executable, os.fspath(ROOT / "sweeps" / "run.py"), "--study", os.fspath(STUDY_FILE),
-        "--manual-dir", fashion_mnist_manual_dir(), "--storage", study.storage, "--tracking-uri", study.tracking_uri,
+        sys.executable,
+        os.fspath(ROOT / "sweeps" / "run.py"),
+        "--study",
+        os.fspath(STUDY_FILE),
+        "--manual-dir",
+        fashion_mnist_manual_dir(),
+        "--storage",
+        study.storage,
+        "--tracking-uri",
+        study.tracking_uri,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # the command line says where
     proc = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)

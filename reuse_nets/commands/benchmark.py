@@ -18,8 +18,12 @@ DEFAULT_OUTPUT = Path("reports") / "benchmark" / "benchmark.json"
 
 def parse_args(argv):
     parser = common.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: 2.5-3 minutes here, same JSON shape")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file to write (default: {DEFAULT_OUTPUT})")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one repetition: 2.5-3 minutes here, same JSON shape"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file to write (default: {DEFAULT_OUTPUT})"
+    )
     common.add_data_args(parser)
     args = parser.parse_args(argv)
     if args.output.suffix != ".json":
@@ -28,7 +32,9 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from reuse_nets import bench_plans, benchmark, noise
+    from reuse_nets.bench import benchmark
+    from reuse_nets.bench import plans as bench_plans
+    from reuse_nets.runtime import noise
 
     args = parse_args(argv)
     noise.quiet_libraries()

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from reuse_nets import noise
+from reuse_nets.runtime import noise
 
 # Under `mlflow run`, MLflow hands its project run to us through MLFLOW_RUN_ID, which
 # every `mlflow.start_run()` would then resume. Our runs are our own: take the id
@@ -25,7 +25,7 @@ PROG: str | None = None
 
 
 def prepare_process() -> None:
-    """Quiets third-party chatter (`reuse_nets.noise`) and takes MLFLOW_RUN_ID.
+    """Quiets third-party chatter (`reuse_nets.runtime.noise`) and takes MLFLOW_RUN_ID.
 
     Before TensorFlow is imported: every command calls it first, via `main_guard`.
     """
@@ -65,11 +65,13 @@ def add_reports_arg(parser) -> None:
 
 
 def add_tracking_args(parser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    )
 
 
 def data_source(args):
-    from reuse_nets.data import DataSource
+    from reuse_nets.train.data import DataSource
 
     # Empty strings mean "not set" (MLproject parameters cannot be omitted).
     def absolute(path):  # the benchmark runs studies in another working directory
@@ -90,25 +92,16 @@ def tag_project_run(tags: dict) -> None:
 
 SWEEP_INTERRUPTED = "interrupted: running trials were closed (MLflow runs KILLED); re-run the same command to resume"
 
-# Errors a user can fix, by (module, class). Matched by name so that `--help` does
-# not import these modules: an error of a class never imported cannot be raised.
-USER_ERRORS = (
-    ("reuse_nets.data", "DataError"),
-    ("reuse_nets.execution", "ExecutionError"),
-    ("reuse_nets.reproduce", "ReproduceError"),
-    ("reuse_nets.optuna_store", "SweepError"),
-    ("reuse_nets.studies", "StudyError"),
-)
-
 
 def is_user_error(error: BaseException) -> bool:
-    classes = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
-    return any(cls is not None and isinstance(error, cls) for cls in classes)
+    from reuse_nets.errors import UserError
+
+    return isinstance(error, UserError)
 
 
 def main_guard(main, interrupted: str = SWEEP_INTERRUPTED) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
-    from reuse_nets import interrupts
+    from reuse_nets.runtime import interrupts
 
     prepare_process()
     interrupts.stop_on_signals()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 
-from reuse_nets import noise
+from reuse_nets import names
 from reuse_nets.commands import common
+from reuse_nets.runtime import noise
+from reuse_nets.spec import plan
 
 
 def parse_args(argv):
@@ -20,7 +22,11 @@ def parse_args(argv):
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override study fields, e.g. --set base.epochs=1 --set base.dataset.train_split=train[:2000]; "
         "one --set may hold several space-separated overrides",
     )
@@ -36,7 +42,9 @@ def parse_args(argv):
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.
-    args.overrides = [item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item]
+    args.overrides = [
+        item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item
+    ]
     return args
 
 
@@ -46,7 +54,9 @@ def main(argv=None) -> int:
         from reuse_nets.commands import list_studies
 
         return list_studies.main([])
-    from reuse_nets import optuna_store, phases, runner, study_files
+    from reuse_nets.spec import study_files
+    from reuse_nets.store import optuna_store
+    from reuse_nets.sweep import runner
 
     spec = study_files.load_study(args.study, args.overrides)
     options = runner.SweepOptions(
@@ -59,15 +69,15 @@ def main(argv=None) -> int:
         reports=args.reports or None,  # "" (MLproject's default): ./reports
     )
     if args.dry_run:
-        from reuse_nets import execution
+        from reuse_nets.train import execution
 
         # Not `for_workers`: that imports TensorFlow (seconds) to read the oneDNN switch.
         threads = execution.threads_per_worker(args.workers)
-        print(phases.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
+        print(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
         return 0
     noise.quiet_libraries()
     noise.import_tensorflow()  # as run_study would (execution.pin), minus its start-up lines
     result = runner.run_study(spec, options)
-    common.tag_project_run({"reuse_nets.study": spec.name, "reuse_nets.study_parent_run_id": result.parent_run_id})
+    common.tag_project_run({names.PROJECT_STUDY_TAG: spec.name, names.PROJECT_PARENT_TAG: result.parent_run_id})
     print(runner.summary(result))
     return 0 if result.complete else 1

@@ -1,0 +1,134 @@
+"""How fast training runs, and what the framework around it costs, measured side by side.
+
+Six measurements, each a section of one JSON document (`measure`):
+
+- `training`: the same network and batches trained by plain `keras.Model.fit` and
+  by this project (gradient norms, MLflow logging), interleaved; examples/s and ratio.
+- `sweep`: a study through the real runner vs the sum of bare fits of its configs.
+- `startup`: seconds from the command to `--dry-run` output and to the first step.
+- `pruning`: one tuned study with and without its pruner: epochs, time, best cell.
+- `workers`: one study with 1 and with 2 worker processes: trials per minute.
+- `ceiling`: this machine's float32 matmul rate, to judge each step's FLOP rate.
+
+Every store the benchmark writes lives in a temporary directory; nothing of the
+user's (mlflow.db, optuna.db, reports/) is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from reuse_nets.bench.plans import QUICK, Plan
+from reuse_nets.bench.sweeps import pruning, startup, sweep_overhead, workers
+from reuse_nets.bench.training_speed import matmul_ceiling, training_speed
+from reuse_nets.store import provenance
+from reuse_nets.train import data, execution
+
+SCHEMA_VERSION = 1
+
+
+def measure(plan: Plan, source: data.DataSource, say=print) -> dict:
+    """Runs every section of `plan`; the JSON-able result (see the module docstring)."""
+    started = time.monotonic()
+    result = {"schema": SCHEMA_VERSION, "machine": machine(), "quick": plan is QUICK}
+    settings = execution.pin(execution.for_workers(1))
+    result["execution"] = settings.describe()
+    import mlflow
+
+    previous_uri = mlflow.get_tracking_uri()
+    with (
+        tempfile.TemporaryDirectory(prefix="reuse-nets-bench-") as scratch,
+        contextlib.chdir(scratch),
+        _restored(previous_uri),
+    ):
+        mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
+        say("ceiling: float32 matmul rate")
+        result["ceiling"] = matmul_ceiling(plan.matmul_size)
+        say("training: plain fit vs framework, interleaved")
+        result["training"] = [
+            training_speed(size, plan, source, result["ceiling"]["gflops"], say) for size in plan.sizes
+        ]
+        say("sweep: real runner vs bare fits")
+        result["sweep"] = sweep_overhead(plan, source, Path(scratch) / "sweep")
+        say("startup: command to --dry-run output and to the first training step")
+        result["startup"] = startup(plan, source, Path(scratch) / "startup")
+        say("pruning: the same study with and without its pruner")
+        result["pruning"] = pruning(plan, source, Path(scratch) / "pruning")
+        say("workers: the unpruned study again with 2 workers")
+        result["workers"] = workers(plan, source, Path(scratch) / "workers", result["pruning"]["unpruned"])
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+@contextlib.contextmanager
+def _restored(tracking_uri: str):
+    """Puts back the tracking URI and execution settings, even when a section fails."""
+    import mlflow
+
+    settings = execution.current()
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)
+        execution.pin(settings)
+
+
+def machine() -> dict:
+    """Where and when: CPU, cores, libraries, commit, date."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": provenance.cpu_model(),
+        "cores": execution.machine_cores(),
+        "python": platform.python_version(),
+        "libraries": provenance.library_versions(),
+        "commit": provenance.git_state()["commit"] + (" (dirty)" if provenance.git_state()["dirty"] == "true" else ""),
+        "command": provenance.command_line(),
+    }
+
+
+def markdown(result: dict) -> str:
+    """The result as the README's tables."""
+    m = result["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {result['execution']}; "
+        f"commit {m['commit'][:10]}; `{m['command']}`"
+        + (" (quick mode: tiny sizes, not for conclusions)" if result["quick"] else ""),
+        "",
+        f"Float32 matmul ceiling ({result['ceiling']['matmul_size']}^2): {result['ceiling']['gflops']} GFLOP/s.",
+        "",
+        "| depth | width | plain fit ex/s | framework ex/s | ratio | framework+XLA ex/s | ratio XLA | first epoch plain / fw / XLA (s) | GFLOP/s (share of ceiling) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for e in result["training"]:
+        xla = e.get("framework_xla")
+        best = max((e[k] for k in ("plain", "framework", "framework_xla") if k in e), key=lambda v: v["gflops"])
+        cells = [
+            e["depth"],
+            e["width"],
+            f"{e['plain']['examples_per_s']:.0f}",
+            f"{e['framework']['examples_per_s']:.0f}",
+            f"{e['ratio']:.2f}",
+            f"{xla['examples_per_s']:.0f}" if xla else "-",
+            f"{e['ratio_xla']:.2f}" if xla else "-",
+            f"{e['plain']['first_epoch_s']} / {e['framework']['first_epoch_s']} / {xla['first_epoch_s'] if xla else '-'}",
+            f"{best['gflops']} ({best['ceiling_fraction']:.0%})",
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    s, st, p, w = result["sweep"], result["startup"], result["pruning"], result["workers"]
+    lines += [
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| sweep: {s['trials']} smoke trials through the runner vs bare fits | {s['sweep_s']} s vs {s['bare_fits_s']} s = {s['ratio']:.2f}x ({s['per_trial_overhead_s']} s per trial) |",
+        f"| start-up: command to `--dry-run` output | {st['dry_run_s']} s |",
+        f"| start-up: command to the first training step | {st['first_step_s']} s |",
+        f"| pruning: tuning epochs with / without the median pruner | {p['pruned']['tuning_epochs']} / {p['unpruned']['tuning_epochs']} ({p['epochs_saved']:.0%} saved), "
+        f"{p['pruned']['wall_s']} s / {p['unpruned']['wall_s']} s; same best cell: {'yes' if p['same_best_cell'] else 'NO'} ({p['pruned']['best_cell']}) |",
+        f"| workers: trials per minute with 1 / 2 workers | {w['1']['trials_per_minute']} / {w['2']['trials_per_minute']} ({w['speedup']:.2f}x) |",
+    ]
+    return "\n".join(lines) + "\n"

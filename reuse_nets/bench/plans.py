@@ -1,0 +1,72 @@
+"""What the benchmark runs: the model sizes, repetitions and studies of its two plans.
+
+Every number the benchmark's sections use comes from a `Plan` here: `FULL` for the
+README's table, `QUICK` (toy sizes, same sections, 2.5-3 minutes here) for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """One measured network: depth x width, and how many examples an epoch holds."""
+
+    depth: int
+    width: int
+    examples: int  # per epoch: enough steps that per-epoch costs do not dominate
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything the benchmark runs; `FULL` and `QUICK` are the two plans."""
+
+    sizes: tuple[Size, ...]
+    batch_size: int
+    epochs: int  # per measured fit; the first (tracing, compiling) is not timed
+    repeats: int  # interleaved repetitions of each variant
+    xla: bool  # also measure the framework with XLA
+    sweep_overrides: tuple[str, ...]  # applied to experiments/smoke.yaml
+    study_overrides: tuple[str, ...]  # applied to experiments/pruning_check.yaml (pruning, workers)
+    startup_repeats: int
+    matmul_size: int
+
+
+FULL = Plan(
+    sizes=(Size(8, 128, 20480), Size(64, 128, 5120), Size(8, 512, 10240), Size(64, 512, 2560)),
+    batch_size=256,
+    epochs=3,
+    repeats=3,
+    xla=True,
+    sweep_overrides=(
+        "base.dataset.train_split=train[:20000]",
+        "base.width=128",
+        "base.epochs=3",
+        "compare.depth=[2, 8]",
+    ),
+    study_overrides=(),
+    startup_repeats=3,
+    matmul_size=2048,
+)
+QUICK = Plan(
+    sizes=(Size(2, 32, 2048),),
+    batch_size=256,
+    epochs=2,
+    repeats=1,
+    xla=False,
+    sweep_overrides=("compare.strategy=[plain, residual]", "compare.depth=[1]", "base.epochs=1"),
+    study_overrides=(
+        "compare.strategy=[plain]",
+        "compare.depth=[1]",
+        "tune.trials_per_cell=3",
+        "base.epochs=2",
+        "final.seeds=[1]",
+        "tune.pruner.n_startup_trials=1",
+        "base.dataset.train_split=train[:1000]",
+        "base.dataset.validation_split=train[50000:50500]",
+        "base.dataset.test_split=test[:500]",
+    ),
+    startup_repeats=1,
+    matmul_size=512,
+)

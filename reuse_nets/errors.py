@@ -1,0 +1,48 @@
+"""The project's exceptions, and the one-line form every user-facing error takes.
+
+`UserError` marks a problem the user can fix (a bad study file, missing data, an
+unusable store): commands print its message as one line and exit 2. Everything
+else is a bug and keeps its traceback. Nothing here imports a third-party library.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message is one line saying what and how."""
+
+
+class StudyError(UserError):
+    """A study file or override the user can fix."""
+
+
+class DataError(UserError):
+    """A data problem the user can fix (unknown dataset, missing data offline, ...)."""
+
+
+class ExecutionError(UserError):
+    """Execution settings this process cannot take any more (TensorFlow already started)."""
+
+
+class SweepError(UserError):
+    """A sweep problem the user can fix: storage, tracking store, workers, identity."""
+
+
+class ReproduceError(UserError):
+    """A run or study that cannot be reproduced as asked."""
+
+
+class SettingsUnavailable(ReproduceError):
+    """This process already runs TensorFlow with other execution settings."""
+
+
+class TrialFailed(Exception):
+    """A trial that ended without a value (diverged, raised, or had no slot)."""
+
+
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """The first non-empty line of an error's message (its class name if it has none)."""
+    lines = str(error).strip().splitlines()
+    if lines:
+        return lines[0]
+    return type(error).__name__ if default is None else default

@@ -1,0 +1,170 @@
+"""Model builders: stack reuse blocks to any depth, for vectors and images.
+
+A model is `input -> [flatten] -> block_01 ... block_NN -> [pool] -> head`. Every
+block is one layer named `block_XX`, so gradient norms can be attributed to depth.
+
+Which tensor a block reuses (`reuse_source`):
+- "previous": the block's own input (classic residual networks);
+- "input": the original network input (flattened for the `mlp` family), so that a
+  block deep in the network sees what entered it.
+
+Width under concatenation is bounded: `concat` and `masked` blocks reuse the
+network input, so every block's output has `width + input_features` features
+(`width + input_channels` channels for `conv`) at any depth. Concatenating the
+previous block's output instead would grow the width by `width` per block (a
+DenseNet without transitions), which is why those strategies refuse "previous".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+
+FAMILIES = ("mlp", "conv")
+MAX_DEPTH = 256
+
+
+def _masked_options(index, depth, options):
+    # A different seeded subset per block, so that depth sees more of the input.
+    # Options not given keep the layer's own defaults.
+    kwargs = {"seed": options["seed"] + index, "mask_shape": options["mask_shape"]}
+    for option, argument in (("keep_ratio", "keep_ratio"), ("learned_mask", "learned")):
+        if option in options:
+            kwargs[argument] = options[option]
+    return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How a strategy builds its blocks.
+
+    Attributes:
+        block: Name of the block layer class in `reuse_nets.nn.layers` (resolved
+            when a model is built, so that reading the registry needs no Keras).
+        reuse_sources: Allowed `reuse_source` values; the first is the default.
+        options: Names of the `TrialConfig` fields the strategy reads (its own
+            knobs, e.g. `keep_ratio`); they reach `block_options` by name.
+        block_options: `(index, depth, options) -> kwargs` for strategy-specific
+            block arguments (`index` counts from 1). `options` holds the fields
+            named in `options`, plus `seed` and `mask_shape`.
+    """
+
+    block: str
+    reuse_sources: tuple[str, ...]
+    options: tuple[str, ...] = ()
+    block_options: Callable[[int, int, dict], dict] = lambda index, depth, options: {}
+
+
+# A new strategy is one block class in `layers.py` and one line here (plus a
+# `TrialConfig` field for each option of its own).
+STRATEGIES: dict[str, Strategy] = {
+    "plain": Strategy("PlainBlock", ("previous",)),
+    "concat": Strategy("FeatureAugmentationLayer", ("input",)),
+    "residual": Strategy("ResidualBlock", ("previous", "input")),
+    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),
+}
+
+
+def block_name(index: int) -> str:
+    """Stable name of the `index`-th block (from 1): `block_01`, `block_02`, ..."""
+    return f"block_{index:02d}"
+
+
+def block_names(model) -> list[str]:
+    """Names of the reuse blocks of a model built here, in depth order."""
+    names = [layer.name for layer in model.layers if layer.name.startswith("block_")]
+    return sorted(names, key=lambda name: int(name.removeprefix("block_")))
+
+
+def build_model(
+    strategy: str,
+    depth: int,
+    width: int,
+    input_shape,
+    num_classes: int,
+    family: str = "mlp",
+    *,
+    activation: str = "relu",
+    kernel_size: int = 3,
+    reuse_source: str | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    **options,
+) -> keras.Model:
+    """Builds an uncompiled classifier of `depth` reuse blocks.
+
+    Args:
+        strategy: One of `STRATEGIES`: "plain", "concat", "residual", "masked".
+        depth: Number of blocks, 1 to `MAX_DEPTH`.
+        width: Units (mlp) or channels (conv) of every block's transform.
+        input_shape: Shape of one example, e.g. `(10,)`, `(28, 28, 1)`.
+        num_classes: Number of classes; the head outputs softmax probabilities.
+        family: "mlp" (inputs flattened) or "conv" ("same" convolutions over
+            channels, resolution kept, global average pooling before the head).
+        activation: Activation of every block.
+        kernel_size: Convolution size of the `conv` family.
+        reuse_source: "previous" or "input" (see the module docstring); `None`
+            takes the strategy's default.
+        seed: Seed of what a strategy draws (masked: block `i` draws its mask
+            with seed `seed + i`); weights are seeded by the Keras global seed.
+        name: Model name; defaults to `"{strategy}_{family}_d{depth}"`.
+        **options: The strategy's own options (`Strategy.options`), e.g.
+            `keep_ratio=0.25, learned_mask=True` for "masked".
+
+    Returns:
+        A `keras.Model` mapping a batch of inputs to class probabilities.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {sorted(STRATEGIES)}. Received: strategy={strategy!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {list(FAMILIES)}. Received: family={family!r}")
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"`depth` must be an integer in [1, {MAX_DEPTH}]. Received: depth={depth!r}")
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+        raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
+    depth, width = int(depth), int(width)
+    spec = STRATEGIES[strategy]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"strategy {strategy!r} takes no option(s) {unknown}; its options: {list(spec.options)}")
+    source = reuse_source or spec.reuse_sources[0]
+    if source not in spec.reuse_sources:
+        raise ValueError(
+            f"`reuse_source` for strategy {strategy!r} must be one of {list(spec.reuse_sources)}. "
+            f"Received: reuse_source={source!r}"
+        )
+    import keras
+
+    from reuse_nets.nn import layers
+
+    input_shape = tuple(input_shape)
+    if family == "conv" and len(input_shape) != 3:
+        raise ValueError(f"family='conv' needs image inputs (H, W, C). Received: input_shape={input_shape}")
+
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = keras.layers.Flatten(name="flatten")(inputs) if family == "mlp" and len(input_shape) > 1 else inputs
+    reused_input = x
+    options = {
+        **options,
+        "seed": seed,
+        # Conv models mask input pixels: a channel mask over 1 or 3 channels is degenerate.
+        "mask_shape": tuple(input_shape) if family == "conv" else None,
+    }
+    for index in range(1, depth + 1):
+        block = getattr(layers, spec.block)(
+            width,
+            activation=activation,
+            kernel_size=kernel_size if family == "conv" else None,
+            name=block_name(index),
+            **spec.block_options(index, depth, options),
+        )
+        x = block(x) if source == "previous" else block([x, reused_input])
+    if family == "conv":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name=name or f"{strategy}_{family}_d{depth}")

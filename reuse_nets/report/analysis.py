@@ -1,0 +1,157 @@
+"""The statistics of a study's report: per-cell intervals, paired differences, verdicts.
+
+Pure functions over final runs (no stores): the numbers are test metrics of the
+configs selected on validation, retrained with the final seeds. Differences
+between compared values are paired by seed (the same seed gives the same data
+order in both cells), following Bouthillier et al. (2021) on benchmark variance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+from reuse_nets.spec.studies import Choices, Range, StudySpec
+
+CONFIDENCE = 0.95
+EDGE_FRACTION = 0.1  # a selected value this close to a range end (in its own scale) is "at the edge"
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalRun:
+    run_id: str
+    cell: str  # cell key
+    values: dict[str, Any]  # compared values
+    seed: int
+    test: float  # the report metric (test split)
+    val: float  # the selection metric at the last epoch (validation split)
+    grad_first: float  # block_01 gradient norm, last epoch mean
+    grad_last: float  # last block's gradient norm, last epoch mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    mean: float
+    half: float  # half-width of the Student-t interval; 0 for n = 1, nan for n = 0
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """`value` minus `baseline` of the contrast knob, in one condition, paired by seed."""
+
+    condition: dict[str, Any]
+    value: Any
+    interval: Interval
+    wins: int  # seeds where `value` did better than the baseline
+    diffs: tuple[float, ...]
+
+
+def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean and half-width of its Student-t confidence interval."""
+    n = len(values)
+    if n == 0:
+        return Interval(math.nan, math.nan, 0)
+    mean = sum(values) / n
+    if n < 2:
+        return Interval(mean, 0.0, 1)
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return Interval(mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)), n)
+
+
+def by_cell(runs: list[FinalRun], key: str = "test") -> dict[str, Interval]:
+    cells: dict[str, list[float]] = {}
+    for run in runs:
+        cells.setdefault(run.cell, []).append(getattr(run, key))
+    return {cell: mean_interval(values) for cell, values in cells.items()}
+
+
+def conditions(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every combination of the compared knobs other than the contrast."""
+    others = {n: v for n, v in spec.compare.items() if n != spec.contrast}
+    return [dict(zip(others, values)) for values in itertools.product(*others.values())]
+
+
+def cell_key(spec: StudySpec, condition: dict[str, Any], value: Any) -> str:
+    values = {n: (value if n == spec.contrast else condition[n]) for n in spec.compare}
+    return ",".join(f"{n}={v}" for n, v in values.items())
+
+
+def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference]:
+    """Each non-baseline contrast value minus the baseline, per condition, over shared seeds."""
+    maximize = spec.objective.direction == "maximize"
+    by_cell_seed = {(r.cell, r.seed): r.test for r in runs}
+    found = []
+    for condition in conditions(spec):
+        base_key = cell_key(spec, condition, spec.baseline)
+        for value in spec.compare[spec.contrast]:
+            if value == spec.baseline:
+                continue
+            key = cell_key(spec, condition, value)
+            seeds = [s for s in spec.final.seeds if (key, s) in by_cell_seed and (base_key, s) in by_cell_seed]
+            diffs = tuple(by_cell_seed[(key, s)] - by_cell_seed[(base_key, s)] for s in seeds)
+            wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
+            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs))
+    return found
+
+
+def verdict(spec: StudySpec, difference: Difference, metric: str) -> str:
+    """One sentence: which value did better, by how much, and how sure we are."""
+    where = ", ".join(f"{n} {v}" for n, v in difference.condition.items()) or "overall"
+    i, n = difference.interval, difference.interval.n
+    if n == 0:
+        return f"{where}: {difference.value} vs {spec.baseline}: no paired runs."
+    maximize = spec.objective.direction == "maximize"
+    better = i.mean > 0 if maximize else i.mean < 0
+    if n < 2:
+        return (
+            f"{where}: {difference.value} - {spec.baseline} = {i.mean:+.4f} {metric} on one seed; "
+            "no interval, not conclusive."
+        )
+    sized = f"{i.mean:+.4f} {metric} (95% CI {i.low:+.4f} to {i.high:+.4f}; better on {difference.wins}/{n} seeds)"
+    if i.low > 0 or i.high < 0:
+        winner, loser = (difference.value, spec.baseline) if better else (spec.baseline, difference.value)
+        return f"{where}: {winner} beats {loser}: {difference.value} - {spec.baseline} = {sized}."
+    return f"{where}: no clear difference between {difference.value} and {spec.baseline}: {sized}; the interval includes 0."
+
+
+def edge_warnings(spec: StudySpec, selection: dict[str, dict | None]) -> list[str]:
+    """Cells whose selected tuned value lies at the edge of its search range."""
+    if not spec.tune:
+        return []
+    warnings = []
+    for cell_name, chosen in selection.items():
+        if chosen is None:
+            continue
+        for name, param in spec.tune.search_space.items():
+            value = chosen["params"].get(name)
+            if value is None:
+                continue
+            if isinstance(param, Range) and param.high > param.low:
+                scale = (lambda v: math.log(v)) if param.log else (lambda v: v)
+                position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
+                if position < EDGE_FRACTION or position > 1 - EDGE_FRACTION:
+                    side = "low" if position < 0.5 else "high"
+                    warnings.append(
+                        f"{cell_name}: selected {name}={value:.4g} lies at the {side} edge of [{param.low}, {param.high}]; "
+                        "the best value may lie outside the range"
+                    )
+            elif isinstance(param, Choices) and len(param.choices) >= 3:
+                numeric = [c for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+                if len(numeric) == len(param.choices) and value in (min(numeric), max(numeric)):
+                    warnings.append(
+                        f"{cell_name}: selected {name}={value} is the {'smallest' if value == min(numeric) else 'largest'} choice"
+                    )
+    return warnings

@@ -1,0 +1,311 @@
+"""A study's report, computed from what the Optuna and MLflow stores hold.
+
+Its numbers are test metrics of the final runs: each cell's best tuning config
+(selected on validation) retrained with the final seeds. Contents: the design,
+the tuning budget per cell (with range-edge warnings), mean test metric per cell
+with 95% intervals, paired differences against the baseline, the verdict in
+words, and plots (isolation, paired differences, gradient norm vs depth).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+from reuse_nets.errors import SweepError
+from reuse_nets.names import (
+    CELL_TAG,
+    GRAD_NORM_PREFIX,
+    KIND_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    PHASE_TAG,
+    RUN_ID_ATTR,
+    STATE_TAG,
+)
+from reuse_nets.report import analysis
+from reuse_nets.report import html_page as report_html
+from reuse_nets.report.analysis import FinalRun
+from reuse_nets.spec import plan
+from reuse_nets.spec.studies import StudySpec
+from reuse_nets.store import optuna_store
+
+REPORT_ROOT = Path("reports")  # beside mlflow.db, in the working directory
+NOTE_LIMIT = 7800  # characters of the report kept as the parent run's description (MLflow: 8000)
+
+
+def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> list[FinalRun]:
+    """The study's COMPLETE final-phase runs, read back from MLflow.
+
+    With `storage`, only the runs of the final study's COMPLETE trials count (one
+    per slot): a run another storage made under the same name, or a duplicate of a
+    trial judged dead while it still ran, is left out.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{PHASE_TAG}` = 'final' "
+            f"and tags.`{STATE_TAG}` = 'COMPLETE' and tags.`{KIND_TAG}` = 'trial'"
+        ),
+        max_results=50000,
+    )
+    cells = {cell.key: cell for cell in spec.cells()}
+    wanted = _final_run_ids(spec, storage) if storage is not None else None
+    found = []
+    for run in runs:
+        if wanted is not None and run.info.run_id not in wanted:
+            continue
+        cell = cells.get(run.data.tags.get(CELL_TAG))
+        metrics = run.data.metrics
+        if cell is None or spec.objective.test_metric not in metrics:
+            continue
+        depth = int(run.data.params["depth"])
+        found.append(
+            FinalRun(
+                run_id=run.info.run_id,
+                cell=cell.key,
+                values=cell.values,
+                seed=int(run.data.params["seed"]),
+                test=metrics[spec.objective.test_metric],
+                val=metrics[spec.objective.metric],
+                grad_first=metrics.get(f"{GRAD_NORM_PREFIX}block_01", float("nan")),
+                grad_last=metrics.get(f"{GRAD_NORM_PREFIX}block_{depth:02d}", float("nan")),
+            )
+        )
+    return sorted(found, key=lambda r: (list(cells).index(r.cell), r.seed))
+
+
+def _final_run_ids(spec: StudySpec, storage) -> set[str]:
+    study = optuna_store.load_existing(storage, plan.final_study_name(spec))
+    ids = set()
+    for trials in optuna_store.slot_trials(study).values() if study else ():
+        complete = [t for t in trials if t.state.name == "COMPLETE" and RUN_ID_ATTR in t.user_attrs]
+        if complete:
+            ids.add(complete[0].user_attrs[RUN_ID_ATTR])
+    return ids
+
+
+def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
+    """Per cell: final slots complete, failed (diverged, error, or died past max_retry) and not yet run."""
+    study = optuna_store.load_existing(storage, plan.final_study_name(spec))
+    selection = optuna_store.stored_selection(study) if study is not None else None
+    status = {cell.key: {"complete": 0, "failed": 0, "pending": 0} for cell in spec.cells()}
+    if selection is None:
+        return status
+    by_slot = optuna_store.slot_trials(study)
+    for slot, (cell, _) in enumerate(plan.final_job(spec, selection).slots):
+        trials = by_slot.get(slot, [])
+        if any(t.state.name == "COMPLETE" for t in trials):
+            status[cell.key]["complete"] += 1
+        elif any(optuna_store.is_finished(t) for t in trials) or optuna_store.deaths(trials) > spec.execution.max_retry:
+            status[cell.key]["failed"] += 1  # diverged, raised, or died more often than retried
+        else:
+            status[cell.key]["pending"] += 1
+    return status
+
+
+def budget_rows(spec: StudySpec, storage) -> list[dict]:
+    """Per cell: tuning trials by how they ended (slots, so retries count once)."""
+    rows = []
+    for cell in spec.cells():
+        counts = {"complete": 0, "pruned": 0, "failed": 0, "died": 0}
+        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell)) if spec.tune else None
+        for trials in optuna_store.slot_trials(study).values() if study else ():
+            ended = [t for t in trials if optuna_store.is_finished(t)]
+            counts["died"] += optuna_store.deaths(trials)
+            if ended:
+                state = ended[0].state.name
+                counts[state.lower() if state in ("COMPLETE", "PRUNED") else "failed"] += 1
+        rows.append({"cell": cell.key, **counts})
+    return rows
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _fixed_knobs(spec: StudySpec) -> str:
+    varied = set(spec.compare) | set(spec.tune.search_space if spec.tune else ()) | {"dataset", "seed"}
+    return ", ".join(
+        f"{name} {_fmt(getattr(spec.base, name))}" for name in spec.base.model_fields if name not in varied
+    )
+
+
+def _interval(i: analysis.Interval, sign: str = "") -> str:
+    return f"{i.mean:{sign}.4f} ± {i.half:.4f}" if i.n >= 2 else f"{i.mean:{sign}.4f}"
+
+
+def build_markdown(
+    spec: StudySpec,
+    runs: list[FinalRun],
+    budget: list[dict],
+    selection: dict,
+    status: dict[str, dict[str, int]],
+    images: list[str],
+) -> str:
+    metric, test_metric = spec.objective.metric, spec.objective.test_metric
+    cells = spec.cells()
+    dataset = spec.base.dataset
+    lines = [f"# Study `{spec.name}`", "", spec.description, ""]
+    lines += [
+        "## Design",
+        f"- Compared: {'; '.join(f'{n} {v}' for n, v in spec.compare.items())} ({len(cells)} cells).",
+        (
+            f"- Tuned per cell: {', '.join(spec.tune.search_space)} with {spec.tune.trials_per_cell} trials per cell, "
+            f"{spec.tune.sampler.type} sampler (seed {spec.tune.sampler.seed}), {spec.tune.pruner.type} pruner within the cell, "
+            f"tuning seed {spec.base.seed}; selected on final-epoch {metric}."
+            if spec.tune
+            else "- Tuned: nothing (a plain grid; every cell runs the base config)."
+        ),
+        f"- Final: the selected config of each cell retrained with seeds {spec.final.seeds}; "
+        f"numbers below are {test_metric} on `{dataset.test_split}`.",
+        f"- Fixed: dataset `{dataset.name}` (train `{dataset.train_split}`, validation `{dataset.validation_split}`); "
+        f"{_fixed_knobs(spec)}.",
+        "",
+    ]
+    differences = analysis.paired_differences(spec, runs)
+    lines += ["## Verdict", ""]
+    pending = sum(s["pending"] for s in status.values())
+    if pending:
+        lines.append(
+            f"- **Incomplete:** {pending} final run(s) have not run yet; the numbers are over those that have."
+        )
+    for key, counts in status.items():
+        if counts["failed"]:
+            total = counts["complete"] + counts["failed"] + counts["pending"]
+            lines.append(
+                f"- **Warning:** {key}: {counts['failed']} of {total} final runs failed (diverged, error, or their process died past execution.max_retry); "
+                "its numbers are over the others, and the pairs with those seeds are left out."
+            )
+    if runs:
+        lines += [f"- {analysis.verdict(spec, d, test_metric)}" for d in differences] or [
+            "- Only one compared value: nothing to contrast."
+        ]
+    else:
+        lines.append("- No final runs have finished yet: no verdict.")
+    lines.append("")
+    if spec.tune:
+        warnings = analysis.edge_warnings(spec, selection)
+        lines += [
+            "## Tuning budget and selection",
+            "",
+            f"| cell | complete | pruned | failed | died (retried) | selected | val {metric} |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in budget:
+            chosen = selection.get(row["cell"]) if selection else None
+            picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "none"
+            value = f"{chosen['value']:.4f}" if chosen else ""
+            lines.append(
+                f"| {row['cell']} | {row['complete']} | {row['pruned']} | {row['failed']} | {row['died']} | {picked} | {value} |"
+            )
+        lines += [""] + [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
+    per_cell = analysis.by_cell(runs)
+    val_cell = analysis.by_cell(runs, "val")
+    lines += [
+        f"## Final {test_metric} per cell",
+        f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over the final seeds "
+        "(no interval for one seed); failed: final runs that diverged, raised, or died past max_retry.",
+        "",
+        f"| cell | {test_metric} | n | failed | val {metric} |",
+        "|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        i, failed = per_cell.get(cell.key), status.get(cell.key, {}).get("failed", 0)
+        if i is None:
+            lines.append(f"| {cell.key} | no finished final run | 0 | {failed} | |")
+        else:
+            lines.append(f"| {cell.key} | {_interval(i)} | {i.n} | {failed} | {val_cell[cell.key].mean:.4f} |")
+    lines.append("")
+    if differences:
+        lines += [
+            f"## Paired differences ({spec.contrast} value − {spec.baseline}, same seed)",
+            "",
+            f"| condition | {spec.contrast} | mean diff | 95% CI | wins | per-seed |",
+            "|---|---|---|---|---|---|",
+        ]
+        for d in differences:
+            where = ", ".join(f"{n}={v}" for n, v in d.condition.items()) or "all"
+            i = d.interval
+            if not i.n:
+                lines.append(f"| {where} | {d.value} | no paired runs | | | |")
+                continue
+            ci = f"[{i.low:+.4f}, {i.high:+.4f}]" if i.n >= 2 else "n/a"
+            lines.append(
+                f"| {where} | {d.value} | {i.mean:+.4f} | {ci} | {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
+            )
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images]
+    return "\n".join(lines) + "\n"
+
+
+def artifact_link(run_id: str, path: str) -> str:
+    """A link to a run's artifact, relative to the MLflow UI's server (its `get-artifact` route)."""
+    return "get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
+
+
+def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPORT_ROOT) -> str:
+    """Writes `reports/<study>/report.{md,html}` and PNGs (see `report_html`); logs them to the parent run.
+
+    Returns:
+        The report folder.
+    """
+    import mlflow
+    from mlflow.entities import RunTag
+
+    from reuse_nets.report import plots as report_plots
+
+    client = mlflow.MlflowClient()
+    out = root / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect_final_runs(spec, parent_run_id, storage)
+    final = optuna_store.load_existing(storage, plan.final_study_name(spec))
+    selection = (optuna_store.stored_selection(final) if final is not None else None) or {}
+    images = report_plots.write_plots(spec, runs, out) if runs else []
+    markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
+    (out / "report.md").write_text(markdown)
+    report_html.write_html(spec, storage, markdown, selection, out)
+    client.log_artifacts(parent_run_id, str(out), artifact_path="report")
+    # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
+    # Its plots point at the logged copies, served by the UI's own server.
+    for name in images:
+        markdown = markdown.replace(f"]({name})", f"]({artifact_link(parent_run_id, 'report/' + name)})")
+    note = (
+        markdown
+        if len(markdown) <= NOTE_LIMIT
+        else markdown[:NOTE_LIMIT] + "\n\n… (cut here: the whole report is in report/report.md)"
+    )
+    # Through log_batch: runners on several machines finishing together set it at once,
+    # and MLflow's SQL store retries that conflict only there.
+    client.log_batch(parent_run_id, tags=[RunTag(NOTE_TAG, note)])
+    return str(out)
+
+
+def rebuild_report(
+    spec: StudySpec, storage_url: str, tracking_uri: str | None, root: Path = REPORT_ROOT
+) -> tuple[str, str]:
+    """Rebuilds a run study's report from the stores; returns (report folder, parent run id).
+
+    Raises:
+        SweepError: the study has no final runs or no parent run in these stores,
+            or it was run from a different spec (other overrides).
+    """
+    import mlflow
+
+    from reuse_nets.store import study_runs, tracking
+
+    tracking.set_tracking_uri(tracking_uri)
+    storage = optuna_store.make_storage(storage_url, spec.execution)
+    if optuna_store.load_existing(storage, plan.final_study_name(spec)) is None:
+        raise SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with reuse-nets run")
+    # The same spec (overrides included) as the run, or the report would describe another study.
+    optuna_store.check_identity(storage, plan.final_study_name(spec), spec.identity())
+    experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
+    parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
+    if not parent_run_id:
+        raise SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first with reuse-nets run")
+    return write_report(spec, storage, parent_run_id, root), parent_run_id

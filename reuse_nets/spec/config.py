@@ -1,0 +1,121 @@
+"""The trial config: every knob of one training run, typed and validated.
+
+A study (see `studies.py`) resolves into one `TrialConfig` per trial; data, model,
+training and tracking read nothing else, and the config logged with a run is
+enough to re-run it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+import pydantic
+
+from reuse_nets.nn import models
+
+# Keras activations a block may apply, by name: one tensor in, the same shape out
+# (`glu` halves the features; `threshold` needs arguments). Listed here so that a
+# study is checked when it loads, without importing Keras; tests/test_models.py
+# builds a block with every one.
+ACTIVATIONS = (
+    "celu",
+    "elu",
+    "exponential",
+    "gelu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "log_softmax",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "soft_shrink",
+    "softmax",
+    "softplus",
+    "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
+    "swish",
+    "tanh",
+    "tanh_shrink",
+)
+
+
+class DatasetConfig(pydantic.BaseModel):
+    """Which TFDS dataset and which split expressions to use."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "fashion_mnist"  # any TFDS image-classification dataset
+    train_split: str = "train"  # TFDS slice syntax, e.g. "train[:2000]"
+    validation_split: str | None = None  # None: the dataset's own, else 10% carved off "train"
+    test_split: str | None = "test"  # None: no test evaluation
+
+
+class TrialConfig(pydantic.BaseModel):
+    """One training run. Field comments give meaning and a typical value."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    strategy: str = "residual"  # plain | concat | residual | masked
+    depth: int = pydantic.Field(4, ge=1, le=models.MAX_DEPTH)  # number of reuse blocks
+    width: int = pydantic.Field(128, ge=1)  # units (mlp) or channels (conv) per block
+    family: Literal["mlp", "conv"] = "mlp"
+    activation: str = "relu"  # any of ACTIVATIONS
+    kernel_size: int = pydantic.Field(3, ge=1)  # conv family only
+    reuse_source: Literal["input", "previous"] | None = None  # None: the strategy's default
+    keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0)  # masked: fraction of features kept
+    learned_mask: bool = False  # masked: trainable gate instead of a fixed mask
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = pydantic.Field(1e-3, gt=0.0)
+    batch_size: int = pydantic.Field(128, ge=1)
+    epochs: int = pydantic.Field(5, ge=1)
+    seed: int = pydantic.Field(0, ge=0)  # seeds Python, NumPy, TF, init, masks and shuffling
+    dataset: DatasetConfig = DatasetConfig()
+
+    @pydantic.field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value):
+        if value not in models.STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(models.STRATEGIES)}")
+        return value
+
+    @pydantic.field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value):
+        if value not in ACTIVATIONS:
+            close = difflib.get_close_matches(value, ACTIVATIONS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown activation {value!r}; {hint}allowed: {', '.join(ACTIVATIONS)}")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _compatible_reuse_source(self):
+        allowed = models.STRATEGIES[self.strategy].reuse_sources
+        if self.reuse_source is not None and self.reuse_source not in allowed:
+            raise ValueError(
+                f"reuse_source {self.reuse_source!r} is not allowed for strategy {self.strategy!r}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return self
+
+    def flat(self) -> dict[str, object]:
+        """Every knob as a flat `{"dataset.name": ..., "depth": ...}` dict."""
+        flat = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        return flat

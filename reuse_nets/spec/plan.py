@@ -1,0 +1,128 @@
+"""The pure plan of a study: its Optuna studies, their slots, and the `--dry-run` text.
+
+1. **tune**: one job per compared cell, `trials_per_cell` slots each, the
+   sampler choosing the tuned knobs with the tuning seed (`base.seed`);
+2. **final**: one job whose slots are every cell x `final.seeds`, each running the
+   cell's selected tuning config with a fresh seed. A plain grid (no `tune`) has
+   only this phase.
+
+Nothing here reads or writes a store: `reuse_nets.sweep.phases` fills these jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import yaml
+
+from reuse_nets.names import Phase
+from reuse_nets.spec.studies import Cell, StudySpec
+
+# A selection: per cell key, the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
+Selection = dict[str, dict[str, Any] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One Optuna study to fill: a cell's tuning trials, or the final runs.
+
+    `slots[i]` is the cell of slot `i` and the parameters enqueued for it
+    (`{}` for a tuning slot: the sampler chooses).
+    """
+
+    phase: Phase
+    study_name: str
+    slots: tuple[tuple[Cell, dict[str, Any]], ...]
+    label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
+
+
+def tune_study_name(spec: StudySpec, cell: Cell) -> str:
+    return f"{spec.name}:{Phase.TUNE}:{cell.key}"
+
+
+def final_study_name(spec: StudySpec) -> str:
+    return f"{spec.name}:{Phase.FINAL}"
+
+
+def identity_of(spec: StudySpec, job: Job) -> dict:
+    """What the job's Optuna study must have been made from (checked on resume)."""
+    return spec.tune_identity(job.slots[0][0]) if job.phase == Phase.TUNE else spec.identity()
+
+
+def tune_jobs(spec: StudySpec) -> list[Job]:
+    if not spec.tune:
+        return []
+    # Tuning slots leave the choice to the sampler, except on a grid, where slot i is point i.
+    if spec.tune.sampler.type == "grid":
+        points = spec.tune.grid()
+    else:
+        points = [{} for _ in range(spec.tune.trials_per_cell or 0)]
+    return [
+        Job(Phase.TUNE, tune_study_name(spec, cell), tuple((cell, point) for point in points), f"tune {cell.key}")
+        for cell in spec.cells()
+    ]
+
+
+def final_job(spec: StudySpec, selection: Selection) -> Job:
+    """Every cell with a selected config, times every final seed."""
+    slots = []
+    for cell in spec.cells():
+        chosen = selection.get(cell.key) if spec.tune else {"params": {}}
+        if chosen is None:
+            continue  # no tuning trial of this cell completed: nothing to retrain
+        for seed in spec.final.seeds:
+            slots.append((cell, {**cell.values, **chosen["params"], "seed": seed}))
+    return Job(Phase.FINAL, final_study_name(spec), tuple(slots), "final runs")
+
+
+def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, workers: int, threads: int) -> str:
+    """What running `spec` would do, as text; reads and writes nothing."""
+    cells = spec.cells()
+    lines = [
+        f"study {spec.name}: {len(cells)} cells ({' x '.join(f'{n} {v}' for n, v in spec.compare.items())}), "
+        f"objective {spec.objective.direction} {spec.objective.metric}; report on {spec.objective.test_metric}, "
+        f"{spec.contrast} compared with {spec.baseline!r}",
+        f"storage {storage_url}; MLflow tracking {tracking_uri or 'MLflow default (MLFLOW_TRACKING_URI or sqlite:///mlflow.db)'}",
+        f"workers {workers} x {threads} TensorFlow threads, XLA {'on' if spec.execution.xla else 'off'}",
+    ]
+    if spec.tune:
+        tune = spec.tune
+        lines.append(
+            f"tune: {tune.trials_per_cell} trials per cell ({spec.tuning_trials} in all), sampler {tune.sampler.type} "
+            f"(seed {tune.sampler.seed}, {tune.sampler.n_startup_trials} startup), pruner {tune.pruner.type} within each cell, "
+            f"tuning seed {spec.base.seed}"
+        )
+        for name, param in tune.search_space.items():
+            lines.append(f"  {name}: {param.model_dump(exclude_none=True)}")
+    else:
+        lines.append("tune: none (a plain grid: every cell runs the base config)")
+    lines.append(
+        f"final: best {'tuned ' if spec.tune else ''}config of each cell x seeds {spec.final.seeds} = {spec.final_runs} runs"
+    )
+    lines.append("cells:")
+    for index, cell in enumerate(cells):
+        budget = f"{spec.tune.trials_per_cell} tuning trials + " if spec.tune else ""
+        lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs)")
+    total = spec.tuning_trials + spec.final_runs
+    epochs = max(spec.cell_config(cell).epochs for cell in cells)
+    lines.append(f"total: {total} training runs of up to {epochs} epochs")
+    lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
+    return "\n".join(lines)
+
+
+def selection_rows(spec: StudySpec, selection: Selection) -> list[str]:
+    """One console line per cell: the selected config and its validation value."""
+    rows = []
+    for cell in spec.cells():
+        chosen = selection.get(cell.key)
+        if chosen is None:
+            rows.append(f"  {cell.key}: no completed tuning trial; the cell has no final runs")
+        else:
+            params = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items()
+            )
+            rows.append(
+                f"  {cell.key}: trial {chosen['trial']} ({params}) {spec.objective.metric}={chosen['value']:.4f}"
+            )
+    return rows

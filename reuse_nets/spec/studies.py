@@ -1,0 +1,353 @@
+"""Study specs: YAML files in `experiments/`, validated into typed objects.
+
+A study follows the design of Google's Deep Learning Tuning Playbook:
+
+- `base`: a full trial config; every knob not named below is **fixed** there
+  (its default declared once, in `config.TrialConfig`);
+- `compare`: the **scientific** knobs, each a list of values; every combination
+  is a *cell*, e.g. `{strategy: residual, depth: 64}`;
+- `tune`: the **nuisance** knobs, searched separately in every cell with the
+  same budget (`trials_per_cell`), the same sampler settings and a pruner that
+  only ever sees that cell's trials; leave it out for a plain grid;
+- `final`: the seeds with which each cell's best tuned config (chosen on the
+  validation metric) is retrained; the report's numbers are these runs' test
+  metrics, paired by seed across cells.
+
+A study file is data: unknown keys are errors, and everything is checked when it
+loads, before anything runs (see `StudySpec._consistent`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from typing import Any, Literal
+
+import pydantic
+
+from reuse_nets.names import EPOCH_METRICS, TEST_PREFIX
+from reuse_nets.spec.config import TrialConfig
+
+# Knobs that are never compared or tuned: the data is the study's, seeds are
+# repeats (`base.seed` for tuning, `final.seeds` for the final runs).
+NOT_VARIED = ("dataset", "seed")
+# The epoch budget is what pruning counts in; it may be compared, not tuned.
+NOT_TUNED = (*NOT_VARIED, "epochs")
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class Choices(_Strict):
+    """A categorical dimension: `{choices: [1, 2, 4]}` (or a bare list)."""
+
+    choices: list[Any] = pydantic.Field(min_length=1)
+
+
+class Range(_Strict):
+    """A numeric range: `{low: 1e-4, high: 1e-2, log: true}`; ints if both bounds are."""
+
+    low: float | int
+    high: float | int
+    log: bool = False
+    step: float | int | None = None
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log ranges need low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("a range cannot have both log and step")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+        return self
+
+    def ends(self) -> list:
+        return [self.low, self.high]
+
+
+Param = Choices | Range
+
+
+class SamplerSpec(_Strict):
+    type: Literal["tpe", "random", "grid"] = "tpe"  # grid: every combination of choices, in order
+    seed: int = 0  # the same seed in every cell: each cell's search is reproducible
+    n_startup_trials: int = pydantic.Field(4, ge=0)  # tpe: random trials before modelling
+
+
+class PrunerSpec(_Strict):
+    type: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = pydantic.Field(3, ge=0)  # median: the cell's trials finished before pruning
+    n_warmup_steps: int = pydantic.Field(1, ge=0)  # median: epochs never pruned (2: not before epoch 3)
+    min_resource: int = pydantic.Field(1, ge=1)  # hyperband: fewest epochs a trial gets (<= epochs)
+    reduction_factor: int = pydantic.Field(3, ge=2)  # hyperband
+
+
+class TuneSpec(_Strict):
+    """Nuisance knobs, tuned in every cell with the same budget and settings."""
+
+    trials_per_cell: int | None = pydantic.Field(None, ge=1)  # required, except for grid: the grid size
+    search_space: dict[str, Param] = pydantic.Field(min_length=1)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+
+    @pydantic.model_validator(mode="after")
+    def _budget(self):
+        if self.sampler.type == "grid":
+            ranges = [n for n, p in self.search_space.items() if isinstance(p, Range)]
+            if ranges:
+                raise ValueError(f"the grid sampler needs choices, not ranges, for: {', '.join(ranges)}")
+            size = len(self.grid())
+            if self.trials_per_cell is None:
+                object.__setattr__(self, "trials_per_cell", size)
+            elif self.trials_per_cell != size:
+                raise ValueError(f"trials_per_cell is {self.trials_per_cell} but the grid has {size} points")
+        elif self.trials_per_cell is None:
+            raise ValueError(f"trials_per_cell is required with sampler type {self.sampler.type!r}")
+        return self
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the searched choices, in order (grid sampler)."""
+        # A grid sampler's space holds only Choices (checked by the validator above).
+        axes = {n: p.choices for n, p in self.search_space.items() if isinstance(p, Choices)}
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+    @pydantic.field_validator("search_space", mode="before")
+    @classmethod
+    def _parse_params(cls, space):
+        if not isinstance(space, dict):
+            raise ValueError("must be a mapping of config field to a list of choices or a range")
+        parsed = {}
+        for name, value in space.items():
+            if isinstance(value, list):
+                value = {"choices": value}
+            if not isinstance(value, dict):
+                raise ValueError(f"{name}: a fixed value ({value!r}) belongs in base, not in the search space")
+            try:
+                parsed[name] = Choices(**value) if "choices" in value else Range(**value)
+            except pydantic.ValidationError as error:
+                raise ValueError(f"{name}: {first_error(error)}") from None
+        return parsed
+
+    @pydantic.field_serializer("search_space")
+    def _dump_params(self, space):
+        # Back to the file's own forms, so a dumped spec validates again.
+        return {name: param.model_dump(exclude_none=True) for name, param in space.items()}
+
+
+class FinalSpec(_Strict):
+    seeds: list[int] = pydantic.Field([0], min_length=1)  # fresh seeds: never the tuning seed
+
+
+class ObjectiveSpec(_Strict):
+    metric: str = "val_accuracy"  # a validation metric; its final-epoch value selects configs
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @property
+    def test_metric(self) -> str:
+        """The test-split metric the report gives for the selection metric."""
+        return TEST_PREFIX + self.metric.removeprefix("val_")
+
+
+class ReportSpec(_Strict):
+    contrast: str | None = None  # the compared knob whose values are differenced; default: the first
+    baseline: Any = None  # the value the others are compared with; default: its first value
+
+
+class ExecutionSpec(_Strict):
+    heartbeat_interval: int = pydantic.Field(10, ge=1)  # seconds between trial heartbeats
+    grace_period: int = pydantic.Field(40, ge=2)  # seconds without heartbeat: trial died
+    max_retry: int = pydantic.Field(2, ge=0)  # retries of a trial whose process died
+    # Compile training steps with XLA: faster steps at large widths, but each trial
+    # compiles once per batch shape (seconds to tens of seconds on CPU), so it pays
+    # only for long trials (see the benchmark). Logged on every run; reproduce applies it.
+    xla: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _grace_exceeds_interval(self):
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError("grace_period must exceed heartbeat_interval")
+        return self
+
+
+class Cell(pydantic.BaseModel):
+    """One combination of compared values."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    values: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """`"strategy=residual,depth=64"`: the cell's name in stores and reports."""
+        return ",".join(f"{name}={value}" for name, value in self.values.items())
+
+
+class StudySpec(_Strict):
+    """A study: what it compares, what it tunes per cell, how it retrains."""
+
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")  # study, MLflow experiment
+    description: str = ""
+    base: TrialConfig = TrialConfig()
+    compare: dict[str, list[Any]] = pydantic.Field(min_length=1)
+    tune: TuneSpec | None = None  # None: a plain grid, every cell runs `base`
+    final: FinalSpec = FinalSpec()
+    objective: ObjectiveSpec = ObjectiveSpec()
+    report: ReportSpec = ReportSpec()
+    timeout: float | None = pydantic.Field(None, gt=0)  # seconds for one invocation
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @pydantic.field_validator("compare")
+    @classmethod
+    def _known_compared(cls, compare):
+        for name, values in compare.items():
+            _check_field(name, NOT_VARIED, "compared")
+            if not values:
+                raise ValueError(f"{name}: give at least one value")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"{name}: values must be distinct, got {values}")
+        return compare
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self):
+        metric = self.objective.metric
+        if metric not in EPOCH_METRICS:
+            close = difflib.get_close_matches(metric, list(EPOCH_METRICS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"objective.metric: unknown metric {metric!r}; {hint}training logs {', '.join(EPOCH_METRICS)}"
+            )
+        if not metric.startswith("val_"):
+            raise ValueError(f"objective.metric: configs are selected on validation; use val_{metric}, not {metric}")
+        if self.objective.direction != EPOCH_METRICS[metric]:
+            raise ValueError(
+                f"objective.direction: {metric} is better when larger/smaller: use {EPOCH_METRICS[metric]!r}"
+            )
+        if self.base.dataset.test_split is None:
+            raise ValueError("base.dataset.test_split: the report's numbers are test metrics; name a test split")
+        seeds = self.final.seeds
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"final.seeds must be distinct, got {seeds}")
+        if self.tune is not None:
+            for name, param in self.tune.search_space.items():
+                _check_field(name, NOT_TUNED, "tuned")
+                if name in self.compare:
+                    raise ValueError(
+                        f"tune.search_space.{name}: {name!r} is compared; a knob is compared or tuned, not both"
+                    )
+                if isinstance(param, Range) and not param.is_int and TrialConfig.model_fields[name].annotation is int:
+                    raise ValueError(f"tune.search_space.{name}: an integer field needs integer low, high and step")
+            if self.base.seed in seeds:
+                raise ValueError(f"final.seeds must be fresh: {self.base.seed} is base.seed, which tuning uses")
+        contrast = self.contrast
+        if contrast not in self.compare:
+            raise ValueError(f"report.contrast: {contrast!r} is not compared; compared: {', '.join(self.compare)}")
+        if self.baseline not in self.compare[contrast]:
+            raise ValueError(f"report.baseline: {self.baseline!r} is not a compared value of {contrast}")
+        self._check_combinations()
+        if self.tune is not None and self.tune.pruner.type == "hyperband":
+            least = min(self.cell_config(cell).epochs for cell in self.cells())
+            if self.tune.pruner.min_resource > least:
+                raise ValueError(
+                    f"tune.pruner.min_resource ({self.tune.pruner.min_resource}) exceeds the epochs ({least})"
+                )
+        return self
+
+    def _check_combinations(self) -> None:
+        """Every compared cell with every tuned choice (and range end) makes a valid config."""
+        tuned = {}
+        if self.tune is not None:
+            tuned = {n: p.choices if isinstance(p, Choices) else p.ends() for n, p in self.tune.search_space.items()}
+        axes = {**self.compare, **tuned}
+        base = self.base.model_dump()
+        for values in itertools.product(*axes.values()):
+            combination = dict(zip(axes, values))
+            try:
+                TrialConfig.model_validate({**base, **combination})
+            except pydantic.ValidationError as error:
+                where = ", ".join(f"{k}={v}" for k, v in combination.items())
+                raise ValueError(f"the combination {where} is not a valid trial: {first_error(error)}") from None
+
+    @property
+    def contrast(self) -> str:
+        return self.report.contrast or next(iter(self.compare))
+
+    @property
+    def baseline(self) -> Any:
+        return self.report.baseline if self.report.baseline is not None else self.compare[self.contrast][0]
+
+    def cells(self) -> list[Cell]:
+        """Every combination of compared values, in a stable order."""
+        return [Cell(values=dict(zip(self.compare, values))) for values in itertools.product(*self.compare.values())]
+
+    def cell_config(self, cell: Cell, tuned: dict[str, Any] | None = None, seed: int | None = None) -> TrialConfig:
+        """`base`, then the cell's compared values, the tuned values and the seed."""
+        values = {**self.base.model_dump(), **cell.values, **(tuned or {})}
+        if seed is not None:
+            values["seed"] = seed
+        return TrialConfig.model_validate(values)
+
+    @property
+    def tuned(self) -> bool:
+        return self.tune is not None
+
+    @property
+    def tuning_trials(self) -> int:
+        return len(self.cells()) * (self.tune.trials_per_cell or 0) if self.tune else 0
+
+    @property
+    def final_runs(self) -> int:
+        return len(self.cells()) * len(self.final.seeds)
+
+    def tune_identity(self, cell: Cell) -> dict:
+        """What makes one cell's tuning the same tuning (budget included)."""
+        return {
+            "base": self.base.model_dump(mode="json"),
+            "cell": cell.values,
+            "tune": self.tune.model_dump(mode="json") if self.tune else None,
+            "objective": self.objective.model_dump(mode="json"),
+        }
+
+    def identity(self) -> dict:
+        """What makes two runs of a study the same study (time and retry knobs excluded)."""
+        identity = self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report"})
+        if self.execution.xla:  # changes every trial's rounding: no mixing on resume (absent when off, as before)
+            identity["xla"] = True
+        return identity
+
+
+def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:
+    if name in excluded:
+        raise ValueError(f"{name!r} cannot be {verb}" + (" (final.seeds holds the seeds)" if name == "seed" else ""))
+    if name not in TrialConfig.model_fields:
+        close = difflib.get_close_matches(name, list(TrialConfig.model_fields), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"{name!r} is not a trial config field; {hint}fields: {', '.join(TrialConfig.model_fields)}")
+
+
+def first_error(error: pydantic.ValidationError) -> str:
+    """The first problem of a validation error, as `where: what`."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-after"))
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def suggest_tuned(spec: StudySpec, trial) -> dict[str, Any]:
+    """The tuned values of an Optuna trial: the only caller of `trial.suggest_*` for them."""
+    values: dict[str, Any] = {}
+    for name, param in spec.tune.search_space.items() if spec.tune else ():
+        if isinstance(param, Choices):
+            values[name] = trial.suggest_categorical(name, param.choices)
+        elif param.is_int:
+            values[name] = trial.suggest_int(name, low=param.low, high=param.high, step=param.step or 1, log=param.log)
+        else:
+            values[name] = trial.suggest_float(name, low=param.low, high=param.high, step=param.step, log=param.log)
+    return values

@@ -1,0 +1,100 @@
+"""Study files: finding, reading and overriding `experiments/*.yaml`.
+
+Command-line overrides (`--set key=value`) are applied to the raw data before it
+is validated, so they go through exactly the checks a file does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from reuse_nets.errors import StudyError
+from reuse_nets.runtime.paths import PROJECT_ROOT
+from reuse_nets.spec.studies import StudySpec, first_error
+
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+
+
+def study_path(name_or_path: str) -> Path:
+    """`experiments/NAME.yaml` for a bare name; the path itself otherwise."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        return Path(name_or_path)
+    return EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+
+
+def list_studies() -> list[tuple[str, str]]:
+    """`(name, description)` of every study in `experiments/`."""
+    found = []
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raw = {}
+        description = str(raw.get("description", "") if isinstance(raw, dict) else "").strip().splitlines()
+        found.append((path.stem, description[0] if description else ""))
+    return found
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"a.b=value"` -> `(["a", "b"], value)`, the value parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise StudyError(f"--set {text!r}: expected key=value, e.g. --set base.epochs=1")
+    if any(not part.strip() for part in key.split(".")):
+        raise StudyError(
+            f"--set {text!r}: empty part in key {key.strip()!r}; expected dotted keys, e.g. base.dataset.name"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value  # e.g. "train[:2000]" stays a string
+    if isinstance(parsed, str):
+        parsed = value  # verbatim: YAML would strip quotes or spaces
+    return [part.strip() for part in key.split(".")], parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Applies `--set key=value` overrides to raw study data (nested keys by dots)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise StudyError(f"--set {text!r}: {part!r} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_study(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
+    """Reads, overrides and validates a study file.
+
+    Raises:
+        StudyError: one line naming the file, the field and what is allowed.
+    """
+    path = study_path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(name for name, _ in list_studies())
+        raise StudyError(f"no study {name_or_path!r} (looked for {path}); known studies: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise StudyError(f"{path}:{where} invalid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file must be a mapping of fields")
+    raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return StudySpec.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise StudyError(f"{path}: {first_error(error)}") from None

@@ -1,0 +1,134 @@
+"""Where a run came from: code commit, lock file, libraries, command line, CPU.
+
+Recorded as tags on every study parent run and trial run so that `reproduce`
+can name what differs between the run's world and this one before it trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from reuse_nets.names import (
+    COMMAND_TAG,
+    CPU_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    GIT_SOURCE_TAG,
+    LOCK_TAG,
+    VERSION_TAG_PREFIX,
+)
+from reuse_nets.runtime.paths import PROJECT_ROOT
+
+LOCK_FILE = PROJECT_ROOT / "uv.lock"
+LIBRARIES = ("tensorflow-cpu", "keras", "tensorflow-datasets", "mlflow", "optuna", "numpy")
+TAG_VALUE_LIMIT = 5000  # MLflow's limit on a tag value
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, str]:
+    """Commit of the project checkout and whether its tracked files differ from it."""
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": "unknown"}
+    return {"commit": commit, "dirty": str(dirty).lower()}
+
+
+def lock_hash(path: Path = LOCK_FILE) -> str:
+    """SHA-256 of `uv.lock`: the exact resolved environment; "absent" without one."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "absent"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name: kernels (and so rounding) can differ between CPUs."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# The password of a URL on the command line, e.g. `--storage postgresql+psycopg://user:secret@host/db`.
+URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def command_line() -> str:
+    """The command that started this process, quoted so it can be pasted back.
+
+    Passwords in URLs become `***`: the command is logged where anyone who can
+    read the tracking server sees it.
+    """
+    args = [URL_PASSWORD.sub(r"\1:***@", arg) for arg in sys.argv]
+    return shlex.join([Path(sys.executable).name, *args])[:TAG_VALUE_LIMIT]
+
+
+def provenance_tags() -> dict[str, str]:
+    """Tags that say which code, environment and command produced a run."""
+    git = git_state()
+    tags = {
+        GIT_SOURCE_TAG: git["commit"],
+        GIT_COMMIT_TAG: git["commit"],
+        GIT_DIRTY_TAG: git["dirty"],
+        LOCK_TAG: lock_hash(),
+        COMMAND_TAG: command_line(),
+        CPU_TAG: cpu_model(),
+    }
+    tags.update({VERSION_TAG_PREFIX + name: version for name, version in library_versions().items()})
+    return tags
+
+
+def differences(tags: dict[str, str]) -> list[str]:
+    """What differs between the provenance recorded in `tags` and this process's."""
+    problems = []
+    git = git_state()
+    commit = tags.get(GIT_COMMIT_TAG)
+    if commit != git["commit"]:
+        problems.append(f"git commit: run used {commit}, this checkout is {git['commit']}")
+    if tags.get(GIT_DIRTY_TAG) == "true":
+        problems.append("the run was made from a dirty tree: its code is not exactly any commit")
+    if git["dirty"] == "true":
+        problems.append("this checkout has uncommitted changes")
+    lock = tags.get(LOCK_TAG)
+    if lock is None:
+        problems.append("the run recorded no uv.lock hash: its environment cannot be checked")
+    elif lock != lock_hash():
+        problems.append(f"uv.lock: run used sha256 {lock[:12]}, this checkout has {lock_hash()[:12]}")
+    for name, version in library_versions().items():
+        then = tags.get(VERSION_TAG_PREFIX + name)
+        if then is not None and then != version:
+            problems.append(f"{name}: run used {then}, this environment has {version}")
+    cpu = tags.get(CPU_TAG)
+    if cpu is not None and cpu != cpu_model():
+        problems.append(f"CPU: run used {cpu!r}, this machine has {cpu_model()!r} (kernels may round differently)")
+    return problems

@@ -1,0 +1,218 @@
+"""Study-level MLflow runs: the study's experiment and parent run, and reconciliation.
+
+One experiment per study holds one parent run (found again on resume) with every
+trial run nested under it. `reconcile` closes the runs of trials whose process
+died, through `tracking.close_run`, like every other run end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+
+import yaml
+
+from reuse_nets import names
+from reuse_nets.errors import SweepError, first_line
+from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, STUDY_TAG, Kind
+from reuse_nets.spec.studies import StudySpec
+from reuse_nets.store import provenance
+
+
+def check_experiment(spec: StudySpec) -> None:
+    """Refuses, before anything is written, an experiment of this name we cannot use.
+
+    Raises:
+        SweepError: it was deleted (MLflow still holds the name), or it holds
+            runs that no reuse-nets study of this name made (a foreign experiment).
+    """
+    import mlflow
+
+    try:
+        with _fail_fast():
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name(spec.name)
+    except Exception as error:  # an unreachable server, a bad URI, a broken database: nothing written
+        raise SweepError(
+            f"MLflow tracking store {mlflow.get_tracking_uri()} is unusable: {first_line(error)}"
+        ) from None
+    if experiment is None:
+        return
+    if experiment.lifecycle_stage == "deleted":
+        raise SweepError(
+            f"MLflow experiment {spec.name!r} was deleted but still exists in the tracking store; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or rename the study "
+            f"(--set name=NEW_NAME)"
+        )
+    if experiment.tags.get(STUDY_TAG) == spec.name or find_parent_run(spec, experiment.experiment_id):
+        return
+    if client.search_runs([experiment.experiment_id], max_results=1, run_view_type=mlflow.entities.ViewType.ALL):
+        raise SweepError(
+            f"MLflow experiment {spec.name!r} (id {experiment.experiment_id}) holds runs that are not this study's; "
+            f"rename the study (--set name=NEW_NAME) or use another tracking store"
+        )
+
+
+# The first request to a tracking server tells whether it is there at all. MLflow's
+# own default retries a failed HTTP request for about 4 minutes (7 retries with
+# backoff, 120 s timeout, a urllib3 warning per retry), which suits logging during
+# a sweep, not this check: one attempt, 10 s at most.
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _fail_fast():
+    """MLflow HTTP requests made inside give up after seconds, not minutes."""
+    saved = {name: os.environ.get(name) for name in FAIL_FAST_HTTP}
+    os.environ.update(FAIL_FAST_HTTP)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def experiment_id(spec: StudySpec) -> str:
+    """The study's MLflow experiment, created if absent (tagged by `describe_experiment`).
+
+    Call `check_experiment` first: this one writes.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(spec.name)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        try:
+            experiment_id = client.create_experiment(spec.name)
+        except mlflow.exceptions.MlflowException as error:
+            # Runners on several machines may create it at once: one wins, the others use it.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(spec.name)
+            assert experiment is not None  # another runner just created it
+            experiment_id = experiment.experiment_id
+    return experiment_id
+
+
+def describe_experiment(spec: StudySpec, experiment_id: str) -> None:
+    """Marks the experiment as this study's, with its description (after `ensure_parent_run`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    _set_experiment_tag(client, experiment_id, STUDY_TAG, spec.name)
+    if spec.description:
+        _set_experiment_tag(client, experiment_id, NOTE_TAG, spec.description)
+
+
+def _set_experiment_tag(client, experiment_id: str, key: str, value: str, attempts: int = 3) -> None:
+    """Sets an experiment tag that runners on several machines may set at the same moment.
+
+    MLflow's SQL store adds a new tag with a plain INSERT, so of two runners that
+    set it at once one fails on the primary key; it then finds the value there.
+    (Run tags go through `log_batch`, whose store retries such conflicts itself.)
+    """
+    import mlflow
+
+    for attempt in range(1, attempts + 1):
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+            return
+        except mlflow.exceptions.MlflowException:
+            if client.get_experiment(experiment_id).tags.get(key) == value:
+                return  # another runner set it
+            if attempt == attempts:
+                raise
+
+
+def parent_filter(study_name: str) -> str:
+    """The MLflow search filter that finds a study's parent run(s)."""
+    return f"tags.`{KIND_TAG}` = '{Kind.STUDY}' and tags.`{STUDY_TAG}` = '{study_name}'"
+
+
+def find_parent_run(spec: StudySpec, experiment_id: str) -> str | None:
+    import mlflow
+
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=parent_filter(spec.name), order_by=["attributes.start_time ASC"], max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
+def spec_digest(spec: StudySpec) -> str:
+    """A short hash of what makes the study this study (`StudySpec.identity`)."""
+    return hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
+    """The study's parent run: reused on resume, created once otherwise; marked RUNNING.
+
+    Raises:
+        SweepError: the experiment's parent run belongs to a different spec of
+            this name (e.g. made with another Optuna storage); nothing is written.
+    """
+    import mlflow
+    from mlflow.entities import RunTag
+
+    client = mlflow.MlflowClient()
+    run_id = find_parent_run(spec, experiment_id)
+    if run_id:
+        stored = client.get_run(run_id).data.tags.get(IDENTITY_TAG)
+        if stored is not None and stored != spec_digest(spec):
+            raise SweepError(
+                f"MLflow experiment {spec.name!r} holds a run of a different spec of this study "
+                f"(parent run {run_id}); rename the study (--set name=NEW_NAME)"
+            )
+    if not run_id:
+        run = client.create_run(
+            experiment_id,
+            run_name=spec.name,
+            tags={
+                KIND_TAG: Kind.STUDY,
+                STUDY_TAG: spec.name,
+                IDENTITY_TAG: spec_digest(spec),
+                **provenance.provenance_tags(),
+            },
+        )
+        # Runners on several machines may start a new study at once: all of them keep
+        # the earliest parent run and delete their own if it lost.
+        run_id = find_parent_run(spec, experiment_id) or run.info.run_id
+        if run_id != run.info.run_id:
+            client.set_terminated(run.info.run_id, status="KILLED")  # never left RUNNING, even deleted
+            client.delete_run(run.info.run_id)
+        else:
+            params = {
+                "compare": ", ".join(f"{n}={v}" for n, v in spec.compare.items()),
+                "tuned": ", ".join(spec.tune.search_space) if spec.tune else "none",
+                "trials_per_cell": spec.tune.trials_per_cell if spec.tune else 0,
+                "final_seeds": ",".join(map(str, spec.final.seeds)),
+                "objective": f"{spec.objective.direction} {spec.objective.metric}",
+                "dataset": spec.base.dataset.name,
+                "epochs": spec.base.epochs,
+            }
+            for key, value in params.items():
+                client.log_param(run_id, key, value)
+    # The latest command that (re)started the study; each trial records its own. Through
+    # log_batch: runners on several machines may set these at once (see _set_experiment_tag).
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag(names.COMMAND_TAG, provenance.command_line()),
+            RunTag(names.LOCK_TAG, provenance.lock_hash()),
+        ],
+    )
+    client.update_run(run_id, status="RUNNING")
+    client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "study.yaml")
+    return run_id
+
+
+def close_parent(parent_run_id: str, status: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(parent_run_id, status=status)

@@ -1,0 +1,321 @@
+"""MLflow tracking of one trial: params, per-epoch metrics, lineage, model, plots.
+
+    with tracking.trial_run(config, dataset, experiment_id=...) as run:
+        result = training.train(config, dataset, hooks=(run.log_epoch, ...))
+        run.record(result)
+
+The run receives training's results; it never drives training. How a run ends
+(status, outcome and state tags) is decided and written in one place,
+`close_run`, whether the run finished, was stopped, raised, or died unseen.
+
+Tracking goes to MLflow's default store (`sqlite:///mlflow.db` in the working
+directory, artifacts under `./mlruns`) unless `MLFLOW_TRACKING_URI` or an explicit
+URI says otherwise, so a bare `mlflow ui` in the project root shows every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from reuse_nets.names import (
+    GRAD_NORM_PREFIX,
+    KIND_TAG,
+    MODEL_URI_TAG,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    REASON_TAG,
+    RUN_END,
+    STATE_TAG,
+    Kind,
+    Outcome,
+)
+from reuse_nets.nn import models
+from reuse_nets.runtime import noise
+from reuse_nets.runtime.paths import PACKAGE_DIR
+from reuse_nets.spec.config import TrialConfig
+from reuse_nets.store import provenance, storage_errors
+from reuse_nets.train import execution, training
+from reuse_nets.train.data import Dataset
+
+PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
+REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
+MODEL_ARTIFACT = "model"
+INPUT_ATTEMPTS = 3
+UNIQUE_RACE = ("duplicate key value violates unique constraint", "unique constraint failed")  # PostgreSQL, SQLite
+KERAS_FILE = "model.keras"
+KERAS_ARTIFACT = "keras_model"  # as in pyfunc_model.KERAS_ARTIFACT (that file is not importable)
+INPUT_EXAMPLE_SIZE = 4
+
+
+def set_tracking_uri(uri: str | None) -> None:
+    """Uses `uri` if given; otherwise MLflow's own resolution (env var, then default)."""
+    import mlflow
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+
+
+def trial_params(config: TrialConfig, dataset: Dataset) -> dict[str, Any]:
+    """Every knob of the config, plus what the dataset resolved to."""
+    params = config.flat()
+    params["dataset"] = params.pop("dataset.name")
+    params.update(
+        {
+            "dataset_version": dataset.version,
+            "dataset_digest": dataset.digest,
+            "input_shape": "x".join(map(str, dataset.input_shape)),
+            "num_classes": dataset.num_classes,
+        }
+    )
+    params.update({f"split.{role}": expr for role, expr in dataset.splits.items()})
+    params.update({f"num_examples.{role}": dataset.num_examples(role) for role in dataset.splits})
+    return params
+
+
+def _log_dataset_inputs(dataset: Dataset) -> None:
+    import mlflow
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    contexts = {"train": "training", "validation": "validation", "test": "testing"}
+    for role, expr in dataset.splits.items():
+        source = HTTPDatasetSource(url=f"https://www.tensorflow.org/datasets/catalog/{dataset.name}")
+        meta = MetaDataset(  # type: ignore[abstract]  # MLflow's stubs mark `profile` abstract; it is optional
+            source=source, name=f"{dataset.name}:{dataset.version}:{expr}", digest=dataset.digest
+        )
+        for attempt in range(1, INPUT_ATTEMPTS + 1):
+            try:
+                mlflow.log_input(
+                    meta, context=contexts[role], tags={"tfds.split": expr, "tfds.version": dataset.version}
+                )
+                break
+            except mlflow.exceptions.MlflowException as error:
+                # Two runs (other workers or machines) logging the same new dataset at once:
+                # MLflow inserts it from both, the database refuses the second, and the
+                # next attempt finds it there. Anything else is a real error.
+                if attempt == INPUT_ATTEMPTS or not any(p in str(error).lower() for p in UNIQUE_RACE):
+                    raise
+                time.sleep(0.2 * attempt)
+
+
+def _log_model(model, dataset: Dataset) -> str:
+    """Logs `model` as a self-contained MLflow pyfunc; returns its model URI.
+
+    The pyfunc is defined from code (`pyfunc_model.py`, no pickles) and ships
+    this package (`code_paths`), so it loads and predicts where this project is
+    not installed: `mlflow.pyfunc.load_model(uri)`, `mlflow models predict`.
+    """
+    import keras
+    import mlflow
+    from mlflow.models import infer_signature
+
+    # MLflow predicts on the input example with Keras's progress bar; no bars in logs.
+    keras.utils.disable_interactive_logging()
+    # MLflow's environment probing (no pip in uv-made environments, "detected uv
+    # project") is noise in a sweep's output; requirements are pinned below.
+    for logger in ("mlflow.utils.environment", "mlflow.utils.uv_utils", "mlflow.pyfunc"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    example = dataset.sample("validation", INPUT_EXAMPLE_SIZE)
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    # Offline machines: MLflow would otherwise probe pip while saving the model.
+    with tempfile.TemporaryDirectory() as folder, noise.environment(MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true"):
+        keras_path = os.path.join(folder, KERAS_FILE)
+        model.save(keras_path)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=os.fspath(PYFUNC_FILE),
+            artifacts={KERAS_ARTIFACT: keras_path},
+            code_paths=[os.fspath(PACKAGE_DIR)],
+            signature=signature,
+            input_example=example,
+            # Pinned explicitly: MLflow's inference would run pip, which fails offline.
+            pip_requirements=[f"{n}=={v}" for n, v in provenance.library_versions().items() if v != "absent"],
+        )
+    return info.model_uri
+
+
+def load_logged_model(model_uri: str):
+    """The Keras model inside a logged reuse-nets model (layers from this checkout)."""
+    import keras
+    import mlflow
+
+    import reuse_nets.nn.layers  # noqa: F401  (registers the custom layers)
+
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    return keras.saving.load_model(os.path.join(folder, "artifacts", KERAS_FILE), safe_mode=True)
+
+
+PLOT_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.13, "top": 0.91, "wspace": 0.22}  # figure fractions
+
+
+def _log_plots(history: list[dict], block_names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    epochs = range(1, len(history) + 1)
+    # Fixed margins: a layout engine (tight or constrained) doubles the ~0.12 s a
+    # figure takes to save, measured per trial.
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=PLOT_MARGINS)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            ax.plot(epochs, [h.get(key, float("nan")) for h in history], style, marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    mlflow.log_figure(fig, "plots/training_curves.png")
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=PLOT_MARGINS)
+    cmap = plt.get_cmap("viridis")
+    for i, name in enumerate(block_names):
+        left.plot(
+            epochs,
+            [h[f"{GRAD_NORM_PREFIX}{name}"] for h in history],
+            color=cmap(i / max(1, len(block_names) - 1)),
+            label=name,
+        )
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_title("gradient norm per block (epoch mean)")
+    if len(block_names) <= 12:
+        left.legend(fontsize="small")
+    for epoch_index in sorted({0, len(history) - 1}):
+        right.plot(
+            range(1, len(block_names) + 1),
+            [history[epoch_index][f"{GRAD_NORM_PREFIX}{name}"] for name in block_names],
+            marker="o",
+            label=f"epoch {epoch_index + 1}",
+        )
+    right.set_yscale("log")
+    right.set_xlabel("block (depth)")
+    right.set_title("gradient norm by depth")
+    right.legend()
+    mlflow.log_figure(fig, "plots/grad_norm_by_block.png")
+    plt.close(fig)
+
+
+def close_run(client, run_id: str, outcome: Outcome, reason: str | None = None) -> None:
+    """Ends a trial run: the one place that writes its status and state tags.
+
+    The status and the mirrored Optuna state follow from `outcome` (see
+    `names.RUN_END`), so the two can never disagree.
+    """
+    from mlflow.entities import RunTag
+
+    status, state = RUN_END[outcome]
+    tags = [RunTag(OUTCOME_TAG, outcome), RunTag(STATE_TAG, state)]
+    if reason:
+        tags.append(RunTag(REASON_TAG, reason[:REASON_LIMIT]))
+    # One batch: runners on several machines may close the same dead run at once, and
+    # MLflow's SQL store retries such a conflict on a new tag only in log_batch.
+    client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, status=status)
+
+
+class TrialRun:
+    """The MLflow run of one training run, open inside `trial_run`."""
+
+    def __init__(self, run_id: str, dataset: Dataset, log_model: bool):
+        self.run_id, self.dataset, self.log_model = run_id, dataset, log_model
+        self.outcome: Outcome | None = None  # set by `record`
+        self.reason: str | None = None
+
+    def log_epoch(self, epoch: int, metrics: dict) -> None:
+        """An epoch hook: logs one epoch's metrics at `step=epoch`."""
+        import mlflow
+
+        mlflow.log_metrics(metrics, step=epoch, synchronous=True)
+
+    def record(self, result: training.TrainingResult) -> None:
+        """Logs what training produced: plots, test metrics and the model."""
+        import mlflow
+
+        if result.history:
+            _log_plots(result.history, models.block_names(result.model))
+        if result.status == Outcome.DIVERGED:
+            self.outcome, self.reason = Outcome.DIVERGED, f"diverged: {result.reason}"
+            return
+        mlflow.log_metrics(result.test_metrics, step=len(result.history))
+        if self.log_model:
+            mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset))
+        self.outcome = Outcome.COMPLETED
+
+
+@contextlib.contextmanager
+def trial_run(
+    config: TrialConfig,
+    dataset: Dataset,
+    *,
+    experiment_id: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    log_model: bool = True,
+) -> Iterator[TrialRun]:
+    """An MLflow run holding a config's params, inputs and, once recorded, results.
+
+    On leaving the block the run ends by what happened: what `record` saw
+    (completed or diverged); `training.StopTraining` -> its outcome (e.g.
+    pruned, KILLED); `KeyboardInterrupt` -> interrupted (KILLED); any other
+    exception, or nothing recorded -> error (FAILED). Exceptions propagate.
+    """
+    import mlflow
+
+    # Thread counts and oneDNN change rounding: pinned before any op, and logged.
+    settings = execution.ensure_pinned()
+    run_tags = {
+        KIND_TAG: Kind.TRIAL,
+        **provenance.provenance_tags(),
+        **settings.tags(),
+        STATE_TAG: "RUNNING",
+        **(tags or {}),
+    }
+    if parent_run_id:
+        run_tags[PARENT_TAG] = parent_run_id
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
+    run = TrialRun(active.info.run_id, dataset, log_model)
+    outcome: Outcome = Outcome.ERROR
+    reason: str | None = "no training result was recorded"
+    try:
+        mlflow.log_params(trial_params(config, dataset))
+        mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
+        _log_dataset_inputs(dataset)
+        yield run
+        if run.outcome is not None:
+            outcome, reason = run.outcome, run.reason
+    except training.StopTraining as stop:
+        known = stop.outcome in RUN_END
+        outcome = Outcome(stop.outcome) if known else Outcome.ERROR
+        reason = str(stop) if known else f"stopped with unknown outcome {stop.outcome!r}: {stop}"
+        raise
+    except KeyboardInterrupt:
+        outcome, reason = Outcome.INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except BaseException as error:
+        outcome = Outcome.TRANSIENT if storage_errors.is_transient(error) else Outcome.ERROR
+        reason = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
+        mlflow.end_run(status=RUN_END[outcome][0])
+
+
+def read_config(run_id: str) -> dict:
+    """The resolved config a run logged (`config.yaml`)."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+    return yaml.safe_load(Path(path).read_text())

@@ -1,0 +1,162 @@
+"""The trial objective: one Optuna trial -> one config -> one tracked training run.
+
+Tuning trials take the cell's compared values plus what the sampler suggests
+for the tuned knobs, with the tuning seed, and report each epoch to the cell's
+pruner. Final trials take everything (compared values, the cell's selected tuned
+values, a fresh seed) from their enqueued parameters and are never pruned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+from reuse_nets.errors import TrialFailed
+from reuse_nets.names import (
+    CELL_TAG,
+    OPTUNA_STUDY_TAG,
+    OUTCOME_ATTR,
+    PHASE_TAG,
+    RUN_ID_ATTR,
+    STUDY_TAG,
+    TRIAL_TAG,
+    Outcome,
+    Phase,
+)
+from reuse_nets.runtime import faults
+from reuse_nets.spec import studies
+from reuse_nets.spec.plan import Job
+from reuse_nets.spec.studies import Cell, StudySpec
+from reuse_nets.store import optuna_store, storage_errors, tracking
+from reuse_nets.store.optuna_store import claim_slot, count_finished_slots, optuna
+from reuse_nets.train import training
+
+
+class PruningHook:
+    """Reports each epoch's objective metric to Optuna; stops training when told to prune."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        # A diverged network still has a finite accuracy (chance level); divergence
+        # is the training loop's to report, as a failure, never as a pruning.
+        if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("loss", 0.0)):
+            return
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise training.StopTraining(Outcome.PRUNED, f"pruned at epoch {epoch} ({self.metric}={value:.4f})")
+
+
+class Objective:
+    """Trains the config of one trial of `job` under a nested MLflow run."""
+
+    def __init__(self, spec: StudySpec, job: Job, dataset, experiment_id: str, parent_run_id: str, progress):
+        """`progress`: where lines and epochs go, a `progress.Progress` or `WorkerLines`."""
+        self.spec, self.job, self.dataset = spec, job, dataset
+        self.progress, self.say = progress, progress.say
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+
+    def config_of(self, trial, cell: Cell):
+        if self.job.phase == Phase.TUNE:
+            return self.spec.cell_config(cell, studies.suggest_tuned(self.spec, trial))
+        # Final: every value is enqueued; suggesting with the study's distributions
+        # records them as the trial's params (for Optuna's own tools).
+        for name, values in self.spec.compare.items():
+            trial.suggest_categorical(name, values)
+        tuned = studies.suggest_tuned(self.spec, trial)
+        seed = trial.suggest_categorical("seed", self.spec.final.seeds)
+        return self.spec.cell_config(cell, tuned, seed)
+
+    def _lost(self, trial, slot: int, label: str, error: Exception) -> None:
+        """A storage error, not the trial's result: mark it lost, pause, let the slot be retried."""
+        try:
+            lost = 1 + optuna_store.deaths(optuna_store.slot_trials(trial.study).get(slot, []))
+        except Exception:  # the storage itself is what failed
+            lost = 1
+        pause = storage_errors.backoff(lost)
+        self.say(f"{label}: LOST to a storage error ({type(error).__name__}: {error}); retried after {pause:.0f} s")
+        # If the storage is still down, the trial's heartbeat goes stale and it is retried as a death.
+        with contextlib.suppress(Exception):
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.TRANSIENT)
+        time.sleep(pause)
+        raise TrialFailed(f"lost to a storage error: {type(error).__name__}: {error}") from error
+
+    def __call__(self, trial) -> float:
+        slot = claim_slot(trial)
+        cell, _ = self.job.slots[slot]
+        try:
+            config = self.config_of(trial, cell)
+        except (ValueError, TypeError) as error:  # e.g. a value Optuna cannot suggest
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.ERROR)
+            self.say(f"{self.job.phase} {cell.key} slot {slot}: FAILED before training ({error})")
+            raise TrialFailed(f"{type(error).__name__}: {error}") from error
+        metric = self.spec.objective.metric
+        label = f"{self.job.phase} {cell.key} slot {slot} (trial {trial.number}, lr={config.learning_rate:.2g} width={config.width} seed={config.seed})"
+        done = count_finished_slots(trial.study, len(self.job.slots))
+        self.say(f"{label}: started [{done}/{len(self.job.slots)} of {self.job.label}]")
+
+        where = f"{self.job.phase} {cell.key}"
+
+        def progress(epoch: int, metrics: dict) -> None:
+            faults.point("epoch", f"{where} epoch {epoch}")
+            scores = f"loss={metrics['loss']:.4f} {metric}={metrics.get(metric, float('nan')):.4f}"
+            line = f"  trial {trial.number} epoch {epoch}/{config.epochs}: {scores} ({metrics['epoch_time']:.1f}s)"
+            self.progress.epoch(epoch, line, scores)
+
+        self.progress.trial(f"trial {trial.number}", config.epochs)
+        hooks = (PruningHook(trial, metric), progress) if self.job.phase == Phase.TUNE else (progress,)
+        tags = {
+            STUDY_TAG: self.spec.name,
+            PHASE_TAG: self.job.phase,
+            CELL_TAG: cell.key,
+            OPTUNA_STUDY_TAG: trial.study.study_name,
+            TRIAL_TAG: str(trial.number),
+        }
+        run_name = f"{self.job.phase}-{cell.key}-" + (
+            f"{trial.number}" if self.job.phase == Phase.TUNE else f"seed={config.seed}"
+        )
+        try:
+            with tracking.trial_run(
+                config,
+                self.dataset,
+                experiment_id=self.experiment_id,
+                run_name=run_name,
+                parent_run_id=self.parent_run_id,
+                tags=tags,
+            ) as run:
+                trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+                faults.point("trial", where)
+                # Tuning never looks at the test split: only final runs are scored on it.
+                evaluate_test = self.job.phase == Phase.FINAL
+                result = training.train(
+                    config, self.dataset, hooks=(run.log_epoch, *hooks), evaluate_test=evaluate_test
+                )
+                faults.point("model", where)
+                run.record(result)
+        except training.StopTraining as stop:
+            trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
+            self.say(f"{label}: PRUNED ({stop})")
+            raise optuna().TrialPruned(str(stop)) from None
+        except KeyboardInterrupt:
+            # Not a death: the slot is run again on resume, without using up a retry.
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.INTERRUPTED)
+            raise
+        except Exception as error:
+            if storage_errors.is_transient(error):
+                self._lost(trial, slot, label, error)
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.ERROR)
+            self.say(f"{label}: FAILED ({type(error).__name__}: {error})")
+            raise TrialFailed(f"{type(error).__name__}: {error}") from error
+        if result.status == Outcome.DIVERGED:
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.DIVERGED)
+            self.say(f"{label}: FAILED (diverged: {result.reason})")
+            raise TrialFailed(f"diverged: {result.reason}")
+        for key, score in result.test_metrics.items():
+            trial.set_user_attr(key, score)
+        trial.set_user_attr(OUTCOME_ATTR, Outcome.COMPLETED)
+        value = result.final(metric)
+        self.say(f"{label}: {metric}={value:.4f}")
+        return value

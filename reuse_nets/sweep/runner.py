@@ -1,0 +1,97 @@
+"""Runs (or resumes) a study: tuning in every cell, then the final runs, then the report.
+
+    spec -> data -> Optuna studies + MLflow parent run -> phase "tune" (one job
+    per cell) -> selection -> phase "final" -> report
+
+Each phase enqueues its slots, runs them here or in `--workers` processes, closes
+the runs of trials that died, and repeats until every slot has a result or
+failed for good (`StudyRun.run_phase`). Re-running the same command resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from reuse_nets.runtime import faults
+from reuse_nets.spec import plan
+from reuse_nets.spec.studies import StudySpec
+from reuse_nets.store import optuna_store, study_runs
+from reuse_nets.sweep import phases
+from reuse_nets.sweep.progress import Progress
+from reuse_nets.sweep.study_run import StudyRun, SweepOptions
+
+__all__ = ["StudyResult", "SweepOptions", "run_study", "summary"]
+
+
+@dataclasses.dataclass
+class StudyResult:
+    study_name: str
+    experiment_id: str
+    parent_run_id: str
+    complete: bool  # every slot of both phases has a result
+    report_dir: str | None
+
+
+def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyResult:
+    """Runs (or resumes) `spec` until both phases are done, or time runs out.
+
+    Raises:
+        UserError: problems the user can fix, raised before anything is written
+            to either store.
+    """
+    from reuse_nets.report import writer
+
+    progress = Progress(enabled=options.verbose)
+    try:
+        run = StudyRun.start(spec, options, progress)
+    except BaseException:
+        progress.close()
+        raise
+    run.say(
+        f"study {spec.name}: {len(spec.cells())} cells; MLflow experiment {run.experiment_id}, "
+        f"parent run {run.parent_run_id}"
+    )
+    opened: list = []
+    try:
+        complete = run.run_phase(plan.tune_jobs(spec), opened)
+        if complete:
+            complete = run.run_phase([phases.final_job(spec, run.storage, run.say)], opened)
+    except BaseException as error:
+        run.reconcile_all(opened)
+        study_runs.close_parent(run.parent_run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        progress.close()
+    report_dir = None
+    try:
+        if optuna_store.load_existing(run.storage, plan.final_study_name(spec)) is not None:
+            faults.point("report", spec.name)
+            folders = [Path(options.reports)] if options.reports else []
+            report_dir = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
+    except BaseException:
+        study_runs.close_parent(run.parent_run_id, "FAILED")
+        raise
+    study_runs.close_parent(run.parent_run_id, "FINISHED" if complete else "KILLED")
+    return StudyResult(spec.name, run.experiment_id, run.parent_run_id, complete, report_dir)
+
+
+def summary(result: StudyResult) -> str:
+    """The end-of-study summary: state, where to look, and the report's findings."""
+    import mlflow
+
+    from reuse_nets.store import ui_links
+
+    state = "complete" if result.complete else "incomplete (re-run the same command to resume)"
+    lines = [
+        f"study {result.study_name}: {state}",
+        f"MLflow experiment {result.experiment_id}, parent run {result.parent_run_id}",
+        # run_study set the tracking URI: this is where the runs went.
+        ui_links.mlflow_ui_hint(result.experiment_id, mlflow.get_tracking_uri()),
+    ]
+    if result.report_dir:
+        report = (Path(result.report_dir) / "report.md").read_text().splitlines()
+        lines += [line for line in report if not line.startswith(("![", "# ", "## Plots"))]
+        lines.append(f"report: {result.report_dir}/report.md (also logged to the parent run)")
+    return "\n".join(lines).rstrip()

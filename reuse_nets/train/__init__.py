@@ -1,0 +1,1 @@
+"""Data from TFDS, execution settings that change float results, and training one config."""

@@ -1,0 +1,248 @@
+"""TFDS image-classification data: offline preparation, splits, input pipelines.
+
+A process loads and prepares each dataset once (`load_dataset` is memoised) and
+keeps its splits in memory as uint8 arrays; every trial then builds a cheap
+shuffled/batched/normalised `tf.data` pipeline on top of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reuse_nets.errors import DataError
+
+DEFAULT_DATASET = "fashion_mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where TFDS data lives and how it may be prepared.
+
+    Attributes:
+        data_dir: TFDS data directory; `None` is TFDS's default (`TFDS_DATA_DIR`
+            or `~/tensorflow_datasets`).
+        manual_dir: Directory holding the dataset's upstream archives, for
+            preparing it without internet.
+        download: Whether TFDS may download a dataset that is not prepared yet.
+            Off by default: offline, a download only fails after minutes of retries.
+    """
+
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    download: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """TFDS split expressions; `None` for validation carves 10% off `train`."""
+
+    train: str = "train"
+    validation: str | None = None
+    test: str | None = "test"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A prepared dataset: metadata plus in-memory splits of `(images, labels)`."""
+
+    name: str
+    version: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    splits: dict[str, str]  # role ("train", "validation", "test") -> split expression
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    digest: str
+    data_dir: str
+    _tensor_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def num_examples(self, role: str) -> int:
+        return len(self.arrays[role][1])
+
+    def pipeline(self, role: str, batch_size: int, seed: int | None = None):
+        """A `tf.data` pipeline over one split: shuffled with `seed` if given, batched,
+        scaled to [0, 1] float32, prefetched.
+
+        The split stays in memory as one tensor; the pipeline shuffles and batches
+        indices and gathers each batch in one op. It yields the same batches as
+        shuffling the examples themselves (`shuffle` permutes by position, whatever
+        the elements), without copying every image through the shuffle buffer.
+        """
+        import tensorflow as tf
+
+        images, labels = self._tensors(role)
+        ds = tf.data.Dataset.range(len(self.arrays[role][1]))
+        if seed is not None:
+            ds = ds.shuffle(len(self.arrays[role][1]), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+
+        def gather_and_scale(indices):
+            # Scale after batching: one vectorised op per batch instead of per image.
+            return tf.cast(tf.gather(images, indices), tf.float32) / 255.0, tf.gather(labels, indices)
+
+        ds = ds.map(gather_and_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _tensors(self, role: str):
+        """One split as TensorFlow tensors, made once per process."""
+        import tensorflow as tf
+
+        if role not in self._tensor_cache:
+            images, labels = self.arrays[role]
+            self._tensor_cache[role] = (tf.constant(images), tf.constant(labels))
+        return self._tensor_cache[role]
+
+    def sample(self, role: str, count: int) -> np.ndarray:
+        """The first `count` inputs of a split, scaled as the pipeline scales them."""
+        return self.arrays[role][0][:count].astype("float32") / 255.0
+
+
+def resolve_splits(available: list[str], splits: Splits) -> dict[str, str]:
+    """Split expressions by role, carving validation from train when not given."""
+    resolved = {"train": splits.train}
+    if splits.validation is not None:
+        resolved["validation"] = splits.validation
+    elif "validation" in available:
+        resolved["validation"] = "validation"
+    elif splits.train == "train":
+        resolved = {"train": "train[:90%]", "validation": "train[90%:]"}
+    else:
+        raise DataError(
+            f"no validation split given and train split {splits.train!r} is not plain 'train' "
+            "to carve one from; set dataset.validation_split (e.g. 'train[90%:]')"
+        )
+    if splits.test is not None:
+        resolved["test"] = splits.test
+    return resolved
+
+
+_CACHE: dict[tuple, Dataset] = {}
+
+
+def load_dataset(name: str, splits: Splits = Splits(), source: DataSource = DataSource()) -> Dataset:
+    """Loads (preparing once if needed) a TFDS image-classification dataset.
+
+    Raises:
+        DataError: unknown dataset, data missing offline, bad split, or a dataset
+            that is not image classification.
+    """
+    key = (name, splits, source)
+    if key not in _CACHE:
+        _CACHE[key] = _load(name, splits, source)
+    return _CACHE[key]
+
+
+def load(config, source: DataSource = DataSource()) -> Dataset:
+    """The dataset a `config.DatasetConfig` names: the one way from a config to data."""
+    splits = Splits(train=config.train_split, validation=config.validation_split, test=config.test_split)
+    return load_dataset(config.name, splits, source)
+
+
+def _builder(name: str, source: DataSource):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=source.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(
+            f"unknown TFDS dataset {name!r}; see https://www.tensorflow.org/datasets/catalog "
+            "for names (e.g. fashion_mnist, mnist, cifar10)"
+        ) from None
+
+
+def _prepare(builder, source: DataSource) -> None:
+    import tensorflow_datasets as tfds
+
+    name, data_dir = builder.info.name, builder.data_dir
+    if source.manual_dir is None and not source.download:
+        raise DataError(
+            f"dataset {name!r} is not prepared under {Path(data_dir).parent.parent} and "
+            "downloads are off; pass --manual-dir DIR with its upstream archives "
+            "(or --download on a machine with internet)"
+        )
+    if source.manual_dir is not None:
+        manual = Path(source.manual_dir).expanduser()
+        if not manual.is_dir():
+            raise DataError(f"manual dir {str(manual)!r} for dataset {name!r} does not exist")
+        missing = sorted(
+            info.filename
+            for info in (builder.url_infos or {}).values()
+            if info.filename and not (manual / info.filename).exists()
+        )
+        if missing and not source.download:
+            raise DataError(f"manual dir {str(manual)!r} lacks {', '.join(missing)} for dataset {name!r}")
+    config = tfds.download.DownloadConfig(manual_dir=source.manual_dir)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as error:  # TFDS raises many types; all mean "could not prepare".
+        # Leave no half-made dataset folders behind (TFDS writes into temp dirs first).
+        for folder in (Path(data_dir), Path(data_dir).parent):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DataError(f"could not prepare dataset {name!r}: {first_line}") from error
+
+
+def _metadata_digest(builder, splits: dict[str, str]) -> str:
+    """sha256 of TFDS metadata: name, version, per-split file instructions and the
+    upstream archive checksums. Identifies the data without reading it."""
+    info = builder.info
+    record = {
+        "name": info.full_name,
+        "splits": {
+            role: [
+                # File names only: the digest must not depend on where data_dir is.
+                (Path(fi.filename).name, fi.skip, fi.take, fi.examples_in_shard)
+                for fi in info.splits[expr].file_instructions
+            ]
+            for role, expr in sorted(splits.items())
+        },
+        "archives": sorted(
+            (url_info.filename or "", url_info.checksum) for url_info in (builder.url_infos or {}).values()
+        ),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
+    import tensorflow_datasets as tfds
+
+    builder = _builder(name, source)
+    if not builder.is_prepared():
+        _prepare(builder, source)
+    info = builder.info
+    if not info.supervised_keys:
+        raise DataError(f"dataset {name!r} has no (input, label) supervised keys; it is not classification")
+    image_key, label_key = info.supervised_keys
+    label_feature = info.features[label_key]
+    if not hasattr(label_feature, "num_classes") or len(info.features[image_key].shape) != 3:
+        raise DataError(f"dataset {name!r} is not image classification (images with class labels)")
+    roles = resolve_splits(list(info.splits.keys()), splits)
+    arrays = {}
+    for role, expr in roles.items():
+        try:
+            if info.splits[expr].num_examples <= 0:  # e.g. a reversed slice "train[5:3]"
+                raise ValueError("it selects no examples")
+            images, labels = tfds.as_numpy(builder.as_dataset(split=expr, as_supervised=True, batch_size=-1))
+        except (ValueError, KeyError, AssertionError) as error:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise DataError(
+                f"bad {role} split {expr!r} for dataset {name!r} (splits: {', '.join(info.splits.keys())}): "
+                f"{first_line}"
+            ) from None
+        arrays[role] = (images, labels)
+    return Dataset(
+        name=name,
+        version=str(info.version),
+        input_shape=tuple(int(d) for d in info.features[image_key].shape),
+        num_classes=int(label_feature.num_classes),
+        splits=roles,
+        arrays=arrays,
+        digest=_metadata_digest(builder, roles),
+        data_dir=os.fspath(builder.data_dir),
+    )

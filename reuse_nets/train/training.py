@@ -1,0 +1,320 @@
+"""Deterministic training of one trial, recording per-block gradient norms.
+
+Gradient norms come from the real training gradients inside the training step
+(`GradientNormModel.train_step`), averaged over each epoch's steps, so that
+depth-wise gradient flow is visible per epoch at no extra forward/backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from reuse_nets.names import GRAD_NORM_PREFIX, Outcome
+from reuse_nets.nn import models
+from reuse_nets.spec.config import TrialConfig
+from reuse_nets.train import execution
+from reuse_nets.train.data import Dataset
+
+# Called after each epoch with (epoch counted from 1, metrics). May raise to stop
+# the trial: `StopTraining` for a decision (pruning), anything else for a failure.
+EpochHook = Callable[[int, dict], None]
+
+
+class StopTraining(Exception):
+    """Raised by an epoch hook to end a run early on purpose (e.g. pruning).
+
+    `outcome` names the decision ("pruned"); the message says why.
+    """
+
+    def __init__(self, outcome: str, reason: str):
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy, TF and Keras, and makes TF ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+@functools.cache
+def _gradient_norm_model_class():
+    """The trainer class, defined on first use so importing this module needs no TF."""
+    import keras
+    import tensorflow as tf
+
+    class GradientNorms(keras.metrics.Metric):
+        """Epoch means of the global and per-block gradient norms, as one vector.
+
+        One accumulator for all norms: a `Mean` per block would add a handful of
+        small ops per block to every training step.
+        """
+
+        def __init__(self, block_names, **kwargs):
+            super().__init__(name="grad_norms", **kwargs)
+            self.keys = [f"{GRAD_NORM_PREFIX}global"] + [f"{GRAD_NORM_PREFIX}{n}" for n in block_names]
+            self.total = self.add_variable(shape=(len(self.keys),), initializer="zeros", name="total")
+            self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+        def update_state(self, norms):
+            self.total.assign_add(norms)
+            self.count.assign_add(1.0)
+
+        def result(self):
+            means = self.total / keras.ops.maximum(self.count, 1.0)
+            return {key: means[i] for i, key in enumerate(self.keys)}
+
+    class GradientNormModel(keras.Model):
+        """Trains `network`, tracking the global and per-block gradient norms.
+
+        Only the trainer: the saved and logged model is `network` itself.
+        """
+
+        def __init__(self, network, **kwargs):
+            super().__init__(name=f"{network.name}_trainer", **kwargs)
+            self.network = network
+            self.block_names = models.block_names(network)
+            # Segment id of every trainable variable: its block's index, or one
+            # past the last block for variables outside the blocks (the head).
+            block_of = {
+                id(v): i for i, name in enumerate(self.block_names) for v in network.get_layer(name).trainable_variables
+            }
+            self._segments = [block_of.get(id(v), len(self.block_names)) for v in network.trainable_variables]
+            # The tracker lives here, not in the traced step; fit resets it each epoch.
+            self.grad_norms = GradientNorms(self.block_names)
+
+        def call(self, inputs, training=False):
+            return self.network(inputs, training=training)
+
+        def train_step(self, data):
+            x, y = data
+            variables = self.network.trainable_variables
+            with tf.GradientTape() as tape:
+                y_pred = self.network(x, training=True)
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            # One fused op per gradient (l2_loss = sum(g^2) / 2), then one segment
+            # sum: the norms cost a few ops per step whatever the depth. Sums run
+            # over stacked values, not `tf.add_n`, whose inputs graph rewrites may
+            # reorder, which would change float rounding between processes.
+            squares = 2.0 * tf.stack([tf.nn.l2_loss(g) for g in gradients])
+            per_block = tf.math.unsorted_segment_sum(squares, self._segments, len(self.block_names) + 1)
+            total = tf.reduce_sum(squares, keepdims=True)
+            self.grad_norms.update_state(tf.sqrt(tf.concat([total, per_block[:-1]], axis=0)))
+            return self.compute_metrics(x, y, y_pred)
+
+        def test_step(self, data):
+            # The norms are a model metric too; keep them out of validation logs.
+            logs = super().test_step(data)
+            return {k: v for k, v in logs.items() if not k.startswith(GRAD_NORM_PREFIX)}
+
+    return GradientNormModel
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What a training run produced.
+
+    Attributes:
+        model: The trained network (not the trainer wrapper).
+        history: One metrics dict per epoch run, in order.
+        status: "completed" or "diverged" (non-finite loss stopped training).
+        reason: Why training stopped early, if it did.
+        test_metrics: `test_loss`, `test_accuracy` where a test split is used.
+    """
+
+    model: object
+    history: list[dict]
+    status: str = Outcome.COMPLETED
+    reason: str | None = None
+    test_metrics: dict = dataclasses.field(default_factory=dict)
+
+    def final(self, metric: str) -> float:
+        return self.history[-1][metric]
+
+
+def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks):
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Times epochs, stops on non-finite loss, runs the per-epoch hooks."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+            self._train_end = None
+
+        def on_test_begin(self, logs=None):
+            if self._train_end is None:  # validation starts: training time ends
+                self._train_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            end = time.perf_counter()
+            train_time = (self._train_end or end) - self._start
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["epoch_time"] = end - self._start
+            metrics["throughput"] = num_train / train_time
+            history.append(metrics)
+            if not math.isfinite(metrics["loss"]):
+                result.status = Outcome.DIVERGED
+                result.reason = f"non-finite loss ({metrics['loss']}) at epoch {epoch + 1}"
+                self.model.stop_training = True
+            for hook in hooks:
+                hook(epoch + 1, metrics)
+
+    return EpochRecorder()
+
+
+def build(config: TrialConfig, dataset: Dataset):
+    """The network a config describes, for a dataset's input shape and classes."""
+    strategy = models.STRATEGIES[config.strategy]
+    return models.build_model(
+        config.strategy,
+        config.depth,
+        config.width,
+        dataset.input_shape,
+        dataset.num_classes,
+        family=config.family,
+        activation=config.activation,
+        kernel_size=config.kernel_size,
+        reuse_source=config.reuse_source,
+        seed=config.seed,
+        **{option: getattr(config, option) for option in strategy.options},
+    )
+
+
+def compile_for_training(model, config: TrialConfig, track_gradients: bool = True, xla: bool | None = None):
+    """The compiled trainer: the gradient-norm wrapper, or `model` itself.
+
+    `xla` compiles its steps with XLA; None: as this process's execution settings say.
+    """
+    import keras
+
+    trainer = _gradient_norm_model_class()(model) if track_gradients else model
+    optimizer = keras.optimizers.get(
+        {"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}}
+    )
+    xla = execution.current().xla if xla is None else xla
+    with _xla_allowed(xla):
+        trainer.compile(
+            optimizer=optimizer,
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=xla,
+        )
+    if trainer.jit_compile != xla:  # Keras falls back silently (with a warning) for layers XLA cannot take
+        raise ValueError(f"model {model.name!r} cannot be compiled with XLA; set execution.xla: false")
+    return trainer
+
+
+@contextlib.contextmanager
+def _xla_allowed(xla: bool):
+    """Lets Keras accept `jit_compile=True` under op determinism.
+
+    Keras refuses XLA whenever op determinism is on, because some XLA ops are not
+    deterministic on GPU. This project trains on CPU, where the compiled steps are
+    deterministic: tests/test_training.py checks that two runs give identical bytes.
+    """
+    # Not in TensorFlow's public API; the module Keras's own check reads.
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = tf_config.is_op_determinism_enabled()
+    if xla and deterministic:
+        tf_config.disable_op_determinism()
+    try:
+        yield
+    finally:
+        if xla and deterministic:
+            tf_config.enable_op_determinism()
+
+
+def train(
+    config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = (), evaluate_test: bool = True
+) -> TrainingResult:
+    """Trains the network of `config` on `dataset`, deterministically.
+
+    The test split, if the dataset has one, is evaluated after the last epoch
+    unless `evaluate_test` is False (tuning runs never see it).
+
+    Two calls with the same config and data give identical metrics on CPU.
+    Exceptions raised by `hooks` (pruning, interruption) propagate.
+    """
+    import keras
+
+    execution.ensure_pinned()
+    # Without a forced gc.collect() (~0.5 s): the collector frees old models as it runs.
+    keras.backend.clear_session(free_memory=False)
+    seed_everything(config.seed)
+    model = build(config, dataset)
+    trainer = compile_for_training(model, config)
+    history: list[dict] = []
+    result = TrainingResult(model=model, history=history)
+    train_data = dataset.pipeline("train", config.batch_size, seed=config.seed)
+    val_data = dataset.pipeline("validation", config.batch_size)
+    trainer.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        verbose=0,
+        shuffle=False,  # the pipeline shuffles, with the trial's seed
+        callbacks=[_epoch_callback(dataset.num_examples("train"), history, result, hooks)],
+    )
+    if evaluate_test and result.status == Outcome.COMPLETED and "test" in dataset.splits:
+        scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
+        result.test_metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    return result
+
+
+def measure_gradient_norm_overhead(config: TrialConfig, dataset: Dataset, epochs: int = 4, repeats: int = 3):
+    """Median epoch time with gradient-norm tracking over that of plain `model.fit`.
+
+    Same model, data and batches; the two are interleaved, first (tracing) epoch
+    dropped, so machine noise hits both alike.
+
+    Returns:
+        `{"ratio": ..., "min_ratio": ..., "tracked_s": ..., "plain_s": ..., "throughput": ...}`:
+        the ratio of median epoch times, and of the fastest epochs (the least
+        disturbed by other processes on a shared machine).
+    """
+    import keras
+
+    times = {True: [], False: []}
+    for _ in range(repeats):
+        for tracked in (False, True):
+            keras.backend.clear_session()
+            seed_everything(config.seed)
+            trainer = compile_for_training(build(config, dataset), config, track_gradients=tracked)
+            history: list[dict] = []
+            recorder = _epoch_callback(dataset.num_examples("train"), history, TrainingResult(None, history), ())
+            trainer.fit(
+                dataset.pipeline("train", config.batch_size, seed=config.seed),
+                epochs=epochs,
+                verbose=0,
+                shuffle=False,
+                callbacks=[recorder],
+            )
+            times[tracked].extend(h["epoch_time"] for h in history[1:])
+    tracked_s, plain_s = float(np.median(times[True])), float(np.median(times[False]))
+    return {
+        "ratio": tracked_s / plain_s,
+        "min_ratio": min(times[True]) / min(times[False]),
+        "tracked_s": tracked_s,
+        "plain_s": plain_s,
+        "throughput": dataset.num_examples("train") / tracked_s,
+    }
