@@ -42,7 +42,7 @@ class ScaledSkipBlock(ReuseBlock):
     "reuse_nets/nn/models.py": (
         '    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),\n',
         '    "scaled": Strategy("ScaledSkipBlock", ("input", "previous"), ("skip_scale",),\n'
-        '                       lambda index, depth, options: {"skip_scale": options["skip_scale"]}),\n',
+        '                       lambda index, options: {"skip_scale": options["skip_scale"]}),\n',
     ),
     "reuse_nets/spec/config.py": (
         "    learned_mask: bool = False  # masked: trainable gate instead of a fixed mask\n",
@@ -107,7 +107,7 @@ def test_a_new_strategy_with_its_own_option_runs_through_a_study(tmp_path):
     assert scaled.data.tags["reuse_nets.cell"] == "strategy=scaled,depth=2"
     # The option reached the blocks: the logged model's blocks are ScaledSkipBlocks with it.
     probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import mlflow; from reuse_nets import tracking;"
+        "import sys; sys.path.insert(0, sys.argv[1]); import mlflow; from reuse_nets.store import tracking;"
         "mlflow.set_tracking_uri(sys.argv[2]); m = tracking.load_logged_model(sys.argv[3]);"
         "b = m.get_layer('block_02'); print(type(b).__name__, b.skip_scale)"
     )

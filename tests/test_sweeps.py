@@ -928,7 +928,7 @@ def study_file(content: str, breaks=None):
     def make(directory: Path) -> list[str]:
         path = directory / BROKEN_STUDY
         text = content if breaks is None else yaml.safe_dump(breaks(study_file_data(content)), sort_keys=False)
-        path.write_text(text)
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))  # "\udce9": a stray byte 0xe9
         return sweep_command(directory, str(path))
 
     return make
@@ -942,6 +942,15 @@ def command(study: str, *extra: str):
 def bare_command(*args: str):
     """A runner command line of exactly `args`."""
     return lambda directory: [sys.executable, str(RUNNER), *args]
+
+
+def reports_at_a_file(directory: Path) -> list[str]:
+    """A runner command whose --reports names an existing file: refused before training."""
+    (directory / REPORTS_FILE).write_text("")
+    return sweep_command(directory, "smoke", "--reports", str(directory / REPORTS_FILE))
+
+
+REPORTS_FILE = "reports_file"
 
 
 def assert_wrote_nothing(directory: Path, keep: set[str] = frozenset()):
@@ -1094,12 +1103,58 @@ BAD_INPUTS = [
         "MLflow tracking store notaurl is unusable",
         id="tracking_not_a_uri",
     ),
-    pytest.param(command("smoke", "--workers", "0"), "--workers must be at least 1, got 0", id="workers_0"),
+    pytest.param(command("smoke", "--workers", "0"), "--workers must be between 1 and 64, got 0", id="workers_0"),
     pytest.param(
         command("smoke", "--workers", "two"), "argument --workers: invalid int value: 'two'", id="workers_not_a_number"
     ),
     pytest.param(
-        command("smoke", "--timeout", "-5"), "--timeout must not be negative, got -5.0", id="negative_timeout"
+        command("smoke", "--timeout", "-5"),
+        "--timeout must be a non-negative number of seconds, got -5.0",
+        id="negative_timeout",
+    ),
+    # --- hostile or absurd inputs (issue 22): one line, exit 2, nothing written
+    pytest.param(
+        study_file("smoke", with_value("name", "..")),
+        "{file}: name: name '..' is a path, not a study name",
+        id="name_dotdot",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("final", "seeds", [-1, 2])),
+        "{file}: final.seeds.0: Input should be greater than or equal to 0",
+        id="negative_seed",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("final", "seeds", [2**32])),
+        "{file}: final.seeds.0: Input should be less than or equal to 4294967295",
+        id="seed_too_large",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("base", "learning_rate", float("inf"))),
+        "{file}: base.learning_rate: Input should be a finite number",
+        id="infinite_learning_rate",
+    ),
+    pytest.param(
+        study_file("smoke", with_value("base", "width", 10**9)),
+        "{file}: base.width: Input should be less than or equal to 65536",
+        id="width_billion",
+    ),
+    pytest.param(
+        study_file(
+            'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b]\n'
+        ),
+        "{file}: line 2 invalid YAML: anchors and aliases (&, *) are not allowed in a study file",
+        id="alias_bomb",
+    ),
+    pytest.param(study_file("name: caf\udce9\n"), "{file}: not UTF-8 text", id="not_utf8"),
+    pytest.param(bare_command("--study", "x" * 5000, "--dry-run"), "--study is 5000 characters long", id="long_study"),
+    pytest.param(
+        command("smoke", "--timeout", "nan"),
+        "--timeout must be a non-negative number of seconds, got nan",
+        id="nan_timeout",
+    ),
+    pytest.param(reports_at_a_file, "is a file, not a folder", id="reports_is_a_file"),
+    pytest.param(
+        command("smoke", "--workers", "100000"), "--workers must be between 1 and 64, got 100000", id="workers"
     ),
     pytest.param(command("smoke", "--frobnicate"), "unrecognized arguments: --frobnicate", id="unknown_flag"),
 ]
@@ -1112,7 +1167,7 @@ def test_a_bad_input_is_a_one_line_error(tmp_path, make_input, message):
     assert result.returncode == 2, explain(result)
     line = error_line(result)
     assert message.replace("{file}", str(tmp_path / BROKEN_STUDY)) in line, line
-    assert_wrote_nothing(tmp_path, keep={BROKEN_STUDY})
+    assert_wrote_nothing(tmp_path, keep={BROKEN_STUDY, REPORTS_FILE})
 
 
 @pytest.mark.parametrize(

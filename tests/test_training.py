@@ -284,7 +284,7 @@ def test_xla_training_repeats_bit_exactly_in_a_fresh_process(
         execution.pin(previous)
     script = (
         "import dataclasses, json, sys\n"
-        "from reuse_nets import config, data, execution, training\n"
+        "from reuse_nets.spec import config\nfrom reuse_nets.train import data, execution, training\n"
         "args = json.loads(sys.argv[1])\n"
         "execution.pin(execution.Settings(**args['settings']))\n"
         "dataset = data.load_dataset('fashion_mnist', data.Splits(**args['splits']), data.DataSource(**args['source']))\n"

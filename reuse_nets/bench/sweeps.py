@@ -1,6 +1,6 @@
 """Benchmark sections about whole studies: sweep overhead, start-up, pruning, workers.
 
-Part of `reuse_nets.bench.benchmark` (which defines the plans); see its docstring. Every
+Part of the benchmark (`reuse_nets.bench.benchmark`; its plans are in `bench.plans`); see its docstring. Every
 study runs with its stores in a scratch folder the caller provides.
 """
 
@@ -61,13 +61,7 @@ def _bare_fit(config: TrialConfig, dataset: data.Dataset) -> float:
     keras.backend.clear_session()
     training.seed_everything(config.seed)
     model = training.build(config, dataset)
-    model.compile(
-        optimizer=keras.optimizers.get(
-            {"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}}
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model = training.compile_for_training(model, config, track_gradients=False, xla=False)
     model.fit(
         plain_pipeline(dataset, "train", config.batch_size, config.seed),
         validation_data=plain_pipeline(dataset, "validation", config.batch_size, None),

@@ -1,6 +1,6 @@
 """Benchmark sections about the training step: the matmul ceiling, plain fit vs this project.
 
-Part of `reuse_nets.bench.benchmark` (which defines the plans); see its docstring.
+Part of the benchmark (`reuse_nets.bench.benchmark`; its plans are in `bench.plans`); see its docstring.
 """
 
 from __future__ import annotations
@@ -77,30 +77,6 @@ def plain_pipeline(dataset: data.Dataset, role: str, batch_size: int, seed: int 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _timed_epochs(examples: int):
-    """A callback timing each epoch's training part (validation excluded): examples/s."""
-    import keras
-
-    class Timer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rates, self.seconds = [], []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start, self._train_end = time.perf_counter(), None
-
-        def on_test_begin(self, logs=None):
-            if self._train_end is None:
-                self._train_end = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            end = time.perf_counter()
-            self.seconds.append(end - self._start)
-            self.rates.append(examples / ((self._train_end or end) - self._start))
-
-    return Timer()
-
-
 def _plain_fit(config: TrialConfig, dataset: data.Dataset) -> tuple[list[float], list[float]]:
     """Plain `model.fit` of the same network (same init, same batches): epoch rates, seconds."""
     import keras
@@ -110,14 +86,8 @@ def _plain_fit(config: TrialConfig, dataset: data.Dataset) -> tuple[list[float],
     keras.backend.clear_session()
     training.seed_everything(config.seed)
     model = training.build(config, dataset)
-    model.compile(
-        optimizer=keras.optimizers.get(
-            {"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}}
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    timer = _timed_epochs(dataset.num_examples("train"))
+    model = training.compile_for_training(model, config, track_gradients=False, xla=False)
+    timer = training.epoch_timer(dataset.num_examples("train"))
     model.fit(
         plain_pipeline(dataset, "train", config.batch_size, config.seed),
         validation_data=plain_pipeline(dataset, "validation", config.batch_size, None),

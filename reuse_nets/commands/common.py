@@ -60,6 +60,10 @@ def add_data_args(parser) -> None:
     parser.add_argument("--download", action="store_true", help="let TFDS download data that is not prepared yet")
 
 
+def add_overrides_arg(parser, help: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_reports_arg(parser) -> None:
     parser.add_argument("--reports", help="folder to write reports/<study>/ into (default: ./reports)")
 

@@ -15,13 +15,9 @@ def parse_args(argv):
     parser = common.ArgumentParser(description=__doc__)
     parser.add_argument("--study", required=True, help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="the overrides the study was run with, if any",
+    common.add_overrides_arg(
+        parser,
+        "the overrides the study was run with, if any",
     )
     common.add_tracking_args(parser)
     common.add_reports_arg(parser)

@@ -12,6 +12,8 @@ for a run or study that cannot be reproduced.
 
 from __future__ import annotations
 
+import math
+
 from reuse_nets import names
 from reuse_nets.commands import common
 from reuse_nets.runtime import noise
@@ -51,8 +53,8 @@ def parse_args(argv):
         parser.error("--sample N needs --study and N >= 1")
     if args.evaluate_only and args.study:
         parser.error("--evaluate-only works on one RUN_ID")
-    if args.tolerance < 0:
-        parser.error(f"--tolerance must be non-negative, got {args.tolerance}")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        parser.error(f"--tolerance must be a non-negative number, got {args.tolerance}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     return args

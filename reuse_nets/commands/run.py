@@ -5,12 +5,15 @@ Re-running the same command continues the study to its number of trials.
 
 from __future__ import annotations
 
+import math
 import re
 
 from reuse_nets import names
 from reuse_nets.commands import common
 from reuse_nets.runtime import noise
 from reuse_nets.spec import plan
+
+MAX_WORKERS = 64  # processes on one machine; more runners belong on more machines
 
 
 def parse_args(argv):
@@ -21,13 +24,9 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///optuna.db here)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the storage on this machine")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override study fields, e.g. --set base.epochs=1 --set base.dataset.train_split=train[:2000]; "
+    common.add_overrides_arg(
+        parser,
+        "override study fields, e.g. --set base.epochs=1 --set base.dataset.train_split=train[:2000]; "
         "one --set may hold several space-separated overrides",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -37,10 +36,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.list and not args.study:
         parser.error("--study is required (or --list)")
-    if args.timeout is not None and args.timeout < 0:
-        parser.error(f"--timeout must not be negative, got {args.timeout}")
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout >= 0):
+        parser.error(f"--timeout must be a non-negative number of seconds, got {args.timeout}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        parser.error(f"--workers must be between 1 and {MAX_WORKERS}, got {args.workers}")
     # Split "a=1 b.c=[1, 2]" before each "key=", so list values may hold spaces.
     args.overrides = [
         item for text in args.overrides for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", text.strip()) if item

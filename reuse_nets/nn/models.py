@@ -29,7 +29,7 @@ FAMILIES = ("mlp", "conv")
 MAX_DEPTH = 256
 
 
-def _masked_options(index, depth, options):
+def _masked_options(index, options):
     # A different seeded subset per block, so that depth sees more of the input.
     # Options not given keep the layer's own defaults.
     kwargs = {"seed": options["seed"] + index, "mask_shape": options["mask_shape"]}
@@ -49,7 +49,7 @@ class Strategy:
         reuse_sources: Allowed `reuse_source` values; the first is the default.
         options: Names of the `TrialConfig` fields the strategy reads (its own
             knobs, e.g. `keep_ratio`); they reach `block_options` by name.
-        block_options: `(index, depth, options) -> kwargs` for strategy-specific
+        block_options: `(index, options) -> kwargs` for strategy-specific
             block arguments (`index` counts from 1). `options` holds the fields
             named in `options`, plus `seed` and `mask_shape`.
     """
@@ -57,7 +57,7 @@ class Strategy:
     block: str
     reuse_sources: tuple[str, ...]
     options: tuple[str, ...] = ()
-    block_options: Callable[[int, int, dict], dict] = lambda index, depth, options: {}
+    block_options: Callable[[int, dict], dict] = lambda index, options: {}
 
 
 # A new strategy is one block class in `layers.py` and one line here (plus a
@@ -161,7 +161,7 @@ def build_model(
             activation=activation,
             kernel_size=kernel_size if family == "conv" else None,
             name=block_name(index),
-            **spec.block_options(index, depth, options),
+            **spec.block_options(index, options),
         )
         x = block(x) if source == "previous" else block([x, reused_input])
     if family == "conv":

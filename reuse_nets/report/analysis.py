@@ -13,7 +13,7 @@ import itertools
 import math
 from typing import Any
 
-from reuse_nets.spec.studies import Choices, Range, StudySpec
+from reuse_nets.spec.studies import Cell, Choices, Range, StudySpec
 
 CONFIDENCE = 0.95
 EDGE_FRACTION = 0.1  # a selected value this close to a range end (in its own scale) is "at the edge"
@@ -85,8 +85,8 @@ def conditions(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def cell_key(spec: StudySpec, condition: dict[str, Any], value: Any) -> str:
-    values = {n: (value if n == spec.contrast else condition[n]) for n in spec.compare}
-    return ",".join(f"{n}={v}" for n, v in values.items())
+    """The key of the cell that gives the contrast `value` under `condition`."""
+    return Cell(values={n: (value if n == spec.contrast else condition[n]) for n in spec.compare}).key
 
 
 def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from reuse_nets.errors import first_line
 from reuse_nets.spec import plan
 from reuse_nets.spec.studies import Range, StudySpec
 from reuse_nets.store import optuna_store
@@ -141,7 +142,7 @@ def tuning_figures(spec: StudySpec, storage, selection: dict) -> tuple[list, lis
         try:
             figures.append(build())
         except (ValueError, KeyError, TypeError) as error:  # Optuna's refusals; a report never fails on a plot
-            notes.append(f"figure '{label}' skipped: {(str(error).strip().splitlines() or [type(error).__name__])[0]}")
+            notes.append(f"figure '{label}' skipped: {first_line(error)}")
     return figures, notes
 
 

@@ -68,11 +68,7 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
     _axes(ax, spec, x, xs_all)
     ax.set_ylabel(f"{metric} (mean ± 95% CI over final seeds)")
     ax.set_title("isolation: each cell's selected config, retrained")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "isolation.png", dpi=110)
-    plt.close(fig)
-    made.append("isolation.png")
+    made.append(_save(fig, ax, out / "isolation.png"))
 
     # Paired differences against the baseline, per condition.
     differences = analysis.paired_differences(spec, runs)
@@ -99,11 +95,7 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         _axes(ax, spec, x, xs_all or [1])
         ax.set_ylabel(f"paired difference in {metric}")
         ax.set_title("paired by seed, 95% CI")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(out / "paired_differences.png", dpi=110)
-        plt.close(fig)
-        made.append("paired_differences.png")
+        made.append(_save(fig, ax, out / "paired_differences.png"))
 
     # Gradient norm of the first and the last block against depth (final runs, last epoch).
     if "depth" in spec.compare:
@@ -139,3 +131,14 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         plt.close(fig)
         made.append("grad_norm_vs_depth.png")
     return made
+
+
+def _save(fig, ax, path: Path) -> str:
+    """Adds the legend, saves and closes the figure; returns the file's name."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name

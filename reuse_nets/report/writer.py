@@ -285,6 +285,19 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     return str(out)
 
 
+def check_report_root(root: Path = REPORT_ROOT) -> None:
+    """Refuses, before any training, a reports folder that could not be written at the end."""
+    import os
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise SweepError(f"--reports {root}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SweepError(f"--reports {root}: folder {existing} is not writable")
+
+
 def rebuild_report(
     spec: StudySpec, storage_url: str, tracking_uri: str | None, root: Path = REPORT_ROOT
 ) -> tuple[str, str]:

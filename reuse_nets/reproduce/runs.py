@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 
-from reuse_nets.errors import ExecutionError, ReproduceError, SettingsUnavailable
+from reuse_nets.errors import ExecutionError, ReproduceError, SettingsUnavailable, first_line
 from reuse_nets.names import (
     KIND_TAG,
     MODEL_URI_TAG,
@@ -137,8 +137,7 @@ def _load_config(run) -> TrialConfig:
     try:
         return TrialConfig.model_validate(tracking.read_config(run.info.run_id))
     except (OSError, mlflow.exceptions.MlflowException, yaml.YAMLError, pydantic.ValidationError, TypeError) as error:
-        first = str(error).splitlines()[0]
-        raise ReproduceError(f"run {run.info.run_id} has no valid config.yaml: {first}") from None
+        raise ReproduceError(f"run {run.info.run_id} has no valid config.yaml: {first_line(error)}") from None
 
 
 def check_provenance(run, config: TrialConfig, dataset) -> list[str]:
@@ -214,7 +213,7 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
         model = tracking.load_logged_model(uri)
     except (OSError, ValueError) as error:
         raise ReproduceError(
-            f"run {run.info.run_id}'s model cannot be loaded by this version ({str(error).splitlines()[0]}); "
+            f"run {run.info.run_id}'s model cannot be loaded by this version ({first_line(error)}); "
             "models logged before the self-contained pyfunc format need the commit that logged them"
         ) from None
     role = "test" if "test" in dataset.splits and "test_accuracy" in run.data.metrics else "validation"

@@ -139,7 +139,7 @@ def _child(run_id: str, tracking_uri: str, kwargs: dict, queue) -> None:
         outcome = reproduce(run_id, say=lambda m: None, **kwargs)
         queue.put(json.dumps({"outcome": dataclasses.asdict(outcome)}))  # JSON, not pickles, between processes
     except Exception as error:  # sent back as one line; the parent decides
-        queue.put(json.dumps({"error": f"{type(error).__name__}: {error}".splitlines()[0]}))
+        queue.put(json.dumps({"error": f"{type(error).__name__}: {first_line(error)}"}))
 
 
 def reproduce_study(
@@ -180,9 +180,9 @@ def reproduce_study(
                     say(f"  warning: {warning}")
         except Exception as error:  # one run's problem is its row's, as in a child process
             row.error = (
-                str(error).splitlines()[0]
+                first_line(error)
                 if isinstance(error, ReproduceError)
-                else f"{type(error).__name__}: {error}".splitlines()[0]
+                else f"{type(error).__name__}: {first_line(error)}"
             )
         say(f"  {row.outcome.verdict() if row.outcome else 'ERROR: ' + row.error}")
         rows.append(row)

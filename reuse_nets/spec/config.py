@@ -52,6 +52,13 @@ ACTIVATIONS = (
 )
 
 
+# Bounds that catch typos (a width of 1e9 allocates until the machine falls over).
+MAX_WIDTH = 65_536
+MAX_BATCH = 1_048_576
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1  # NumPy and TensorFlow seeds
+
+
 class DatasetConfig(pydantic.BaseModel):
     """Which TFDS dataset and which split expressions to use."""
 
@@ -70,18 +77,18 @@ class TrialConfig(pydantic.BaseModel):
 
     strategy: str = "residual"  # plain | concat | residual | masked
     depth: int = pydantic.Field(4, ge=1, le=models.MAX_DEPTH)  # number of reuse blocks
-    width: int = pydantic.Field(128, ge=1)  # units (mlp) or channels (conv) per block
+    width: int = pydantic.Field(128, ge=1, le=MAX_WIDTH)  # units (mlp) or channels (conv) per block
     family: Literal["mlp", "conv"] = "mlp"
     activation: str = "relu"  # any of ACTIVATIONS
     kernel_size: int = pydantic.Field(3, ge=1)  # conv family only
     reuse_source: Literal["input", "previous"] | None = None  # None: the strategy's default
-    keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0)  # masked: fraction of features kept
+    keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)  # masked: fraction of features kept
     learned_mask: bool = False  # masked: trainable gate instead of a fixed mask
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = pydantic.Field(1e-3, gt=0.0)
-    batch_size: int = pydantic.Field(128, ge=1)
-    epochs: int = pydantic.Field(5, ge=1)
-    seed: int = pydantic.Field(0, ge=0)  # seeds Python, NumPy, TF, init, masks and shuffling
+    learning_rate: float = pydantic.Field(1e-3, gt=0.0, allow_inf_nan=False)
+    batch_size: int = pydantic.Field(128, ge=1, le=MAX_BATCH)
+    epochs: int = pydantic.Field(5, ge=1, le=MAX_EPOCHS)
+    seed: int = pydantic.Field(0, ge=0, le=MAX_SEED)  # seeds Python, NumPy, TF, init, masks and shuffling
     dataset: DatasetConfig = DatasetConfig()
 
     @pydantic.field_validator("strategy")

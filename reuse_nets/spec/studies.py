@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import pydantic
 
 from reuse_nets.names import EPOCH_METRICS, TEST_PREFIX
-from reuse_nets.spec.config import TrialConfig
+from reuse_nets.spec.config import MAX_SEED, TrialConfig
 
 # Knobs that are never compared or tuned: the data is the study's, seeds are
 # repeats (`base.seed` for tuning, `final.seeds` for the final runs).
@@ -59,6 +60,8 @@ class Range(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _ordered(self):
+        if not all(math.isfinite(v) for v in (self.low, self.high, self.step or 0)):
+            raise ValueError(f"range bounds must be finite numbers, got low={self.low} high={self.high}")
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
         if self.log and self.low <= 0:
@@ -143,7 +146,8 @@ class TuneSpec(_Strict):
 
 
 class FinalSpec(_Strict):
-    seeds: list[int] = pydantic.Field([0], min_length=1)  # fresh seeds: never the tuning seed
+    # Fresh seeds, never the tuning seed; NumPy and TF take seeds below 2**32.
+    seeds: list[Annotated[int, pydantic.Field(ge=0, le=MAX_SEED)]] = pydantic.Field([0], min_length=1)
 
 
 class ObjectiveSpec(_Strict):
@@ -193,7 +197,8 @@ class Cell(pydantic.BaseModel):
 class StudySpec(_Strict):
     """A study: what it compares, what it tunes per cell, how it retrains."""
 
-    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")  # study, MLflow experiment
+    # The study's folder under reports/ and its MLflow experiment: never a path.
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     base: TrialConfig = TrialConfig()
     compare: dict[str, list[Any]] = pydantic.Field(min_length=1)
@@ -203,6 +208,13 @@ class StudySpec(_Strict):
     report: ReportSpec = ReportSpec()
     timeout: float | None = pydantic.Field(None, gt=0)  # seconds for one invocation
     execution: ExecutionSpec = ExecutionSpec()
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _not_a_path(cls, name: str) -> str:
+        if set(name) == {"."}:
+            raise ValueError(f"name {name!r} is a path, not a study name")
+        return name
 
     @pydantic.field_validator("compare")
     @classmethod

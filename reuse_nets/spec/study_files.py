@@ -20,8 +20,44 @@ from reuse_nets.spec.studies import StudySpec, first_error
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
 
+MAX_STUDY_ARG = 300  # characters of --study: a name or a path, never a document
+MAX_STUDY_BYTES = 1_000_000  # a study file is a page of YAML
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """`yaml.safe_load` without anchors and aliases: a few hundred bytes of nested
+    aliases ("billion laughs") would otherwise expand to gigabytes or hang."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "anchors and aliases (&, *) are not allowed in a study file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path):
+    """A study file's data: UTF-8, bounded, no aliases. Raises StudyError naming the problem."""
+    if path.stat().st_size > MAX_STUDY_BYTES:
+        raise StudyError(f"{path}: larger than {MAX_STUDY_BYTES} bytes; a study file is a page of YAML")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = str(getattr(error, "problem", None) or "").splitlines()[:1] or ["unreadable"]
+        raise StudyError(f"{path}:{where} invalid YAML: {problem[0][:200]}") from None
+
+
 def study_path(name_or_path: str) -> Path:
     """`experiments/NAME.yaml` for a bare name; the path itself otherwise."""
+    if len(name_or_path) > MAX_STUDY_ARG:
+        raise StudyError(f"--study is {len(name_or_path)} characters long; give a study name or a path")
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         return Path(name_or_path)
     return EXPERIMENTS_DIR / f"{name_or_path}.yaml"
@@ -32,9 +68,9 @@ def list_studies() -> list[tuple[str, str]]:
     found = []
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raw = {}
+            raw = read_yaml(path) or {}
+        except StudyError:
+            raw = {"description": "(unreadable study file)"}
         description = str(raw.get("description", "") if isinstance(raw, dict) else "").strip().splitlines()
         found.append((path.stem, description[0] if description else ""))
     return found
@@ -84,12 +120,7 @@ def load_study(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
     if not path.is_file():
         known = ", ".join(name for name, _ in list_studies())
         raise StudyError(f"no study {name_or_path!r} (looked for {path}); known studies: {known}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise StudyError(f"{path}:{where} invalid YAML: {getattr(error, 'problem', error)}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file must be a mapping of fields")
     raw.setdefault("name", path.stem)

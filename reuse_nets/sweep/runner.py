@@ -43,6 +43,7 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
     """
     from reuse_nets.report import writer
 
+    writer.check_report_root(*([Path(options.reports)] if options.reports else []))
     progress = Progress(enabled=options.verbose)
     try:
         run = StudyRun.start(spec, options, progress)

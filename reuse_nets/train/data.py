@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reuse_nets.errors import DataError
-
-DEFAULT_DATASET = "fashion_mnist"
+from reuse_nets.errors import DataError, first_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +182,7 @@ def _prepare(builder, source: DataSource) -> None:
         for folder in (Path(data_dir), Path(data_dir).parent):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DataError(f"could not prepare dataset {name!r}: {first_line}") from error
+        raise DataError(f"could not prepare dataset {name!r}: {first_line(error)}") from error
 
 
 def _metadata_digest(builder, splits: dict[str, str]) -> str:
@@ -230,10 +227,9 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
                 raise ValueError("it selects no examples")
             images, labels = tfds.as_numpy(builder.as_dataset(split=expr, as_supervised=True, batch_size=-1))
         except (ValueError, KeyError, AssertionError) as error:
-            first_line = (str(error).strip().splitlines() or [""])[0]
             raise DataError(
                 f"bad {role} split {expr!r} for dataset {name!r} (splits: {', '.join(info.splits.keys())}): "
-                f"{first_line}"
+                f"{first_line(error, '')}"
             ) from None
         arrays[role] = (images, labels)
     return Dataset(

@@ -150,15 +150,21 @@ class TrainingResult:
         return self.history[-1][metric]
 
 
-def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks):
+def epoch_timer(examples: int, on_epoch=None):
+    """A callback timing each epoch: `seconds` in all and training `rates` (examples/s, validation excluded).
+
+    `on_epoch(epoch, logs, seconds, rate, model)` runs at every epoch's end (epoch from 0).
+    """
     import keras
 
-    class EpochRecorder(keras.callbacks.Callback):
-        """Times epochs, stops on non-finite loss, runs the per-epoch hooks."""
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rates: list[float] = []
+            self.seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-            self._train_end = None
+            self._start, self._train_end = time.perf_counter(), None
 
         def on_test_begin(self, logs=None):
             if self._train_end is None:  # validation starts: training time ends
@@ -166,19 +172,30 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
 
         def on_epoch_end(self, epoch, logs=None):
             end = time.perf_counter()
-            train_time = (self._train_end or end) - self._start
-            metrics = {k: float(v) for k, v in (logs or {}).items()}
-            metrics["epoch_time"] = end - self._start
-            metrics["throughput"] = num_train / train_time
-            history.append(metrics)
-            if not math.isfinite(metrics["loss"]):
-                result.status = Outcome.DIVERGED
-                result.reason = f"non-finite loss ({metrics['loss']}) at epoch {epoch + 1}"
-                self.model.stop_training = True
-            for hook in hooks:
-                hook(epoch + 1, metrics)
+            self.seconds.append(end - self._start)
+            self.rates.append(examples / ((self._train_end or end) - self._start))
+            if on_epoch is not None:
+                on_epoch(epoch, logs or {}, self.seconds[-1], self.rates[-1], self.model)
 
-    return EpochRecorder()
+    return EpochTimer()
+
+
+def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks):
+    """Records each epoch's metrics and timing, stops on non-finite loss, runs the hooks."""
+
+    def on_epoch(epoch: int, logs: dict, seconds: float, rate: float, model) -> None:
+        metrics = {k: float(v) for k, v in logs.items()}
+        metrics["epoch_time"] = seconds
+        metrics["throughput"] = rate
+        history.append(metrics)
+        if not math.isfinite(metrics["loss"]):
+            result.status = Outcome.DIVERGED
+            result.reason = f"non-finite loss ({metrics['loss']}) at epoch {epoch + 1}"
+            model.stop_training = True
+        for hook in hooks:
+            hook(epoch + 1, metrics)
+
+    return epoch_timer(num_train, on_epoch)
 
 
 def build(config: TrialConfig, dataset: Dataset):
@@ -279,42 +296,3 @@ def train(
         scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
         result.test_metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     return result
-
-
-def measure_gradient_norm_overhead(config: TrialConfig, dataset: Dataset, epochs: int = 4, repeats: int = 3):
-    """Median epoch time with gradient-norm tracking over that of plain `model.fit`.
-
-    Same model, data and batches; the two are interleaved, first (tracing) epoch
-    dropped, so machine noise hits both alike.
-
-    Returns:
-        `{"ratio": ..., "min_ratio": ..., "tracked_s": ..., "plain_s": ..., "throughput": ...}`:
-        the ratio of median epoch times, and of the fastest epochs (the least
-        disturbed by other processes on a shared machine).
-    """
-    import keras
-
-    times = {True: [], False: []}
-    for _ in range(repeats):
-        for tracked in (False, True):
-            keras.backend.clear_session()
-            seed_everything(config.seed)
-            trainer = compile_for_training(build(config, dataset), config, track_gradients=tracked)
-            history: list[dict] = []
-            recorder = _epoch_callback(dataset.num_examples("train"), history, TrainingResult(None, history), ())
-            trainer.fit(
-                dataset.pipeline("train", config.batch_size, seed=config.seed),
-                epochs=epochs,
-                verbose=0,
-                shuffle=False,
-                callbacks=[recorder],
-            )
-            times[tracked].extend(h["epoch_time"] for h in history[1:])
-    tracked_s, plain_s = float(np.median(times[True])), float(np.median(times[False]))
-    return {
-        "ratio": tracked_s / plain_s,
-        "min_ratio": min(times[True]) / min(times[False]),
-        "tracked_s": tracked_s,
-        "plain_s": plain_s,
-        "throughput": dataset.num_examples("train") / tracked_s,
-    }
