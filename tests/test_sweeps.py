@@ -1125,7 +1125,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         study_file("smoke", with_value("final", "seeds", [2**32])),
-        "{file}: final.seeds.0: Input should be less than or equal to 4294967295",
+        "{file}: final.seeds.0: Input should be less than or equal to 4294967039",
         id="seed_too_large",
     ),
     pytest.param(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reuse_nets.bench.plans import Plan
 from reuse_nets.bench.training_speed import plain_pipeline
+from reuse_nets.names import PHASE_TAG, Phase
 from reuse_nets.runtime.paths import PROJECT_ROOT
 from reuse_nets.spec import plan
 from reuse_nets.spec.config import TrialConfig
@@ -142,7 +143,8 @@ def startup(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
         subprocess.run(_command(*args), cwd=scratch, check=True, capture_output=True)
         client = mlflow.MlflowClient(tracking_uri)
         runs = client.search_runs(
-            [client.get_experiment_by_name("smoke").experiment_id], filter_string="tags.`reuse_nets.phase` = 'final'"
+            [client.get_experiment_by_name("smoke").experiment_id],
+            filter_string=f"tags.`{PHASE_TAG}` = '{Phase.FINAL}'",
         )
         [epoch_time] = client.get_metric_history(runs[0].info.run_id, "epoch_time")
         first_step.append(epoch_time.timestamp / 1000 - epoch_time.value - start)

@@ -35,6 +35,6 @@ def main(argv=None) -> int:
     out, parent_run_id = writer.rebuild_report(
         spec, storage, args.tracking_uri, *([Path(args.reports)] if args.reports else [])
     )
-    print((Path(out) / "report.md").read_text())
+    print((Path(out) / "report.md").read_text(encoding="utf-8"))
     print(f"report: {out}/report.md (also logged to parent run {parent_run_id})")
     return 0

@@ -37,6 +37,7 @@ from reuse_nets.names import (
     STUDY_TAG,
     TEST_PREFIX,
     TRIAL_TAG,
+    Kind,
     Phase,
 )
 from reuse_nets.spec import plan, study_files
@@ -79,7 +80,7 @@ def trials(
 
     spec = study if isinstance(study, StudySpec) else study_files.load_study(study, list(overrides))
     if phase not in (None, *PHASES):
-        raise ValueError(f"`phase` must be one of {PHASES} or None. Received: phase={phase!r}")
+        raise ValueError(f"`phase` must be one of {tuple(p.value for p in PHASES)} or None. Received: phase={phase!r}")
     if phase == Phase.TUNE and not spec.tune:
         raise SweepError(f"study {spec.name!r} is a plain grid: it has no tune phase")
     runs = _trial_runs(spec, phase, tracking_uri)
@@ -164,7 +165,7 @@ def _trial_runs(spec: StudySpec, phase: str | None, tracking_uri: str | None) ->
     if experiment is None:
         raise SweepError(f"study {spec.name!r} has no MLflow experiment in {uri}; run it first with reuse-nets run")
     _check_identity(client, spec, experiment.experiment_id)
-    where = f"tags.`{KIND_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{spec.name}'"
+    where = f"tags.`{KIND_TAG}` = '{Kind.TRIAL}' and tags.`{STUDY_TAG}` = '{spec.name}'"
     if phase:
         where += f" and tags.`{PHASE_TAG}` = '{phase}'"
     runs, token = [], None

@@ -22,6 +22,8 @@ from reuse_nets.names import (
     PHASE_TAG,
     RUN_ID_ATTR,
     STATE_TAG,
+    Kind,
+    Phase,
 )
 from reuse_nets.report import analysis
 from reuse_nets.report import html_page as report_html
@@ -48,8 +50,8 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{PHASE_TAG}` = 'final' "
-            f"and tags.`{STATE_TAG}` = 'COMPLETE' and tags.`{KIND_TAG}` = 'trial'"
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{PHASE_TAG}` = '{Phase.FINAL}' "
+            f"and tags.`{STATE_TAG}` = 'COMPLETE' and tags.`{KIND_TAG}` = '{Kind.TRIAL}'"
         ),
         max_results=50000,
     )
@@ -267,7 +269,7 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     selection = (optuna_store.stored_selection(final) if final is not None else None) or {}
     images = report_plots.write_plots(spec, runs, out) if runs else []
     markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
-    (out / "report.md").write_text(markdown)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
     report_html.write_html(spec, storage, markdown, selection, out)
     client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.

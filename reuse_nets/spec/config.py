@@ -56,7 +56,8 @@ ACTIVATIONS = (
 MAX_WIDTH = 65_536
 MAX_BATCH = 1_048_576
 MAX_EPOCHS = 100_000
-MAX_SEED = 2**32 - 1  # NumPy and TensorFlow seeds
+# NumPy and TensorFlow take seeds below 2**32; masked blocks seed block i with seed + i.
+MAX_SEED = 2**32 - 1 - models.MAX_DEPTH
 
 
 class DatasetConfig(pydantic.BaseModel):

@@ -81,7 +81,9 @@ Param = Choices | Range
 
 class SamplerSpec(_Strict):
     type: Literal["tpe", "random", "grid"] = "tpe"  # grid: every combination of choices, in order
-    seed: int = 0  # the same seed in every cell: each cell's search is reproducible
+    # The same seed in every cell: each cell's search is reproducible. Workers offset it
+    # (`sweep.phases.sampler`), so it leaves room below 2**32.
+    seed: int = pydantic.Field(0, ge=0, le=2**31)
     n_startup_trials: int = pydantic.Field(4, ge=0)  # tpe: random trials before modelling
 
 

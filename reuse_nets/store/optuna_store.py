@@ -21,9 +21,18 @@ from reuse_nets.spec.studies import ExecutionSpec
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # in the working directory, beside mlflow.db
 
 
+_quieted = False
+
+
 def optuna():
     import optuna as _optuna
 
+    global _quieted
+    if not _quieted:
+        # Once, not on every call: failed trials are reported by the objective itself,
+        # where Optuna would add a traceback. A user may raise the level again after.
+        _optuna.logging.set_verbosity(_optuna.logging.ERROR)
+        _quieted = True
     return _optuna
 
 
@@ -169,6 +178,9 @@ def open_study(storage, name: str, identity: dict, *, direction: str, sampler, p
     )
     if IDENTITY_ATTR not in study.user_attrs:
         study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
+    # `check_identity` ran before anything was written; a runner of another spec that
+    # created this study in the meantime is caught here (one attribute read).
+    check_identity(storage, name, identity)
     return study
 
 

@@ -1,8 +1,8 @@
-"""Study-level MLflow runs: the study's experiment and parent run, and reconciliation.
+"""Study-level MLflow runs: the study's experiment and its parent run.
 
 One experiment per study holds one parent run (found again on resume) with every
-trial run nested under it. `reconcile` closes the runs of trials whose process
-died, through `tracking.close_run`, like every other run end.
+trial run nested under it. Closing the runs of trials that died is
+`sweep.phases.reconcile`'s job.
 """
 
 from __future__ import annotations

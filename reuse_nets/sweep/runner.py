@@ -92,7 +92,7 @@ def summary(result: StudyResult) -> str:
         ui_links.mlflow_ui_hint(result.experiment_id, mlflow.get_tracking_uri()),
     ]
     if result.report_dir:
-        report = (Path(result.report_dir) / "report.md").read_text().splitlines()
+        report = (Path(result.report_dir) / "report.md").read_text(encoding="utf-8").splitlines()
         lines += [line for line in report if not line.startswith(("![", "# ", "## Plots"))]
         lines.append(f"report: {result.report_dir}/report.md (also logged to the parent run)")
     return "\n".join(lines).rstrip()

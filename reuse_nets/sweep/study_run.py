@@ -127,9 +127,14 @@ class StudyRun:
     def open(self, job: Job):
         return phases.open_job(self.spec, self.storage, job, stream=self.stream)
 
-    def optimize(self, job: Job, after_trial: Callable[[], None] = lambda: None) -> None:
-        """Runs the job's waiting trials in this process."""
-        study = self.open(job)
+    def optimize(self, job: Job, after_trial: Callable[[], None] = lambda: None, study=None) -> None:
+        """Runs the job's waiting trials in this process.
+
+        `study`: the job's study as the phase opened it, before its slots were enqueued,
+        so that its sampler seed counts only earlier trials (`phases.sampler`); a
+        worker opens its own.
+        """
+        study = study if study is not None else self.open(job)
         objective = Objective(self.spec, job, self.dataset, self.experiment_id, self.parent_run_id, self.progress)
 
         def no_more_waiting(study, trial) -> None:
@@ -207,7 +212,7 @@ class StudyRun:
 
             if self.options.workers == 1:
                 for job in jobs:
-                    self.optimize(job, count)
+                    self.optimize(job, count, study=studies[job.study_name])
             else:
                 # No more processes than waiting trials (e.g. one retry after a death).
                 spec_data, phase = self.spec.model_dump(mode="json"), jobs[0].phase
