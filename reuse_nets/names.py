@@ -85,6 +85,10 @@ INTER_TAG = EXEC_TAG_PREFIX + "inter_op_threads"
 ONEDNN_TAG = EXEC_TAG_PREFIX + "onednn"
 XLA_TAG = EXEC_TAG_PREFIX + "xla"
 CORES_TAG = EXEC_TAG_PREFIX + "machine_cores"
+# How many compiled architectures a process keeps, and whether this trial used one
+# an earlier trial traced; neither changes results (they are not read by reproduce).
+COMPILE_CACHE_TAG = EXEC_TAG_PREFIX + "compile_cache"
+TRAINER_REUSED_TAG = EXEC_TAG_PREFIX + "trainer_reused"
 # On an `mlflow run` project run, linking it to what the command made
 PROJECT_STUDY_TAG = STUDY_TAG
 PROJECT_PARENT_TAG = TAG_PREFIX + "study_parent_run_id"

@@ -33,6 +33,18 @@ def test_quick_and_full_plans_measure_the_same_sections():
     assert bench_plans.QUICK.repeats >= 1 and len(bench_plans.QUICK.sizes) >= 1
 
 
+def test_unknown_sections_are_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--sections", "training,speed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: --sections takes some of ceiling,") and "got speed" in done.stderr
+
+
 def test_output_must_be_json(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--output", "table.txt"],
@@ -95,11 +107,30 @@ def test_quick_benchmark_writes_every_section(quick):
     assert pruning["unpruned"]["tuning_epochs"] == 3 * 2
     assert isinstance(pruning["same_best_cell"], bool)
 
+    # The profiled study: 2 cells (plain, residual at depth 2) x (2 tuning trials + 1 final seed).
+    profile = result["profile"]
+    off, on = profile["cache_off"], profile["cache_on"]
+    assert off["trials"] == on["trials"] == 6
+    assert off["traced"] == 6  # every trial compiled afresh
+    assert on["traced"] == 2  # once per architecture: the final runs reuse the tuning trials' trainers
+    assert profile["wall_ratio"] == pytest.approx(on["wall_s"] / off["wall_s"], rel=0.01)
+    for run in (off, on):
+        sections = run["sections"]
+        assert {"process start", "data", "build and compile", "training steps", "test evaluation"} <= set(sections)
+        assert {"mlflow: epoch metrics", "mlflow: model", "mlflow: plots", "report"} <= set(sections)
+        assert all(entry["s"] >= 0 for entry in sections.values())
+        assert sum(entry["s"] for entry in sections.values()) == pytest.approx(run["wall_s"], abs=0.1 * len(sections))
+        assert 0 < run["tracing_share"] < 1
+    # Tracing moves out of the repeats' first steps: the cached run spends less on it.
+    assert on["tracing_s"] < off["tracing_s"]
+
     workers = result["workers"]
-    assert workers["1"]["trials"] == workers["2"]["trials"] == 3 + 1
+    assert workers["1"]["trials"] == workers["2"]["trials"] == 6
+    assert 2 <= workers["2"]["traced"] <= 6  # each worker process compiles what it runs
     assert workers["speedup"] == pytest.approx(
         workers["2"]["trials_per_minute"] / workers["1"]["trials_per_minute"], rel=0.01
     )
+    assert result["device"] == "CPU (no GPU visible)"
 
 
 @pytest.mark.slow
@@ -111,5 +142,7 @@ def test_quick_benchmark_writes_its_table_and_nothing_else(quick):
     for entry in result["training"]:
         assert f"| {entry['depth']} | {entry['width']} | " in table
     assert "quick mode" in table and result["machine"]["date"] in table
+    assert "| profile: 6 trials, compile cache off / on |" in table
+    assert "| first training step (traces unless reused) |" in table
     # Stores, reports and data of the measured studies lived in a temporary folder.
     assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == ["out", "out/bench.json", "out/bench.md"]

@@ -53,3 +53,17 @@ def test_an_in_memory_sqlite_storage_still_works():
         study = optuna.create_study(storage=optuna_store.make_storage(url, ExecutionSpec()), study_name="in-memory")
         study.enqueue_trial({"x": 1})
         assert len(study.get_trials(deepcopy=False)) == 1
+
+
+def test_preferred_slots_are_handed_out_first_and_every_slot_still_once(tmp_path):
+    storage = optuna_store.make_storage(f"sqlite:///{tmp_path}/optuna.db", ExecutionSpec())
+    study = optuna.create_study(storage=storage, study_name="final")
+    optuna_store.enqueue_slots(study, [{"x": slot} for slot in range(6)], max_retry=0)
+    mine = optuna.load_study(storage=storage, study_name="final")
+    optuna_store.prefer_slots(mine, {3, 5})
+    theirs = optuna.load_study(storage=storage, study_name="final")  # Optuna's own order
+    taken = [mine.ask().user_attrs["slot"], mine.ask().user_attrs["slot"], theirs.ask().user_attrs["slot"]]
+    assert taken == [3, 5, 0]
+    taken += [mine.ask().user_attrs["slot"] for _ in range(3)]  # then the rest, in order
+    assert taken == [3, 5, 0, 1, 2, 4]
+    assert not optuna_store.trials_in(study, "WAITING")

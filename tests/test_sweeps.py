@@ -270,6 +270,8 @@ def test_smoke_has_one_finished_child_run_per_final_slot(smoke):
         assert tags["optuna.trial_number"] == str(trial.number)
         assert tags["optuna.trial_state"] == "COMPLETE"
         assert tags["reuse_nets.outcome"] == "completed"
+        assert tags["reuse_nets.exec.compile_cache"] == "4"
+        assert tags["reuse_nets.exec.trainer_reused"] in ("true", "false")
         assert trial.params == {**cell.values, "seed": 0}
         for name, value in trial.params.items():
             assert run.data.params[name] == str(value), name
@@ -553,9 +555,14 @@ def test_two_workers_give_every_cell_the_same_budget(tmp_path):
 
     # Each worker pinned its share of the cores and logged it; a run reproduces
     # bit-exactly in a process whose own default would be another thread count.
+    # The run reproduced trained on a trainer an earlier trial of its worker traced
+    # (the compile cache): the fresh process traces its own and still agrees.
     threads = max(1, execution.machine_cores() // 2)
-    (trial, *_) = [t for t in final if t.state.name == "COMPLETE"]
-    original = stores.child_of(trial)
+    finals = [stores.child_of(t) for t in final if t.state.name == "COMPLETE"]
+    assert {r.data.tags["reuse_nets.exec.compile_cache"] for r in finals} == {"4"}
+    reused = [r for r in finals if r.data.tags["reuse_nets.exec.trainer_reused"] == "true"]
+    assert reused, "no final run reused its cell's compiled trainer"
+    original = reused[0]
     assert original.data.tags["reuse_nets.exec.intra_op_threads"] == str(threads)
     assert "--workers 2" in original.data.tags["reuse_nets.command"]
     proc = run_reproduce(tmp_path, original.info.run_id)

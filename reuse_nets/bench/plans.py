@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# The benchmark's sections, in the order it runs them (see `bench.benchmark`).
+SECTIONS = ("ceiling", "training", "sweep", "startup", "pruning", "profile", "workers")
+
 
 @dataclasses.dataclass(frozen=True)
 class Size:
@@ -31,6 +34,8 @@ class Plan:
     study_overrides: tuple[str, ...]  # applied to experiments/pruning_check.yaml (pruning, workers)
     startup_repeats: int
     matmul_size: int
+    profile_study: str = "residual_depth"  # run by the command: profile (cache off / on) and workers
+    profile_overrides: tuple[str, ...] = ()
 
 
 FULL = Plan(
@@ -48,6 +53,17 @@ FULL = Plan(
     study_overrides=(),
     startup_repeats=3,
     matmul_size=2048,
+    # Depth-heavy: 4 cells (plain, residual x depth 16, 64), 3 tuning trials and 2
+    # final seeds each (20 trials), unpruned so that both runs train the same epochs.
+    profile_overrides=(
+        "compare.depth=[16,64]",
+        "base.dataset.train_split=train[:10000]",
+        "base.epochs=3",
+        "tune.trials_per_cell=3",
+        "tune.sampler.n_startup_trials=2",
+        "tune.pruner.type=none",
+        "final.seeds=[1,2]",
+    ),
 )
 QUICK = Plan(
     sizes=(Size(2, 32, 2048),),
@@ -69,4 +85,16 @@ QUICK = Plan(
     ),
     startup_repeats=1,
     matmul_size=512,
+    profile_overrides=(
+        "compare.depth=[2]",
+        "base.width=16",
+        "base.dataset.train_split=train[:1000]",
+        "base.dataset.validation_split=train[50000:50500]",
+        "base.dataset.test_split=test[:500]",
+        "base.epochs=2",
+        "tune.trials_per_cell=2",
+        "tune.sampler.n_startup_trials=1",
+        "tune.pruner.type=none",
+        "final.seeds=[1]",
+    ),
 )

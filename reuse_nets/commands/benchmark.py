@@ -1,7 +1,8 @@
 """Measure training speed and the framework's cost: `reuse-nets benchmark [--quick]`.
 
 Plain `keras.Model.fit` vs this project's training at depth 8/64 x width 128/512,
-a sweep vs bare fits, start-up, pruning, 1 vs 2 workers and the matmul ceiling,
+a sweep vs bare fits, start-up, pruning, a depth-heavy study's profile with the
+compile cache off and on, 1 vs 2 workers and the matmul ceiling,
 side by side in one process. Writes JSON (`--output`) and a Markdown table beside
 it (same name, .md), and prints the table. All stores live in a temporary folder.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from reuse_nets.bench.plans import SECTIONS
 from reuse_nets.commands import common
 
 DEFAULT_OUTPUT = Path("reports") / "benchmark" / "benchmark.json"
@@ -24,8 +26,17 @@ def parse_args(argv):
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file to write (default: {DEFAULT_OUTPUT})"
     )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)}; workers also runs profile)",
+    )
     common.add_data_args(parser)
     args = parser.parse_args(argv)
+    args.sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown or not args.sections:
+        parser.error(f"--sections takes some of {','.join(SECTIONS)}; got {','.join(unknown) or 'none'}")
     if args.output.suffix != ".json":
         parser.error(f"--output must name a .json file, got {str(args.output)!r}")
     return args
@@ -42,7 +53,9 @@ def main(argv=None) -> int:
     plan = bench_plans.QUICK if args.quick else bench_plans.FULL
     output = args.output.resolve()  # the benchmark works in a temporary folder
     output.parent.mkdir(parents=True, exist_ok=True)
-    result = benchmark.measure(plan, common.data_source(args), say=lambda message: print(message, flush=True))
+    result = benchmark.measure(
+        plan, common.data_source(args), say=lambda message: print(message, flush=True), sections=args.sections
+    )
     table = benchmark.markdown(result)
     output.write_text(json.dumps(result, indent=2) + "\n")
     output.with_suffix(".md").write_text(table)

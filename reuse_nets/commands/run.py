@@ -10,7 +10,7 @@ import re
 
 from reuse_nets import names
 from reuse_nets.commands import common
-from reuse_nets.runtime import noise
+from reuse_nets.runtime import noise, profile
 from reuse_nets.spec import plan
 
 MAX_WORKERS = 64  # processes on one machine; more runners belong on more machines
@@ -48,6 +48,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    profile.started()
     args = parse_args(argv)
     if args.list:
         from reuse_nets.commands import list_studies

@@ -175,6 +175,10 @@ class ExecutionSpec(_Strict):
     # compiles once per batch shape (seconds to tens of seconds on CPU), so it pays
     # only for long trials (see the benchmark). Logged on every run; reproduce applies it.
     xla: bool = False
+    # Compiled trainers kept per process, one per architecture (everything but the
+    # seed and optimizer values), so trials of one architecture trace their steps
+    # once. Results are bit-identical either way; 0 compiles every trial afresh.
+    compile_cache: int = pydantic.Field(4, ge=0, le=64)
 
     @pydantic.model_validator(mode="after")
     def _grace_exceeds_interval(self):

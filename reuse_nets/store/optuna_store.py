@@ -258,6 +258,32 @@ def enqueue_slots(study, points: list[dict], max_retry: int) -> int:
     return len(slots)
 
 
+def prefer_slots(study, preferred: set[int]) -> None:
+    """Makes this `study` object hand out waiting trials of `preferred` slots first.
+
+    Optuna's `ask` takes the first waiting trial it can set RUNNING; this takes the
+    same way (the storage's compare-and-set, so no trial runs twice) in another
+    order. Only the order changes: every waiting trial is still taken in the end.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage, study_id = study._storage, study._study_id
+
+    def pop_waiting_trial_id() -> int | None:
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        for trial in sorted(waiting, key=lambda t: t.user_attrs.get(SLOT_ATTR) not in preferred):
+            try:
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    return trial._trial_id
+            except UpdateFinishedTrialError:
+                continue
+        return None
+
+    # Optuna has no public hook for the order of its trial queue; `ask` calls this.
+    study._pop_waiting_trial_id = pop_waiting_trial_id
+
+
 def claim_slot(trial) -> int:
     """The slot this trial fills; refuses one another trial already owns.
 

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from reuse_nets.names import (
+    COMPILE_CACHE_TAG,
     GRAD_NORM_PREFIX,
     KIND_TAG,
     MODEL_URI_TAG,
@@ -36,15 +37,16 @@ from reuse_nets.names import (
     REASON_TAG,
     RUN_END,
     STATE_TAG,
+    TRAINER_REUSED_TAG,
     Kind,
     Outcome,
 )
 from reuse_nets.nn import models
-from reuse_nets.runtime import noise
+from reuse_nets.runtime import noise, profile
 from reuse_nets.runtime.paths import PACKAGE_DIR
 from reuse_nets.spec.config import TrialConfig
 from reuse_nets.store import provenance, storage_errors
-from reuse_nets.train import execution, training
+from reuse_nets.train import execution, trainers, training
 from reuse_nets.train.data import Dataset
 
 PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
@@ -237,20 +239,24 @@ class TrialRun:
         """An epoch hook: logs one epoch's metrics at `step=epoch`."""
         import mlflow
 
-        mlflow.log_metrics(metrics, step=epoch, synchronous=True)
+        with profile.section("mlflow: epoch metrics"):
+            mlflow.log_metrics(metrics, step=epoch, synchronous=True)
 
     def record(self, result: training.TrainingResult) -> None:
         """Logs what training produced: plots, test metrics and the model."""
         import mlflow
 
+        mlflow.set_tag(TRAINER_REUSED_TAG, str(result.reused_trainer).lower())
         if result.history:
-            _log_plots(result.history, models.block_names(result.model))
+            with profile.section("mlflow: plots"):
+                _log_plots(result.history, models.block_names(result.model))
         if result.status == Outcome.DIVERGED:
             self.outcome, self.reason = Outcome.DIVERGED, f"diverged: {result.reason}"
             return
         mlflow.log_metrics(result.test_metrics, step=len(result.history))
         if self.log_model:
-            mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset))
+            with profile.section("mlflow: model"):
+                mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset))
         self.outcome = Outcome.COMPLETED
 
 
@@ -280,19 +286,22 @@ def trial_run(
         KIND_TAG: Kind.TRIAL,
         **provenance.provenance_tags(),
         **settings.tags(),
+        COMPILE_CACHE_TAG: str(trainers.capacity()),
         STATE_TAG: "RUNNING",
         **(tags or {}),
     }
     if parent_run_id:
         run_tags[PARENT_TAG] = parent_run_id
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
+    with profile.section("mlflow: run start and end"):
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
     run = TrialRun(active.info.run_id, dataset, log_model)
     outcome: Outcome = Outcome.ERROR
     reason: str | None = "no training result was recorded"
     try:
-        mlflow.log_params(trial_params(config, dataset))
-        mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
-        _log_dataset_inputs(dataset)
+        with profile.section("mlflow: run start and end"):
+            mlflow.log_params(trial_params(config, dataset))
+            mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
+            _log_dataset_inputs(dataset)
         yield run
         if run.outcome is not None:
             outcome, reason = run.outcome, run.reason
@@ -309,8 +318,9 @@ def trial_run(
         reason = f"{type(error).__name__}: {error}"
         raise
     finally:
-        close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
-        mlflow.end_run(status=RUN_END[outcome][0])
+        with profile.section("mlflow: run start and end"):
+            close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
+            mlflow.end_run(status=RUN_END[outcome][0])
 
 
 def read_config(run_id: str) -> dict:

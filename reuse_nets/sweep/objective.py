@@ -24,7 +24,7 @@ from reuse_nets.names import (
     Outcome,
     Phase,
 )
-from reuse_nets.runtime import faults
+from reuse_nets.runtime import faults, profile
 from reuse_nets.spec import studies
 from reuse_nets.spec.plan import Job
 from reuse_nets.spec.studies import Cell, StudySpec
@@ -45,8 +45,10 @@ class PruningHook:
         # is the training loop's to report, as a failure, never as a pruning.
         if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("loss", 0.0)):
             return
-        self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
+        with profile.section("optuna: report and prune"):
+            self.trial.report(value, step=epoch)
+            prune = self.trial.should_prune()
+        if prune:
             raise training.StopTraining(Outcome.PRUNED, f"pruned at epoch {epoch} ({self.metric}={value:.4f})")
 
 

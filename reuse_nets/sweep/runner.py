@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from reuse_nets.runtime import faults
+from reuse_nets.runtime import faults, profile
 from reuse_nets.spec import plan
 from reuse_nets.spec.studies import StudySpec
 from reuse_nets.store import optuna_store, study_runs
@@ -70,7 +70,8 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
         if optuna_store.load_existing(run.storage, plan.final_study_name(spec)) is not None:
             faults.point("report", spec.name)
             folders = [Path(options.reports)] if options.reports else []
-            report_dir = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
+            with profile.section("report"):
+                report_dir = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
     except BaseException:
         study_runs.close_parent(run.parent_run_id, "FAILED")
         raise

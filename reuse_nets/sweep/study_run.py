@@ -19,7 +19,7 @@ from typing import Any
 
 from reuse_nets.errors import ExecutionError, SweepError, TrialFailed, first_line
 from reuse_nets.names import Phase
-from reuse_nets.runtime import faults
+from reuse_nets.runtime import faults, profile
 from reuse_nets.spec import plan
 from reuse_nets.spec.plan import Job
 from reuse_nets.spec.studies import StudySpec
@@ -67,10 +67,11 @@ class StudyRun:
                 before anything is written to either store.
         """
         from reuse_nets.store import tracking
-        from reuse_nets.train import data, execution
+        from reuse_nets.train import data, execution, trainers
 
         if options.workers < 1:
             raise SweepError(f"--workers must be at least 1, got {options.workers}")
+        trainers.set_capacity(spec.execution.compile_cache)
         if options.workers == 1:
             # Thread counts change rounding: pinned (and logged on every run), never left
             # to TensorFlow's machine-dependent default. Workers pin their own share.
@@ -83,7 +84,7 @@ class StudyRun:
         # Before anything is written: a data problem must leave no runs behind. With
         # workers this also prepares the dataset once, before they start.
         progress.say(f"loading {spec.base.dataset.name} (prepared on first use)")
-        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its preparation steps
+        with contextlib.redirect_stdout(io.StringIO()), profile.section("data"):  # TFDS prints its preparation
             dataset = data.load(spec.base.dataset, options.data or data.DataSource())
         faults.point("data", spec.name)
         tracking.set_tracking_uri(options.tracking_uri)
@@ -106,9 +107,10 @@ class StudyRun:
     ) -> StudyRun:
         """The same study run, in `--workers` process `stream` (the parent checked everything)."""
         from reuse_nets.store import tracking
-        from reuse_nets.train import data, execution
+        from reuse_nets.train import data, execution, trainers
 
         execution.pin(execution.for_workers(options.workers, spec.execution.xla))
+        trainers.set_capacity(spec.execution.compile_cache)
         tracking.set_tracking_uri(options.tracking_uri)
         storage = optuna_store.make_storage(options.storage, spec.execution)
         dataset = data.load(spec.base.dataset, options.data or data.DataSource())
@@ -216,10 +218,11 @@ class StudyRun:
             else:
                 # No more processes than waiting trials (e.g. one retry after a death).
                 spec_data, phase = self.spec.model_dump(mode="json"), jobs[0].phase
+                started = min(self.options.workers, waiting)
                 workers.run_workers(
                     worker_main,
-                    lambda index: (spec_data, self.options, index, phase, self.parent_run_id, self.deadline),
-                    min(self.options.workers, waiting),
+                    lambda index: (spec_data, self.options, index, started, phase, self.parent_run_id, self.deadline),
+                    started,
                     count,
                 )
             return "ran"
@@ -240,9 +243,16 @@ class StudyRun:
 
 
 def worker_main(
-    spec_data: dict, options: SweepOptions, index: int, phase: Phase, parent_run_id: str, deadline: float | None
+    spec_data: dict,
+    options: SweepOptions,
+    index: int,
+    count: int,
+    phase: Phase,
+    parent_run_id: str,
+    deadline: float | None,
 ) -> None:
-    """Entry point of a `--workers` process: runs the phase's waiting trials."""
+    """Entry point of worker `index` of `count`: runs the phase's waiting trials,
+    its own share of the cells first (`phases.worker_share`)."""
     from reuse_nets.runtime import interrupts, noise
     from reuse_nets.sweep.progress import WorkerLines
 
@@ -254,8 +264,12 @@ def worker_main(
         spec = StudySpec.model_validate(spec_data)
         lines = WorkerLines(index, options.verbose)  # the parent shows the counts
         run = StudyRun.join(spec, options, parent_run_id, deadline, index, lines)
-        for job in run.jobs(phase):
-            run.optimize(job)
+        jobs = run.jobs(phase)
+        for job in phases.worker_order(jobs, index, count):
+            study = run.open(job)
+            if len(jobs) == 1:  # the final phase: one study whose slots span every cell
+                optuna_store.prefer_slots(study, phases.worker_slots(job, index, count))
+            run.optimize(job, study=study)
     except KeyboardInterrupt:
         # Its trial and MLflow run are closed already (interrupted, KILLED); the
         # parent reports the interruption once, for all workers.

@@ -20,8 +20,9 @@ import numpy as np
 
 from reuse_nets.names import GRAD_NORM_PREFIX, Outcome
 from reuse_nets.nn import models
+from reuse_nets.runtime import profile
 from reuse_nets.spec.config import TrialConfig
-from reuse_nets.train import execution
+from reuse_nets.train import execution, trainers
 from reuse_nets.train.data import Dataset
 
 # Called after each epoch with (epoch counted from 1, metrics). May raise to stop
@@ -40,16 +41,46 @@ class StopTraining(Exception):
         self.outcome = outcome
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy, TF and Keras, and makes TF ops deterministic."""
+def seed_everything(seed: int, keep_compiled: bool = False) -> None:
+    """Seeds Python, NumPy, TF and Keras, and makes TF ops deterministic.
+
+    `keep_compiled` keeps TensorFlow's kernel cache, which setting TF's global seed
+    clears: the next call of every traced step would re-instantiate and re-optimise
+    it (1.4 s of a depth-32 trial's first step here, more with depth). The clear
+    exists to reset stateful random kernels; the steps traced here hold none (no
+    dropout; Keras initialisers and tf.data shuffling take their seeds when built).
+    """
     import keras
     import tensorflow as tf
 
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
+    if keep_compiled and _set_seeds_keeping_kernels(seed):
+        pass
+    else:
+        keras.utils.set_random_seed(seed)  # also sets TF's global seed, clearing the kernel cache
     tf.config.experimental.enable_op_determinism()
+
+
+def _set_seeds_keeping_kernels(seed: int) -> bool:
+    """`keras.utils.set_random_seed` minus the kernel-cache clear; False where this
+    TensorFlow or Keras lacks the state it sets (the caller then clears as usual)."""
+    # Neither library has a public way to set its global seed without the clear:
+    # these are the attributes `tf.random.set_seed` and `set_random_seed` assign.
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if not (hasattr(ctx, "_rng") and hasattr(ctx, "_seed") and hasattr(rng_utils, "GLOBAL_RANDOM_SEED")):
+        return False
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    ctx._seed = seed
+    ctx._rng = random.Random(seed)
+    return True
 
 
 @functools.cache
@@ -138,6 +169,7 @@ class TrainingResult:
         status: "completed" or "diverged" (non-finite loss stopped training).
         reason: Why training stopped early, if it did.
         test_metrics: `test_loss`, `test_accuracy` where a test split is used.
+        reused_trainer: Whether the compile cache (`trainers`) supplied the trainer.
     """
 
     model: object
@@ -145,6 +177,7 @@ class TrainingResult:
     status: str = Outcome.COMPLETED
     reason: str | None = None
     test_metrics: dict = dataclasses.field(default_factory=dict)
+    reused_trainer: bool = False  # trained on a compiled trainer an earlier trial traced
 
     def final(self, metric: str) -> float:
         return self.history[-1][metric]
@@ -196,6 +229,38 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
             hook(epoch + 1, metrics)
 
     return epoch_timer(num_train, on_epoch)
+
+
+# Profile sections holding a trial's tracing, when its trainer was compiled afresh:
+# the first call of the traced train and validation steps.
+FIRST_STEP = "first training step (traces unless reused)"
+FIRST_VALIDATION = "first validation pass (traces unless reused)"
+
+
+def _profile_callback():
+    """Splits a fit's time into profile sections: the first step, validation passes."""
+    import keras
+
+    class ProfileSections(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.validations = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0 and not self.validations:
+                profile.begin(FIRST_STEP)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and not self.validations:
+                profile.end(FIRST_STEP)
+
+        def on_test_begin(self, logs=None):
+            profile.begin(FIRST_VALIDATION if not self.validations else "validation")
+
+        def on_test_end(self, logs=None):
+            profile.end(FIRST_VALIDATION if not self.validations else "validation")
+            self.validations += 1
+
+    return ProfileSections()
 
 
 def build(config: TrialConfig, dataset: Dataset):
@@ -274,25 +339,51 @@ def train(
     """
     import keras
 
-    execution.ensure_pinned()
-    # Without a forced gc.collect() (~0.5 s): the collector frees old models as it runs.
-    keras.backend.clear_session(free_memory=False)
-    seed_everything(config.seed)
-    model = build(config, dataset)
-    trainer = compile_for_training(model, config)
+    settings = execution.ensure_pinned()
+    key = trainers.architecture(config, dataset.input_shape, dataset.num_classes, settings.xla)
+    reuse = trainers.cached(key)
+    if not reuse:
+        # Resets Keras's layer-name counters and state (names here are all explicit,
+        # so a reused trainer's trial builds the same names without it). Without a
+        # forced gc.collect() (~0.5 s): the collector frees old models as it runs.
+        keras.backend.clear_session(free_memory=False)
+    seed_everything(config.seed, keep_compiled=reuse)
+    with profile.section("build and compile"):
+        model = build(config, dataset)
+        lease = trainers.lease(
+            model,
+            key,
+            config.learning_rate,
+            compile_fn=lambda network: compile_for_training(network, config),
+            build_fn=lambda: build(config, dataset),
+        )
+    trainer = lease.trainer
     history: list[dict] = []
-    result = TrainingResult(model=model, history=history)
+    result = TrainingResult(model=model, history=history, reused_trainer=lease.reused)
     train_data = dataset.pipeline("train", config.batch_size, seed=config.seed)
     val_data = dataset.pipeline("validation", config.batch_size)
-    trainer.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        verbose=0,
-        shuffle=False,  # the pipeline shuffles, with the trial's seed
-        callbacks=[_epoch_callback(dataset.num_examples("train"), history, result, hooks)],
-    )
-    if evaluate_test and result.status == Outcome.COMPLETED and "test" in dataset.splits:
-        scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
-        result.test_metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    callbacks = [_epoch_callback(dataset.num_examples("train"), history, result, hooks)]
+    if profile.enabled():
+        callbacks.append(_profile_callback())
+    try:
+        with profile.section("training steps"):
+            trainer.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=config.epochs,
+                verbose=0,
+                shuffle=False,  # the pipeline shuffles, with the trial's seed
+                callbacks=callbacks,
+            )
+        if evaluate_test and result.status == Outcome.COMPLETED and "test" in dataset.splits:
+            with profile.section("test evaluation"):
+                scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
+            result.test_metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    except StopTraining:
+        lease.give_back()  # a decision, not a fault: the trainer stays usable
+        raise
+    except BaseException:
+        lease.discard()  # interrupted or failed inside a step: never reuse what it left
+        raise
+    lease.give_back()
     return result
