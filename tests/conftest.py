@@ -85,6 +85,8 @@ def fashion_mnist_config(fashion_mnist_splits):
 SHARED_GROUPS = {"test_report_html.py": "tiny_study", "test_results.py": "tiny_study"}
 
 
+# First: pytest-xdist reads the groups in its own hook of this name, in each worker.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Keeps tests that share a module- or session-scoped fixture of their own file
     (a study run once per file) on one xdist worker; every other test goes wherever

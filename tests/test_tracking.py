@@ -16,6 +16,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+import tensorflow as tf
 from mlflow.entities import ViewType
 from PIL import Image
 
@@ -193,6 +194,9 @@ def test_tags_record_code_and_library_versions(tracked):
     assert tags["reuse_nets.git_dirty"] in {"true", "false"}
     for name in provenance.LIBRARIES:
         assert f"reuse_nets.version.{name}" in tags, name
+    # The TensorFlow build installed here (the default group's CPU build), and no other.
+    assert tags["reuse_nets.version.tensorflow-cpu"] == tf.__version__
+    assert "reuse_nets.version.tensorflow" not in tags
     assert tags["reuse_nets.version.mlflow"] == mlflow.__version__
     assert tags["reuse_nets.version.keras"] == keras.__version__
 

@@ -1,9 +1,12 @@
 """Which worker runs what: each starts on its own share of the cells."""
 
+import os
+
 import pytest
 
 from reuse_nets.spec import plan, study_files
 from reuse_nets.sweep import phases
+from reuse_nets.train import execution
 
 
 def jobs_of(*overrides):
@@ -32,3 +35,31 @@ def test_the_final_slots_are_split_by_cell_over_the_workers():
     for cell in spec.cells():
         slots = {slot for slot, (c, _) in enumerate(job.slots) if c.key == cell.key}
         assert sum(slots <= share for share in shares) == 1, cell.key
+
+
+# --- where: one GPU per worker, where there are GPUs (none on the CI machine) ---
+
+
+def test_visible_gpus_come_from_cuda_visible_devices_when_it_is_set():
+    assert execution.visible_gpus({"CUDA_VISIBLE_DEVICES": "0, 2"}) == ["0", "2"]
+    assert execution.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert execution.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_visible_gpus_are_listed_by_nvidia_smi_otherwise(tmp_path):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A100 (UUID: GPU-1)'\necho 'GPU 1: NVIDIA A100 (UUID: GPU-2)'\n")
+    smi.chmod(0o755)
+    assert execution.visible_gpus({}, nvidia_smi=str(smi)) == ["0", "1"]
+    broken = tmp_path / "broken-smi"
+    broken.write_text("#!/bin/sh\nexit 9\n")
+    broken.chmod(0o755)
+    assert execution.visible_gpus({}, nvidia_smi=str(broken)) == []
+
+
+def test_workers_take_the_gpus_round_robin_and_none_without_gpus(monkeypatch):
+    assert [execution.gpu_for_worker(i, ["0", "1"]) for i in (1, 2, 3)] == ["0", "1", "0"]
+    assert execution.gpu_for_worker(1, []) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert execution.place_worker(2) == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"

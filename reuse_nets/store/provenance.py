@@ -28,17 +28,26 @@ from reuse_nets.names import (
 from reuse_nets.runtime.paths import PROJECT_ROOT
 
 LOCK_FILE = PROJECT_ROOT / "uv.lock"
-LIBRARIES = ("tensorflow-cpu", "keras", "tensorflow-datasets", "mlflow", "optuna", "numpy")
+# TensorFlow is installed as one of two distributions: the CPU build (the default
+# dependency group) or the CUDA build (`--group gpu`); the one present is recorded.
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow")
+LIBRARIES = ("keras", "tensorflow-datasets", "mlflow", "optuna", "numpy")
 TAG_VALUE_LIMIT = 5000  # MLflow's limit on a tag value
 
 
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
+    """Versions of the libraries a result depends on: the TensorFlow build installed
+    (`tensorflow-cpu` or `tensorflow`), then `LIBRARIES` ("absent" when missing)."""
+    installed = [name for name in TENSORFLOW_DISTRIBUTIONS if _version(name)]
+    versions = {name: _version(name) or "absent" for name in installed or TENSORFLOW_DISTRIBUTIONS[:1]}
+    versions.update({name: _version(name) or "absent" for name in LIBRARIES})
     return versions
 
 
@@ -124,8 +133,9 @@ def differences(tags: dict[str, str]) -> list[str]:
         problems.append("the run recorded no uv.lock hash: its environment cannot be checked")
     elif lock != lock_hash():
         problems.append(f"uv.lock: run used sha256 {lock[:12]}, this checkout has {lock_hash()[:12]}")
-    for name, version in library_versions().items():
-        then = tags.get(VERSION_TAG_PREFIX + name)
+    now = library_versions()
+    for name in (*TENSORFLOW_DISTRIBUTIONS, *LIBRARIES):
+        then, version = tags.get(VERSION_TAG_PREFIX + name), now.get(name, "absent")
         if then is not None and then != version:
             problems.append(f"{name}: run used {then}, this environment has {version}")
     cpu = tags.get(CPU_TAG)

@@ -255,11 +255,13 @@ def worker_main(
     its own share of the cells first (`phases.worker_share`)."""
     from reuse_nets.runtime import interrupts, noise
     from reuse_nets.sweep.progress import WorkerLines
+    from reuse_nets.train import execution
 
     interrupts.stop_on_signals()
     try:
         noise.quiet_environment()  # our own process: as quiet as the command that started it
         noise.quiet_libraries()
+        execution.place_worker(index)  # one GPU per worker, round robin, where there are GPUs
         noise.import_tensorflow()
         spec = StudySpec.model_validate(spec_data)
         lines = WorkerLines(index, options.verbose)  # the parent shows the counts

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import subprocess
 import sys
 
 from reuse_nets.errors import ExecutionError
@@ -82,6 +84,39 @@ def for_workers(workers: int, xla: bool = False) -> Settings:
     """The settings each of `workers` processes sharing this machine's cores pins."""
     threads = threads_per_worker(workers)
     return Settings(threads, min(threads, MAX_INTER_OP_THREADS), _onednn_enabled(), xla)
+
+
+CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"  # read by CUDA when TensorFlow first touches a GPU
+
+
+def visible_gpus(environ=os.environ, nvidia_smi: str | None = None) -> list[str]:
+    """This machine's GPUs a process may use, without importing TensorFlow (workers
+    choose theirs before importing it): `CUDA_VISIBLE_DEVICES` when set, else the
+    indices `nvidia-smi -L` lists, else none."""
+    if CUDA_DEVICES_ENV in environ:
+        return [d.strip() for d in environ[CUDA_DEVICES_ENV].split(",") if d.strip() and d.strip() != "-1"]
+    smi = nvidia_smi or shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+def gpu_for_worker(index: int, gpus: list[str]) -> str | None:
+    """The one GPU worker `index` (from 1) places itself on: round robin, so that with
+    as many workers as GPUs each has its own."""
+    return gpus[(index - 1) % len(gpus)] if gpus else None
+
+
+def place_worker(index: int) -> str | None:
+    """Makes this worker process see only its GPU (call before importing TensorFlow)."""
+    gpu = gpu_for_worker(index, visible_gpus())
+    if gpu is not None:
+        os.environ[CUDA_DEVICES_ENV] = gpu
+    return gpu
 
 
 def _onednn_enabled() -> bool:
