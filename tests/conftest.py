@@ -85,8 +85,7 @@ def fashion_mnist_config(fashion_mnist_splits):
 SHARED_GROUPS = {"test_report_html.py": "tiny_study", "test_results.py": "tiny_study"}
 
 
-# First: pytest-xdist reads the groups in its own hook of this name, in each worker.
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook of the same name reads the marks
 def pytest_collection_modifyitems(config, items):
     """Keeps tests that share a module- or session-scoped fixture of their own file
     (a study run once per file) on one xdist worker; every other test goes wherever
@@ -102,6 +101,22 @@ def pytest_collection_modifyitems(config, items):
             group = item.path.name
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+            _suffix_node_id(item, group)
+
+
+def _suffix_node_id(item, group: str) -> None:
+    """What pytest-xdist's `--dist loadgroup` does with the mark: the scheduler groups
+    tests by a `@group` suffix of their node id. xdist 3.8 sets `item._nodeid`, which
+    pytest 9.2 no longer reads (node ids live in `item._id`), so without this every
+    group was split and each worker built the shared fixture again."""
+    if not getattr(item.config.option, "loadgroup", False) or "@" in item.nodeid:
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own suffix works there
+        return
+    if isinstance(getattr(item, "_id", None), NodeId):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 def pytest_configure(config):

@@ -88,6 +88,7 @@ def test_the_docs_pages_are_the_ones_the_site_is_made_of():
             "code-map",
             "results-residual-depth",
             "benchmark-2026-11-25",
+            "benchmark-2026-12-01",
         )
     }
 

@@ -88,7 +88,7 @@ def _shares(run: dict) -> dict:
     """Each section's seconds and share of the wall time; the rest is `other`."""
     wall, sections = run["wall_s"], run.pop("sections")
     table = {name: seconds for name, seconds in sorted(sections.items(), key=lambda item: -item[1])}
-    table["other (Optuna, workers, waits, exit)"] = max(0.0, wall - sum(sections.values()))
+    table["other (imports, stores, Optuna, exit)"] = max(0.0, wall - sum(sections.values()))
     run["sections"] = {name: {"s": round(s, 1), "share": round(s / wall, 3)} for name, s in table.items()}
     run["tracing_s"] = round(sum(sections.get(name, 0.0) for name in TRACING), 1)
     run["tracing_share"] = round(run["tracing_s"] / wall, 3)
