@@ -380,6 +380,7 @@ def test_pruned_trial_is_mirrored_as_killed_run(prune_fail):
     assert run.data.tags["reuse_nets.outcome"] == "pruned"
     assert run.data.tags["reuse_nets.phase"] == "tune"
     assert "pruned at epoch 1" in run.data.tags["reuse_nets.failure_reason"]
+    assert run.data.tags["reuse_nets.exec.trainer_reused"] in ("true", "false")  # tagged before training
     assert [step for step, _ in stores.history(run.info.run_id, "val_accuracy")] == [1]
     assert "test_accuracy" not in run.data.metrics
 
@@ -745,7 +746,18 @@ def test_sigkill_at_five_points_then_each_rerun_keeps_the_stores_whole(tmp_path)
     the model and writing the report, then at a random moment; the same command each
     time, so each start first recovers what the previous kill left. In between, the
     stores hold only agreeing records; at the end exactly the wanted ones."""
-    overrides = [a for o in (*INTERRUPTIBLE[:2], "base.epochs=2", "execution.max_retry=4") for a in ("--set", o)]
+    grace = 8  # seconds without a heartbeat before a trial counts as dead
+    overrides = [
+        a
+        for o in (
+            *INTERRUPTIBLE[:2],
+            "base.epochs=2",
+            "execution.max_retry=4",
+            "execution.heartbeat_interval=2",
+            f"execution.grace_period={grace}",
+        )
+        for a in ("--set", o)
+    ]
     command = sweep_command(tmp_path, "smoke", *overrides)
     stores = None  # opening the MLflow store would create it
     # In the order the starts reach them: a start runs waiting slots first, then
@@ -764,8 +776,10 @@ def test_sigkill_at_five_points_then_each_rerun_keeps_the_stores_whole(tmp_path)
         if point == "data":
             assert_wrote_nothing(tmp_path)  # killed before anything was written
             stores = Stores(tmp_path, "smoke")
-        # The next start closes what this kill left (the dead trial's stale heartbeat).
+        # The next start closes what this kill left, once the dead trial's heartbeat is
+        # stale: nobody can tell a dead trial from a live one before that.
         assert_stores_consistent(stores, tmp_path, killed=1)
+        time.sleep(grace + 2)
     # Now at a random moment (seeded, so a failure can be replayed).
     delay = random.Random(20261125).uniform(2.0, 12.0)
     process = subprocess.Popen(

@@ -146,7 +146,8 @@ def markdown(result: dict) -> str:
             f"{best['gflops']} ({best['ceiling_fraction']:.0%})",
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += ["", "| measure | value |", "|---|---|"]
+    if any(key in result for key in ("sweep", "startup", "pruning", "profile", "workers")):
+        lines += ["", "| measure | value |", "|---|---|"]
     if "sweep" in result:
         s = result["sweep"]
         lines.append(

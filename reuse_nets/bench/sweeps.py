@@ -1,4 +1,4 @@
-"""Benchmark sections about whole studies: sweep overhead, start-up, pruning, workers.
+"""Benchmark sections about whole studies: sweep overhead, start-up, pruning.
 
 Part of the benchmark (`reuse_nets.bench.benchmark`; its plans are in `bench.plans`); see its docstring. Every
 study runs with its stores in a scratch folder the caller provides.
@@ -34,7 +34,11 @@ def _study(name: str, overrides: tuple[str, ...], tag: str):
 def _run(spec, scratch: Path, source: data.DataSource, workers: int = 1) -> float:
     """Runs `spec` through the real runner with stores under `scratch`; wall seconds."""
     from reuse_nets.sweep import runner
+    from reuse_nets.train import trainers
 
+    # Each measured study starts as a fresh process would: no trainer compiled by an
+    # earlier section or variant in this process (the key ignores the study).
+    trainers.clear()
     scratch.mkdir(parents=True, exist_ok=True)
     options = runner.SweepOptions(
         storage=f"sqlite:///{scratch}/optuna.db",
@@ -192,16 +196,4 @@ def pruning(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
     result["epochs_saved"] = round(1 - result["pruned"]["tuning_epochs"] / result["unpruned"]["tuning_epochs"], 3)
     result["time_saved"] = round(1 - result["pruned"]["wall_s"] / result["unpruned"]["wall_s"], 3)
     result["same_best_cell"] = result["pruned"]["best_cell"] == result["unpruned"]["best_cell"]
-    return result
-
-
-def workers(plan: Plan, source: data.DataSource, scratch: Path, one_worker: dict) -> dict:
-    """The unpruned pruning_check study again with 2 worker processes, against its 1-worker run."""
-    spec = _study("pruning_check", plan.study_overrides + ("tune.pruner.type=none",), "workers2")
-    seconds = _run(spec, scratch, source, workers=2)
-    trials = spec.tuning_trials + spec.final_runs
-    result = {"study": "pruning_check", "overrides": list(plan.study_overrides) + ["tune.pruner.type=none"]}
-    for count, (n, wall) in (("1", (one_worker["trials"], one_worker["wall_s"])), ("2", (trials, seconds))):
-        result[count] = {"trials": n, "wall_s": round(wall, 1), "trials_per_minute": round(60 * n / wall, 2)}
-    result["speedup"] = round(result["2"]["trials_per_minute"] / result["1"]["trials_per_minute"], 3)
     return result

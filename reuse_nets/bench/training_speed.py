@@ -133,8 +133,10 @@ def _summary(rates: list[float]) -> dict:
 def training_speed(size: Size, plan: Plan, source: data.DataSource, ceiling_gflops: float, say=print) -> dict:
     """Plain fit vs framework (and framework with XLA) on one size, interleaved.
 
-    The first epoch of every fit traces (and with XLA compiles) the step: it is
-    reported as `first_epoch_s`, never counted in examples/s.
+    The first epoch of a fit may trace (and with XLA compile) the step: it is
+    reported as `first_epoch_s`, never counted in examples/s. Plain fit traces in
+    every repeat; the framework only in its first, as the compile cache reuses the
+    trainer in later repeats, as it does for a study's trials.
     """
     from reuse_nets.train import training
 

@@ -56,19 +56,13 @@ def section(name: str):
         end(name)
 
 
-def add(name: str, seconds: float) -> None:
-    """Moves `seconds` measured inside the open section into section `name`."""
+def started(command: bool = True) -> None:
+    """Called first thing by a command (and by a `--workers` process, `command=False`):
+    writes the totals when the process exits; a command also records the seconds since
+    `REUSE_NETS_PROFILE_T0` (interpreter and imports), which a worker inherits but did
+    not start at."""
     if enabled():
-        _totals[name] += seconds
-        if _stack:
-            _totals[_stack[-1][0]] -= seconds
-
-
-def started() -> None:
-    """Called first thing by a command: records the seconds since `REUSE_NETS_PROFILE_T0`
-    (interpreter and imports) and writes the totals when the process exits."""
-    if enabled():
-        if START_ENV in os.environ:
+        if command and START_ENV in os.environ:
             _totals[PROCESS_START] += time.time() - float(os.environ[START_ENV])
         atexit.register(_write)
 

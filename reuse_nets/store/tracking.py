@@ -242,11 +242,16 @@ class TrialRun:
         with profile.section("mlflow: epoch metrics"):
             mlflow.log_metrics(metrics, step=epoch, synchronous=True)
 
+    def note_trainer(self, reused: bool) -> None:
+        """A `training.train` `on_lease` hook: whether the trial reused a compiled trainer."""
+        import mlflow
+
+        mlflow.set_tag(TRAINER_REUSED_TAG, str(reused).lower())
+
     def record(self, result: training.TrainingResult) -> None:
         """Logs what training produced: plots, test metrics and the model."""
         import mlflow
 
-        mlflow.set_tag(TRAINER_REUSED_TAG, str(result.reused_trainer).lower())
         if result.history:
             with profile.section("mlflow: plots"):
                 _log_plots(result.history, models.block_names(result.model))

@@ -134,7 +134,11 @@ class Objective:
                 # Tuning never looks at the test split: only final runs are scored on it.
                 evaluate_test = self.job.phase == Phase.FINAL
                 result = training.train(
-                    config, self.dataset, hooks=(run.log_epoch, *hooks), evaluate_test=evaluate_test
+                    config,
+                    self.dataset,
+                    hooks=(run.log_epoch, *hooks),
+                    evaluate_test=evaluate_test,
+                    on_lease=run.note_trainer,
                 )
                 faults.point("model", where)
                 run.record(result)

@@ -72,6 +72,8 @@ class StudyRun:
         if options.workers < 1:
             raise SweepError(f"--workers must be at least 1, got {options.workers}")
         trainers.set_capacity(spec.execution.compile_cache)
+        if options.workers > 1:
+            execution.share_gpus()  # this process loads the data beside its workers
         if options.workers == 1:
             # Thread counts change rounding: pinned (and logged on every run), never left
             # to TensorFlow's machine-dependent default. Workers pin their own share.
@@ -252,7 +254,7 @@ def worker_main(
     deadline: float | None,
 ) -> None:
     """Entry point of worker `index` of `count`: runs the phase's waiting trials,
-    its own share of the cells first (`phases.worker_share`)."""
+    its own share of the cells first (`phases.worker_order`, `phases.worker_slots`)."""
     from reuse_nets.runtime import interrupts, noise
     from reuse_nets.sweep.progress import WorkerLines
     from reuse_nets.train import execution
@@ -261,6 +263,7 @@ def worker_main(
     try:
         noise.quiet_environment()  # our own process: as quiet as the command that started it
         noise.quiet_libraries()
+        profile.started(command=False)
         execution.place_worker(index)  # one GPU per worker, round robin, where there are GPUs
         noise.import_tensorflow()
         spec = StudySpec.model_validate(spec_data)

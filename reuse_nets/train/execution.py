@@ -87,6 +87,9 @@ def for_workers(workers: int, xla: bool = False) -> Settings:
 
 
 CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"  # read by CUDA when TensorFlow first touches a GPU
+# TensorFlow otherwise reserves nearly all of a GPU's memory in the first process that
+# touches it: the parent (it loads the data) or a worker sharing its GPU would starve.
+GPU_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
 
 
 def visible_gpus(environ=os.environ, nvidia_smi: str | None = None) -> list[str]:
@@ -111,11 +114,17 @@ def gpu_for_worker(index: int, gpus: list[str]) -> str | None:
     return gpus[(index - 1) % len(gpus)] if gpus else None
 
 
+def share_gpus() -> None:
+    """Lets several processes share a GPU (call before TensorFlow first touches one)."""
+    os.environ.setdefault(GPU_GROWTH_ENV, "true")
+
+
 def place_worker(index: int) -> str | None:
     """Makes this worker process see only its GPU (call before importing TensorFlow)."""
     gpu = gpu_for_worker(index, visible_gpus())
     if gpu is not None:
         os.environ[CUDA_DEVICES_ENV] = gpu
+        share_gpus()
     return gpu
 
 

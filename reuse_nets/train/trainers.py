@@ -126,6 +126,4 @@ def lease(model, key: tuple, learning_rate: float, compile_fn, build_fn) -> Leas
     for variable, value in zip(trainer.optimizer.variables, entry.optimizer_start, strict=True):
         variable.assign(value)
     trainer.optimizer.learning_rate = learning_rate
-    # A fit stopped by an exception (pruning) leaves Keras's cached validation iterator behind.
-    trainer._eval_epoch_iterator = None
     return Lease(trainer, model, reused=reused, key=key)

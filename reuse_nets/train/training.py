@@ -74,7 +74,12 @@ def _set_seeds_keeping_kernels(seed: int) -> bool:
     from tensorflow.python.eager import context
 
     ctx = context.context()
-    if not (hasattr(ctx, "_rng") and hasattr(ctx, "_seed") and hasattr(rng_utils, "GLOBAL_RANDOM_SEED")):
+    if not (
+        hasattr(ctx, "_rng")
+        and hasattr(ctx, "_seed")
+        and hasattr(rng_utils, "GLOBAL_RANDOM_SEED")
+        and hasattr(seed_generator, "GLOBAL_SEED_GENERATOR")
+    ):
         return False
     global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
@@ -327,7 +332,11 @@ def _xla_allowed(xla: bool):
 
 
 def train(
-    config: TrialConfig, dataset: Dataset, hooks: tuple[EpochHook, ...] = (), evaluate_test: bool = True
+    config: TrialConfig,
+    dataset: Dataset,
+    hooks: tuple[EpochHook, ...] = (),
+    evaluate_test: bool = True,
+    on_lease: Callable[[bool], None] | None = None,
 ) -> TrainingResult:
     """Trains the network of `config` on `dataset`, deterministically.
 
@@ -335,7 +344,8 @@ def train(
     unless `evaluate_test` is False (tuning runs never see it).
 
     Two calls with the same config and data give identical metrics on CPU.
-    Exceptions raised by `hooks` (pruning, interruption) propagate.
+    Exceptions raised by `hooks` (pruning, interruption) propagate. `on_lease(reused)`
+    hears, before training, whether the compile cache supplied the trainer.
     """
     import keras
 
@@ -358,6 +368,8 @@ def train(
             build_fn=lambda: build(config, dataset),
         )
     trainer = lease.trainer
+    if on_lease is not None:
+        on_lease(lease.reused)
     history: list[dict] = []
     result = TrainingResult(model=model, history=history, reused_trainer=lease.reused)
     train_data = dataset.pipeline("train", config.batch_size, seed=config.seed)
