@@ -1,7 +1,7 @@
 """What the benchmark runs: the model sizes, repetitions and studies of its two plans.
 
 Every number the benchmark's sections use comes from a `Plan` here: `FULL` for the
-README's table, `QUICK` (toy sizes, same sections, 2.5-3 minutes here) for tests.
+README's table, `QUICK` (toy sizes, same sections, 3.5-4.5 minutes here) for tests.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ DEFAULT_OUTPUT = Path("reports") / "benchmark" / "benchmark.json"
 def parse_args(argv):
     parser = common.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes, one repetition: 4-5 minutes here, same JSON shape"
+        "--quick", action="store_true", help="tiny sizes, one repetition: 3.5-4.5 minutes here, same JSON shape"
     )
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file to write (default: {DEFAULT_OUTPUT})"
