@@ -33,28 +33,27 @@ def test_quick_and_full_plans_measure_the_same_sections():
     assert bench_plans.QUICK.repeats >= 1 and len(bench_plans.QUICK.sizes) >= 1
 
 
-def test_unknown_sections_are_refused(tmp_path):
+def refused(tmp_path, *args) -> str:
+    """Runs `sweeps/benchmark.py` with bad `args`: exit 2, nothing on stdout; its stderr."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--sections", "training,speed"],
+        [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.startswith("error: --sections takes some of ceiling,") and "got speed" in done.stderr
+    return done.stderr
+
+
+def test_unknown_sections_are_refused(tmp_path):
+    stderr = refused(tmp_path, "--sections", "training,speed")
+    assert stderr.startswith("error: --sections takes some of ceiling,") and "got speed" in stderr
 
 
 def test_output_must_be_json(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "benchmark.py"), "--output", "table.txt"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.startswith("error: --output must name a .json file") and len(done.stderr.splitlines()) == 1
+    stderr = refused(tmp_path, "--output", "table.txt")
+    assert stderr.startswith("error: --output must name a .json file") and len(stderr.splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

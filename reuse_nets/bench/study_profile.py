@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from reuse_nets.bench.plans import Plan
+from reuse_nets.bench.sweeps import command, data_args
 from reuse_nets.names import TRAINER_REUSED_TAG
 from reuse_nets.runtime import profile
-from reuse_nets.runtime.paths import PROJECT_ROOT
 from reuse_nets.train import data, trainers, training
 
 # Sections holding tracing and compilation when a trainer is compiled afresh. An upper
@@ -27,22 +26,11 @@ from reuse_nets.train import data, trainers, training
 TRACING = ("build and compile", training.FIRST_STEP, training.FIRST_VALIDATION)
 
 
-def _data_args(source: data.DataSource) -> list[str]:
-    args = []
-    if source.data_dir:
-        args += ["--data-dir", source.data_dir]
-    if source.manual_dir:
-        args += ["--manual-dir", source.manual_dir]
-    return args
-
-
 def run_command(plan: Plan, source: data.DataSource, folder: Path, cache: int, workers: int = 1) -> dict:
     """`sweeps/run.py` on the plan's profile study in `folder`: wall time, profile, traced trials."""
     folder.mkdir(parents=True, exist_ok=True)
     overrides = [a for o in (*plan.profile_overrides, f"execution.compile_cache={cache}") for a in ("--set", o)]
-    command = [
-        sys.executable,
-        os.fspath(PROJECT_ROOT / "sweeps" / "run.py"),
+    argv = command(
         "--study",
         plan.profile_study,
         "--quiet",
@@ -55,11 +43,11 @@ def run_command(plan: Plan, source: data.DataSource, folder: Path, cache: int, w
         "--reports",
         os.fspath(folder / "reports"),
         *overrides,
-        *_data_args(source),
-    ]
+        *data_args(source),
+    )
     start = time.time()
     env = {**os.environ, profile.ENV: os.fspath(folder / "profile"), profile.START_ENV: repr(start)}
-    proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.time() - start
     if proc.returncode != 0:
         raise RuntimeError(f"profile study failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")

@@ -101,11 +101,13 @@ def sweep_overhead(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
     }
 
 
-def _command(*args: str) -> list[str]:
+def command(*args: str) -> list[str]:
+    """`sweeps/run.py` with `args`, under this interpreter."""
     return [sys.executable, os.fspath(PROJECT_ROOT / "sweeps" / "run.py"), *args]
 
 
-def _data_args(source: data.DataSource) -> list[str]:
+def data_args(source: data.DataSource) -> list[str]:
+    """The command-line flags that name `source`."""
     args = []
     if source.data_dir:
         args += ["--data-dir", source.data_dir]
@@ -126,7 +128,7 @@ def startup(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
     dry = []
     for _ in range(plan.startup_repeats):
         start = time.time()
-        subprocess.run(_command("--study", "smoke", "--dry-run"), cwd=scratch, check=True, capture_output=True)
+        subprocess.run(command("--study", "smoke", "--dry-run"), cwd=scratch, check=True, capture_output=True)
         dry.append(time.time() - start)
     first_step = []
     for repeat in range(plan.startup_repeats):
@@ -141,10 +143,10 @@ def startup(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
             f"sqlite:///{scratch}/optuna-{repeat}.db",
             "--set",
             "compare.strategy=[plain] compare.depth=[1] base.epochs=1",
-            *_data_args(source),
+            *data_args(source),
         ]
         start = time.time()
-        subprocess.run(_command(*args), cwd=scratch, check=True, capture_output=True)
+        subprocess.run(command(*args), cwd=scratch, check=True, capture_output=True)
         client = mlflow.MlflowClient(tracking_uri)
         runs = client.search_runs(
             [client.get_experiment_by_name("smoke").experiment_id],
