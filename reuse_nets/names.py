@@ -60,6 +60,12 @@ RECHECKABLE = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED)
 EPOCH_METRICS = {"loss": "minimize", "accuracy": "maximize", "val_loss": "minimize", "val_accuracy": "maximize"}
 GRAD_NORM_PREFIX = "grad_norm/"  # + "global" or a block name, e.g. "grad_norm/block_01"
 TEST_PREFIX = "test_"  # test_loss, test_accuracy: logged once, after the last epoch
+# Capacity of the trial's network (`nn.capacity`), logged once at step 0 when the run starts
+CAPACITY_METRICS = {
+    "trainable_params": "model/trainable_params",
+    "total_params": "model/total_params",
+    "flops": "model/flops_per_example",
+}
 
 # --- MLflow tags: ours -----------------------------------------------------------------
 TAG_PREFIX = "reuse_nets."

@@ -295,7 +295,8 @@ def test_strategy_options_are_trial_config_fields():
     from reuse_nets.spec.config import TrialConfig
 
     assert models.STRATEGIES["masked"].options == ("keep_ratio", "learned_mask")
-    for name in ("plain", "concat", "residual"):
+    assert models.STRATEGIES["residual"].options == ("branch_gain_init",)
+    for name in ("plain", "concat"):
         assert models.STRATEGIES[name].options == (), name
     for name, spec in models.STRATEGIES.items():
         for option in spec.options:

@@ -285,7 +285,7 @@ def test_suggest_tuned_draws_from_the_declared_distributions():
         trial = study.ask()
         values = suggest_tuned(spec, trial)
         assert set(values) == {"learning_rate", "width", "activation"}
-        assert 1e-4 <= values["learning_rate"] <= 1e-2 and isinstance(values["width"], int)
+        assert 1e-5 <= values["learning_rate"] <= 1e-2 and isinstance(values["width"], int)
         TrialConfig.model_validate({**spec.base.model_dump(), **values})
         study.tell(trial, 0.0)
     distributions = study.trials[0].distributions
@@ -372,7 +372,7 @@ def test_dry_run_plan_names_cells_budget_and_final_runs():
     assert "pruner median within each cell" in text
     assert "x seeds [1, 2, 3, 4, 5] = 70 runs" in text
     for index, cell in enumerate(spec.cells()):
-        assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs)" in text
+        assert f"{index:3d}: {cell.key}  (6 tuning trials + 5 final runs; width 128, " in text
     assert "total: 154 training runs" in text
 
 
@@ -427,7 +427,7 @@ def test_unpaired_seeds_are_left_out():
 
 
 def test_a_range_edge_selection_is_warned_about():
-    spec = load("residual_depth")
+    spec = load("residual_depth", ["tune.search_space.learning_rate={low: 1.0e-4, high: 1.0e-2, log: true}"])
     cells = spec.cells()
     selection = {
         cells[0].key: {"params": {"learning_rate": 1.05e-4}},  # low edge of [1e-4, 1e-2] in log space

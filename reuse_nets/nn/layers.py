@@ -40,6 +40,21 @@ def _split_shapes(input_shape):
     return tuple(input_shape), tuple(input_shape)
 
 
+NORMALIZATIONS = (None, "layer", "batch")
+
+
+def _normalization_layer(normalization, dtype_policy):
+    """The sublayer that normalises a transform's pre-activations, or None."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {list(NORMALIZATIONS)}. Received: normalization={normalization!r}"
+        )
+    if normalization is None:
+        return None
+    layer = keras.layers.LayerNormalization if normalization == "layer" else keras.layers.BatchNormalization
+    return layer(dtype=dtype_policy, name="norm")
+
+
 def feature_mask(shape, keep_ratio, seed):
     """Seeded 0/1 mask over `shape` keeping `max(1, round(keep_ratio * size))` entries."""
     size = int(np.prod(shape))
@@ -53,10 +68,11 @@ def feature_mask(shape, keep_ratio, seed):
 class ReuseBlock(keras.layers.Layer):
     """Base of the reuse blocks: a dense (or convolutional) transform, then `combine`.
 
-    `h = activation(x @ kernel + bias)` (a `kernel_size` x `kernel_size` "same"
-    convolution over channels when `kernel_size` is set), then the subclass
-    combines `h` with the reused tensor. A new reuse strategy is one subclass that
-    implements `combine` (and `combine_output_dim` if the width changes).
+    `h = activation(norm(x @ kernel + bias))` (a `kernel_size` x `kernel_size`
+    "same" convolution over channels when `kernel_size` is set; `norm` only when
+    `normalization` is set), then the subclass combines `h` with the reused tensor.
+    A new reuse strategy is one subclass that implements `combine` (and
+    `combine_output_dim` if the width changes).
 
     Args:
         units: Width of the transform's output (features or channels).
@@ -66,10 +82,13 @@ class ReuseBlock(keras.layers.Layer):
         use_bias: Whether the transform has a bias.
         kernel_initializer: Initializer of the transform kernel.
         bias_initializer: Initializer of the bias.
+        normalization: `None`, "layer" or "batch": normalises the transform's
+            pre-activations over the feature axis (learned scale and offset).
 
     Call arguments:
         inputs: A tensor `x`, reused by the block itself, or a pair `[x, reused]`
             whose leading (batch and spatial) dimensions agree.
+        training: Whether batch normalisation uses batch statistics.
 
     Returns:
         A tensor with the leading dimensions of `x`.
@@ -83,9 +102,12 @@ class ReuseBlock(keras.layers.Layer):
         use_bias=True,
         kernel_initializer="he_normal",
         bias_initializer="zeros",
+        normalization=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.normalization = normalization
+        self.norm = _normalization_layer(normalization, self.dtype_policy)
         self.units = _positive_int("units", units)
         self.activation = keras.activations.get(activation)
         self.kernel_size = None if kernel_size is None else _positive_int("kernel_size", kernel_size)
@@ -111,18 +133,22 @@ class ReuseBlock(keras.layers.Layer):
             if self.use_bias
             else None
         )
+        if self.norm is not None:
+            self.norm.build((*x_shape[:-1], self.units))
         self.build_combine(reused_shape)
 
     def build_combine(self, reused_shape):
         """Creates the weights `combine` needs, if any."""
 
-    def transform(self, x):
+    def transform(self, x, training=None):
         if self.kernel_size is None:
             h = ops.matmul(x, self.kernel)
         else:
             h = ops.conv(x, self.kernel, strides=1, padding="same")
         if self.bias is not None:
             h = ops.add(h, self.bias)
+        if self.norm is not None:
+            h = self.norm(h, training=training)
         return self.activation(h)
 
     def combine(self, h, reused):
@@ -132,9 +158,9 @@ class ReuseBlock(keras.layers.Layer):
         """Feature width of `combine`'s output."""
         return self.units
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x, reused = _split_inputs(inputs)
-        return self.combine(self.transform(x), reused)
+        return self.combine(self.transform(x, training=training), reused)
 
     def compute_output_shape(self, input_shape):
         x_shape, reused_shape = _split_shapes(input_shape)
@@ -152,6 +178,8 @@ class ReuseBlock(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
+        if self.normalization is not None:  # absent when off: configs saved before it existed stay equal
+            config["normalization"] = self.normalization
         return config
 
 
@@ -194,8 +222,9 @@ class FeatureAugmentationLayer(ReuseBlock):
 class ResidualBlock(ReuseBlock):
     """Residual reuse: `shortcut(reused) + gain * f(x)`, with a learned scalar `gain`.
 
-    `gain` starts at `branch_gain_init` (0 by default, as in SkipInit and ReZero):
-    at initialisation every block passes its input through unchanged, so the
+    `gain` starts at `branch_gain_init`: 0 by default, as in SkipInit and ReZero;
+    1 is the classic residual block. At 0, every block passes its input through
+    unchanged at initialisation, so the
     activation scale is the same at any depth. A He-initialised `relu` branch
     has a positive mean that adds up over blocks (measured: the last block's
     output grew 5x over the first at depth 16 and 277x at depth 128), which would

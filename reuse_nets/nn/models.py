@@ -6,13 +6,23 @@ block is one layer named `block_XX`, so gradient norms can be attributed to dept
 Which tensor a block reuses (`reuse_source`):
 - "previous": the block's own input (classic residual networks);
 - "input": the original network input (flattened for the `mlp` family), so that a
-  block deep in the network sees what entered it.
+  block deep in the network sees what entered it;
+- "stem": a learned linear projection of the network input to `width` features
+  (a 1x1 convolution to `width` channels for `conv`), computed once in a layer
+  named `stem` and reused by every block. It separates *what* is reused from
+  *how*: a residual block then needs no shortcut projection, and concatenation
+  adds `width` features instead of all the input's.
 
-Width under concatenation is bounded: `concat` and `masked` blocks reuse the
-network input, so every block's output has `width + input_features` features
-(`width + input_channels` channels for `conv`) at any depth. Concatenating the
-previous block's output instead would grow the width by `width` per block (a
-DenseNet without transitions), which is why those strategies refuse "previous".
+Width under concatenation is bounded: `concat` and `masked` blocks reuse a fixed
+tensor (the input or the stem), so every block's output has `width + reused`
+features at any depth. Concatenating the previous block's output instead would
+grow the width by `width` per block (a DenseNet without transitions), which is why
+those strategies refuse "previous"; `plain` reuses nothing, so "previous" is its
+only source.
+
+Every block's transform takes the same `kernel_initializer` and `normalization`
+whatever the strategy, so that they can be compared (or held fixed) apart from
+how a strategy reuses.
 """
 
 from __future__ import annotations
@@ -27,6 +37,19 @@ if TYPE_CHECKING:
 
 FAMILIES = ("mlp", "conv")
 MAX_DEPTH = 256
+REUSE_SOURCES = ("previous", "input", "stem")
+NORMALIZATIONS = ("none", "layer", "batch")
+# Kernel initializers a block's transform may use, by Keras name (seeded by the Keras global seed).
+KERNEL_INITIALIZERS = (
+    "he_normal",
+    "he_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "orthogonal",
+)
+STEM = "stem"
 
 
 def _masked_options(index, options):
@@ -37,6 +60,10 @@ def _masked_options(index, options):
         if option in options:
             kwargs[argument] = options[option]
     return kwargs
+
+
+def _residual_options(index, options):
+    return {"branch_gain_init": options["branch_gain_init"]} if "branch_gain_init" in options else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +91,9 @@ class Strategy:
 # `TrialConfig` field for each option of its own).
 STRATEGIES: dict[str, Strategy] = {
     "plain": Strategy("PlainBlock", ("previous",)),
-    "concat": Strategy("FeatureAugmentationLayer", ("input",)),
-    "residual": Strategy("ResidualBlock", ("previous", "input")),
-    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),
+    "concat": Strategy("FeatureAugmentationLayer", ("input", "stem")),
+    "residual": Strategy("ResidualBlock", ("previous", "input", "stem"), ("branch_gain_init",), _residual_options),
+    "masked": Strategy("MaskedReuseBlock", ("input", "stem"), ("keep_ratio", "learned_mask"), _masked_options),
 }
 
 
@@ -92,6 +119,8 @@ def build_model(
     activation: str = "relu",
     kernel_size: int = 3,
     reuse_source: str | None = None,
+    kernel_initializer: str = "he_normal",
+    normalization: str = "none",
     seed: int = 0,
     name: str | None = None,
     **options,
@@ -108,13 +137,18 @@ def build_model(
             channels, resolution kept, global average pooling before the head).
         activation: Activation of every block.
         kernel_size: Convolution size of the `conv` family.
-        reuse_source: "previous" or "input" (see the module docstring); `None`
-            takes the strategy's default.
+        reuse_source: "previous", "input" or "stem" (see the module docstring);
+            `None` takes the strategy's default.
+        kernel_initializer: Initializer of every block's transform kernel, one
+            of `KERNEL_INITIALIZERS`.
+        normalization: "none", "layer" or "batch": normalisation of every
+            block's pre-activations.
         seed: Seed of what a strategy draws (masked: block `i` draws its mask
             with seed `seed + i`); weights are seeded by the Keras global seed.
         name: Model name; defaults to `"{strategy}_{family}_d{depth}"`.
         **options: The strategy's own options (`Strategy.options`), e.g.
-            `keep_ratio=0.25, learned_mask=True` for "masked".
+            `keep_ratio=0.25, learned_mask=True` for "masked",
+            `branch_gain_init=1.0` for "residual".
 
     Returns:
         A `keras.Model` mapping a batch of inputs to class probabilities.
@@ -138,6 +172,12 @@ def build_model(
             f"`reuse_source` for strategy {strategy!r} must be one of {list(spec.reuse_sources)}. "
             f"Received: reuse_source={source!r}"
         )
+    if kernel_initializer not in KERNEL_INITIALIZERS:
+        raise ValueError(
+            f"`kernel_initializer` must be one of {list(KERNEL_INITIALIZERS)}. Received: {kernel_initializer!r}"
+        )
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` must be one of {list(NORMALIZATIONS)}. Received: {normalization!r}")
     import keras
 
     from reuse_nets.nn import layers
@@ -148,22 +188,27 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, name="features")
     x = keras.layers.Flatten(name="flatten")(inputs) if family == "mlp" and len(input_shape) > 1 else inputs
-    reused_input = x
+    reused = x
+    if source == STEM:
+        # A Dense layer on the last axis of an image is a 1x1 convolution.
+        reused = keras.layers.Dense(width, kernel_initializer="glorot_uniform", name=STEM)(x)
     options = {
         **options,
         "seed": seed,
-        # Conv models mask input pixels: a channel mask over 1 or 3 channels is degenerate.
-        "mask_shape": tuple(input_shape) if family == "conv" else None,
+        # Conv models mask pixels: a channel mask over 1 or 3 channels is degenerate.
+        "mask_shape": (*input_shape[:-1], reused.shape[-1]) if family == "conv" else None,
     }
     for index in range(1, depth + 1):
         block = getattr(layers, spec.block)(
             width,
             activation=activation,
             kernel_size=kernel_size if family == "conv" else None,
+            kernel_initializer=kernel_initializer,
+            normalization=None if normalization == "none" else normalization,
             name=block_name(index),
             **spec.block_options(index, options),
         )
-        x = block(x) if source == "previous" else block([x, reused_input])
+        x = block(x) if source == "previous" else block([x, reused])
     if family == "conv":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)

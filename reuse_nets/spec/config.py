@@ -60,6 +60,11 @@ MAX_EPOCHS = 100_000
 MAX_SEED = 2**32 - 1 - models.MAX_DEPTH
 
 
+# Fields added after studies were stored (2026-12-01): a study's identity leaves them
+# out while at their default, so that studies stored before them still resume.
+ADDED_FIELDS = ("kernel_initializer", "normalization", "branch_gain_init")
+
+
 class DatasetConfig(pydantic.BaseModel):
     """Which TFDS dataset and which split expressions to use."""
 
@@ -82,7 +87,10 @@ class TrialConfig(pydantic.BaseModel):
     family: Literal["mlp", "conv"] = "mlp"
     activation: str = "relu"  # any of ACTIVATIONS
     kernel_size: int = pydantic.Field(3, ge=1)  # conv family only
-    reuse_source: Literal["input", "previous"] | None = None  # None: the strategy's default
+    reuse_source: Literal["input", "previous", "stem"] | None = None  # None: the strategy's default
+    kernel_initializer: str = "he_normal"  # of every block's transform: any of models.KERNEL_INITIALIZERS
+    normalization: Literal["none", "layer", "batch"] = "none"  # of every block's pre-activations
+    branch_gain_init: float = pydantic.Field(0.0, allow_inf_nan=False)  # residual: 0 = ReZero, 1 = classic
     keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)  # masked: fraction of features kept
     learned_mask: bool = False  # masked: trainable gate instead of a fixed mask
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
@@ -106,6 +114,13 @@ class TrialConfig(pydantic.BaseModel):
             close = difflib.get_close_matches(value, ACTIVATIONS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"unknown activation {value!r}; {hint}allowed: {', '.join(ACTIVATIONS)}")
+        return value
+
+    @pydantic.field_validator("kernel_initializer")
+    @classmethod
+    def _known_initializer(cls, value):
+        if value not in models.KERNEL_INITIALIZERS:
+            raise ValueError(f"unknown kernel_initializer {value!r}; allowed: {', '.join(models.KERNEL_INITIALIZERS)}")
         return value
 
     @pydantic.model_validator(mode="after")

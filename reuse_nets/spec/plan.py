@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from reuse_nets.names import Phase
+from reuse_nets.nn import capacity
+from reuse_nets.spec import datasets
 from reuse_nets.spec.studies import Cell, StudySpec
 
 # A selection: per cell key, the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
@@ -100,15 +102,49 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
     lines.append(
         f"final: best {'tuned ' if spec.tune else ''}config of each cell x seeds {spec.final.seeds} = {spec.final_runs} runs"
     )
-    lines.append("cells:")
+    if spec.match:
+        lines.append(
+            f"match: {spec.match.solve} solved per cell so that {spec.match.measure} is within "
+            f"{spec.match.tolerance:.0%} of the {spec.contrast}={spec.baseline} cell with the same other values"
+        )
+    capacities = cell_capacities(spec)
+    lines.append("cells:" if capacities else "cells (capacity unknown: the dataset's shape cannot be read):")
     for index, cell in enumerate(cells):
         budget = f"{spec.tune.trials_per_cell} tuning trials + " if spec.tune else ""
-        lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs)")
+        counted = f"; {capacity_text(spec, cell, capacities)}" if capacities else ""
+        lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs{counted})")
     total = spec.tuning_trials + spec.final_runs
     epochs = max(spec.cell_config(cell).epochs for cell in cells)
     lines.append(f"total: {total} training runs of up to {epochs} epochs")
     lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
     return "\n".join(lines)
+
+
+def cell_capacities(spec: StudySpec) -> dict[str, capacity.Capacity]:
+    """Each cell's network capacity by cell key; `{}` when the dataset's shape is unknown."""
+    try:
+        shape, classes = datasets.features(spec.base.dataset.name)
+    except ValueError:
+        return {}
+    return {cell.key: capacity.of_config(spec.cell_config(cell), shape, classes) for cell in spec.cells()}
+
+
+def capacity_text(spec: StudySpec, cell: Cell, capacities: dict[str, capacity.Capacity]) -> str:
+    """`width 22, 1.14M params, 2.28M FLOPs/example, +0.2% vs baseline`: one cell's capacity."""
+    counted = capacities[cell.key]
+    config = spec.cell_config(cell)
+    fixed = f" (+{capacity.human(counted.non_trainable)} fixed)" if counted.non_trainable else ""
+    text = f"width {config.width}, {capacity.human(counted.trainable)} params{fixed}, {capacity.human(counted.flops)} FLOPs/example"
+    baseline = _baseline_cell(spec, cell)
+    if baseline.key != cell.key:
+        measure = spec.match.measure if spec.match else "trainable_params"
+        ratio = counted.of(measure) / capacities[baseline.key].of(measure)
+        text += f", {ratio - 1:+.1%} {measure} vs {spec.contrast}={spec.baseline}"
+    return text
+
+
+def _baseline_cell(spec: StudySpec, cell: Cell) -> Cell:
+    return Cell(values={**cell.values, spec.contrast: spec.baseline})
 
 
 def selection_rows(spec: StudySpec, selection: Selection) -> list[str]:

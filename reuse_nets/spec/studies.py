@@ -11,7 +11,9 @@ A study follows the design of Google's Deep Learning Tuning Playbook:
   only ever sees that cell's trials; leave it out for a plain grid;
 - `final`: the seeds with which each cell's best tuned config (chosen on the
   validation metric) is retrained; the report's numbers are these runs' test
-  metrics, paired by seed across cells.
+  metrics, paired by seed across cells;
+- `match` (optional): capacity matching, each non-baseline cell's width solved
+  so that its parameters (or FLOPs) equal its baseline cell's (`matching.py`).
 
 A study file is data: unknown keys are errors, and everything is checked when it
 loads, before anything runs (see `StudySpec._consistent`).
@@ -27,7 +29,9 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from reuse_nets.names import EPOCH_METRICS, TEST_PREFIX
-from reuse_nets.spec.config import MAX_SEED, TrialConfig
+from reuse_nets.nn import capacity
+from reuse_nets.spec import datasets, matching
+from reuse_nets.spec.config import ADDED_FIELDS, MAX_SEED, TrialConfig
 
 # Knobs that are never compared or tuned: the data is the study's, seeds are
 # repeats (`base.seed` for tuning, `final.seeds` for the final runs).
@@ -214,6 +218,9 @@ class StudySpec(_Strict):
     report: ReportSpec = ReportSpec()
     timeout: float | None = pydantic.Field(None, gt=0)  # seconds for one invocation
     execution: ExecutionSpec = ExecutionSpec()
+    match: matching.MatchSpec | None = None  # None: every cell keeps base's width (or its compared one)
+
+    _solved: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)  # matched widths by cell key
 
     @pydantic.field_validator("name")
     @classmethod
@@ -269,6 +276,8 @@ class StudySpec(_Strict):
             raise ValueError(f"report.contrast: {contrast!r} is not compared; compared: {', '.join(self.compare)}")
         if self.baseline not in self.compare[contrast]:
             raise ValueError(f"report.baseline: {self.baseline!r} is not a compared value of {contrast}")
+        if self.match is not None:
+            self._match_capacities()
         self._check_combinations()
         if self.tune is not None and self.tune.pruner.type == "hyperband":
             least = min(self.cell_config(cell).epochs for cell in self.cells())
@@ -278,20 +287,70 @@ class StudySpec(_Strict):
                 )
         return self
 
+    def _tuned_points(self) -> dict[str, list]:
+        """Per tuned knob: its choices, or its range's ends."""
+        if self.tune is None:
+            return {}
+        return {n: p.choices if isinstance(p, Choices) else p.ends() for n, p in self.tune.search_space.items()}
+
     def _check_combinations(self) -> None:
         """Every compared cell with every tuned choice (and range end) makes a valid config."""
-        tuned = {}
-        if self.tune is not None:
-            tuned = {n: p.choices if isinstance(p, Choices) else p.ends() for n, p in self.tune.search_space.items()}
-        axes = {**self.compare, **tuned}
+        tuned = self._tuned_points()
         base = self.base.model_dump()
-        for values in itertools.product(*axes.values()):
-            combination = dict(zip(axes, values))
-            try:
-                TrialConfig.model_validate({**base, **combination})
-            except pydantic.ValidationError as error:
-                where = ", ".join(f"{k}={v}" for k, v in combination.items())
-                raise ValueError(f"the combination {where} is not a valid trial: {first_error(error)}") from None
+        for cell in self.cells():
+            for values in itertools.product(*tuned.values()):
+                combination = {**cell.values, **dict(zip(tuned, values))}
+                try:
+                    TrialConfig.model_validate({**base, **combination, **self.matched(cell)})
+                except pydantic.ValidationError as error:
+                    where = ", ".join(f"{k}={v}" for k, v in combination.items())
+                    raise ValueError(f"the combination {where} is not a valid trial: {first_error(error)}") from None
+
+    def _match_capacities(self) -> None:
+        """Solves `match.solve` per cell against the baseline cell of its group."""
+        match = self.match
+        assert match is not None
+        if match.solve in self.compare:
+            raise ValueError(f"match.solve: {match.solve!r} is compared; a solved knob cannot also be compared")
+        if self.tune is not None and match.solve in self.tune.search_space:
+            raise ValueError(f"match.solve: {match.solve!r} is tuned; a solved knob cannot also be tuned")
+        try:
+            shape, classes = datasets.features(self.base.dataset.name)
+        except ValueError as error:
+            raise ValueError(f"match: {error}") from None
+        groups: dict[tuple, tuple[Any, list]] = {}
+        for cell in self.cells():
+            others = tuple((k, repr(v)) for k, v in cell.values.items() if k != self.contrast)
+            _, members = groups.setdefault(others, (None, []))
+            config = self._unmatched_config(cell)
+            if cell.values[self.contrast] == self.baseline:
+                groups[others] = (config, members)
+            else:
+                members.append((cell.key, config))
+        self._solved = matching.solve(match, list(groups.values()), shape, classes)
+        # A tuned knob that changes a count would undo the match trial by trial.
+        for cell in self.cells():
+            config = self.cell_config(cell)
+            at_base = capacity.of_config(config, shape, classes).of(match.measure)
+            for name, points in self._tuned_points().items():
+                for point in points:
+                    tuned = config.model_copy(update={name: point})
+                    if capacity.of_config(tuned, shape, classes).of(match.measure) != at_base:
+                        raise ValueError(
+                            f"tune.search_space.{name}: it changes {match.measure} within a cell, which the match "
+                            "cannot hold; fix it in base or compare it"
+                        )
+
+    def _unmatched_config(self, cell: Cell) -> TrialConfig:
+        try:
+            return TrialConfig.model_validate({**self.base.model_dump(), **cell.values})
+        except pydantic.ValidationError as error:
+            raise ValueError(f"the cell {cell.key} is not a valid trial: {first_error(error)}") from None
+
+    def matched(self, cell: Cell) -> dict[str, int]:
+        """The knob values capacity matching solved for `cell` (`{}` without `match`)."""
+        width = self._solved.get(cell.key)
+        return {} if width is None or self.match is None else {self.match.solve: width}
 
     @property
     def contrast(self) -> str:
@@ -307,7 +366,7 @@ class StudySpec(_Strict):
 
     def cell_config(self, cell: Cell, tuned: dict[str, Any] | None = None, seed: int | None = None) -> TrialConfig:
         """`base`, then the cell's compared values, the tuned values and the seed."""
-        values = {**self.base.model_dump(), **cell.values, **(tuned or {})}
+        values = {**self.base.model_dump(), **cell.values, **self.matched(cell), **(tuned or {})}
         if seed is not None:
             values["seed"] = seed
         return TrialConfig.model_validate(values)
@@ -326,19 +385,35 @@ class StudySpec(_Strict):
 
     def tune_identity(self, cell: Cell) -> dict:
         """What makes one cell's tuning the same tuning (budget included)."""
-        return {
-            "base": self.base.model_dump(mode="json"),
+        identity = {
+            "base": _base_identity(self.base),
             "cell": cell.values,
             "tune": self.tune.model_dump(mode="json") if self.tune else None,
             "objective": self.objective.model_dump(mode="json"),
         }
+        if self.match is not None:  # absent without it, as before it existed
+            identity["match"] = self.match.model_dump(mode="json")
+        return identity
 
     def identity(self) -> dict:
         """What makes two runs of a study the same study (time and retry knobs excluded)."""
-        identity = self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report"})
+        identity = self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report", "match"})
+        identity["base"] = _base_identity(self.base)
+        if self.match is not None:
+            identity["match"] = self.match.model_dump(mode="json")
         if self.execution.xla:  # changes every trial's rounding: no mixing on resume (absent when off, as before)
             identity["xla"] = True
         return identity
+
+
+def _base_identity(base: TrialConfig) -> dict:
+    """`base` as identities hold it: fields added later are left out at their default,
+    so that a study stored before they existed keeps its identity."""
+    dumped = base.model_dump(mode="json")
+    for name in ADDED_FIELDS:
+        if dumped[name] == TrialConfig.model_fields[name].default:
+            del dumped[name]
+    return dumped
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:

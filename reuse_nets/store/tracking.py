@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from reuse_nets.names import (
+    CAPACITY_METRICS,
     COMPILE_CACHE_TAG,
     GRAD_NORM_PREFIX,
     KIND_TAG,
@@ -41,7 +42,7 @@ from reuse_nets.names import (
     Kind,
     Outcome,
 )
-from reuse_nets.nn import models
+from reuse_nets.nn import capacity, models
 from reuse_nets.runtime import noise, profile
 from reuse_nets.runtime.paths import PACKAGE_DIR
 from reuse_nets.spec.config import TrialConfig
@@ -82,6 +83,12 @@ def trial_params(config: TrialConfig, dataset: Dataset) -> dict[str, Any]:
     params.update({f"split.{role}": expr for role, expr in dataset.splits.items()})
     params.update({f"num_examples.{role}": dataset.num_examples(role) for role in dataset.splits})
     return params
+
+
+def capacity_metrics(config: TrialConfig, dataset: Dataset) -> dict[str, float]:
+    """The network's parameter and FLOP counts, as metrics `mlflow ui` can chart and sort."""
+    counted = capacity.of_config(config, dataset.input_shape, dataset.num_classes)
+    return {key: float(counted.of(measure)) for measure, key in CAPACITY_METRICS.items()}
 
 
 def _log_dataset_inputs(dataset: Dataset) -> None:
@@ -306,6 +313,7 @@ def trial_run(
         with profile.section("mlflow: run start and end"):
             mlflow.log_params(trial_params(config, dataset))
             mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
+            mlflow.log_metrics(capacity_metrics(config, dataset), step=0)
             _log_dataset_inputs(dataset)
         yield run
         if run.outcome is not None:

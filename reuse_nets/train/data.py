@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from reuse_nets.errors import DataError, first_line
+from reuse_nets.spec import datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,12 +214,10 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
     if not builder.is_prepared():
         _prepare(builder, source)
     info = builder.info
-    if not info.supervised_keys:
-        raise DataError(f"dataset {name!r} has no (input, label) supervised keys; it is not classification")
-    image_key, label_key = info.supervised_keys
-    label_feature = info.features[label_key]
-    if not hasattr(label_feature, "num_classes") or len(info.features[image_key].shape) != 3:
-        raise DataError(f"dataset {name!r} is not image classification (images with class labels)")
+    try:
+        input_shape, num_classes = datasets.of_info(info)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     roles = resolve_splits(list(info.splits.keys()), splits)
     arrays = {}
     for role, expr in roles.items():
@@ -235,8 +234,8 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
     return Dataset(
         name=name,
         version=str(info.version),
-        input_shape=tuple(int(d) for d in info.features[image_key].shape),
-        num_classes=int(label_feature.num_classes),
+        input_shape=input_shape,
+        num_classes=num_classes,
         splits=roles,
         arrays=arrays,
         digest=_metadata_digest(builder, roles),

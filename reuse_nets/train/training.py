@@ -281,6 +281,8 @@ def build(config: TrialConfig, dataset: Dataset):
         activation=config.activation,
         kernel_size=config.kernel_size,
         reuse_source=config.reuse_source,
+        kernel_initializer=config.kernel_initializer,
+        normalization=config.normalization,
         seed=config.seed,
         **{option: getattr(config, option) for option in strategy.options},
     )
