@@ -8,6 +8,7 @@ drive `reuse_nets.sweep.progress` with a fake clock and in-memory streams.
 import concurrent.futures
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -203,3 +204,27 @@ def test_worker_lines_are_prefixed_and_wipe_a_bar_only_on_a_terminal():
     progress.WorkerLines(2, out=screen).epoch(1, "  trial 3 epoch 1/2", "short")
     assert plain.getvalue() == "[worker 2] started\n"
     assert screen.getvalue() == "\r\x1b[K[worker 2]   trial 3 epoch 1/2\n"
+
+
+def test_dry_run_prints_per_cell_capacity_within_five_percent():
+    """`reuse-nets run --study strategy_depth --dry-run`: per-cell counts, within 5% at each depth."""
+    result = subprocess.run(
+        [*console_script(), "run", "--study", "strategy_depth", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(
+        r": (strategy=\w+,depth=\d+) .*width (\d+), ([\d.]+[kM]?) params.*?(?:, ([+-][\d.]+)% trainable_params vs strategy=plain)?\)$",
+        result.stdout,
+        re.M,
+    )
+    assert len(rows) == 16, result.stdout
+    for key, width, _params, gap in rows:
+        if key.startswith("strategy=plain"):
+            assert width == "128" and gap == ""
+        else:
+            assert abs(float(gap)) <= 5.0, (key, gap)
+    assert "match: width solved per cell so that trainable_params is within 5%" in result.stdout

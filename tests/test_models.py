@@ -426,6 +426,40 @@ def test_activation_scale_is_bounded_at_any_depth(fashion_mnist):
 
 
 # ---------------------------------------------------------------------------
+# Every reuse source x normalisation of every strategy builds, trains and predicts.
+# ---------------------------------------------------------------------------
+
+KNOB_GRID = [
+    pytest.param(strategy, source, norm, family, shape, id=f"{strategy}-{source}-{norm}-{family}")
+    for strategy, spec in models.STRATEGIES.items()
+    for source in spec.reuse_sources
+    for norm in models.NORMALIZATIONS
+    for family, shape in (("mlp", (10,)), ("conv", (8, 8, 3)))
+]
+
+
+@pytest.mark.parametrize("strategy, source, norm, family, input_shape", KNOB_GRID)
+def test_every_reuse_source_and_normalization_trains(strategy, source, norm, family, input_shape):
+    options = {"branch_gain_init": 1.0} if strategy == "residual" else {}
+    model = build_model(
+        strategy, 2, WIDTH, input_shape, NUM_CLASSES, family, reuse_source=source, normalization=norm, **options
+    )
+    assert ("stem" in [layer.name for layer in model.layers]) == (source == "stem")
+    x, y = make_batch(input_shape)
+    compile_eager(model)
+    before = weights_of(model.trainable_weights)
+    assert np.isfinite(model.train_on_batch(x, y))
+    assert any(not np.array_equal(b, a) for b, a in zip(before, weights_of(model.trainable_weights)))
+    moving = [v for v in model.non_trainable_weights if "moving" in v.path]
+    assert bool(moving) == (norm == "batch")
+    # Batch statistics in training, moving averages in inference: the two must differ.
+    if norm == "batch":
+        assert not np.allclose(np_(model(x, training=True)), np_(model(x, training=False)))
+    probs = np_(model(x, training=False))
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
 # Saved models reload with safe_mode=True in a fresh process.
 # ---------------------------------------------------------------------------
 
@@ -455,6 +489,12 @@ SAVE_CASES = [
     ("masked", "conv", (8, 8, 3), {"learned_mask": True}),
     ("residual", "mlp", (10,), {"reuse_source": "input"}),
     ("residual", "conv", (8, 8, 3), {"reuse_source": "input"}),
+    # The knobs that separate reuse from initialisation, normalisation and reuse source.
+    ("residual", "mlp", (28, 28, 1), {"reuse_source": "stem", "normalization": "batch", "branch_gain_init": 1.0}),
+    ("residual", "conv", (8, 8, 3), {"reuse_source": "stem", "normalization": "layer"}),
+    ("concat", "mlp", (10,), {"reuse_source": "stem", "normalization": "layer", "kernel_initializer": "orthogonal"}),
+    ("masked", "conv", (8, 8, 3), {"reuse_source": "stem", "normalization": "batch", "learned_mask": True}),
+    ("plain", "mlp", (10,), {"normalization": "batch", "kernel_initializer": "glorot_uniform"}),
 ]
 
 

@@ -504,3 +504,66 @@ def test_the_report_warns_about_failed_and_missing_final_runs():
     assert "Incomplete" not in markdown
     status["strategy=residual,depth=64"] = {"complete": 2, "failed": 0, "pending": 1}
     assert "**Incomplete:** 1 final run(s) have not run yet" in report.build_markdown(spec, runs, [], {}, status, [])
+
+
+# --- Capacity matching ------------------------------------------------------------------------
+
+
+def test_strategy_depth_matches_every_cell_to_plain_at_its_depth():
+    from reuse_nets.nn import capacity
+    from reuse_nets.spec import datasets
+
+    spec = load("strategy_depth")
+    shape, classes = datasets.features(spec.base.dataset.name)
+    assert spec.match is not None and spec.match.tolerance == 0.05
+    for depth in spec.compare["depth"]:
+        cells = {c.values["strategy"]: c for c in spec.cells() if c.values["depth"] == depth}
+        plain = spec.cell_config(cells["plain"])
+        assert plain.width == spec.base.width  # the baseline keeps its width
+        target = capacity.of_config(plain, shape, classes).trainable
+        for cell in cells.values():
+            config = spec.cell_config(cell)
+            counted = capacity.of_config(config, shape, classes).trainable
+            assert abs(counted - target) / target <= 0.05, (cell.key, counted, target)
+            # Nearest: one unit of width more or less is no closer.
+            for other in (config.width - 1, config.width + 1):
+                nearby = capacity.of_config(config.model_copy(update={"width": other}), shape, classes).trainable
+                assert abs(nearby - target) >= abs(counted - target), (cell.key, other)
+    # Without matching, concat at depth 64 would carry 6.5x plain's parameters.
+    assert load("strategy_depth", ["match=null"]).cell_config(spec.cells()[7]).width == 128
+
+
+def test_matched_widths_reach_tuning_and_final_configs():
+    spec = load("strategy_depth")
+    cell = spec.cells()[7]  # concat, depth 64
+    width = spec.cell_config(cell).width
+    assert width < 128
+    assert spec.cell_config(cell, {"learning_rate": 1e-3}, seed=3).width == width
+    assert spec.matched(cell) == {"width": width}
+    job = plan.final_job(spec, {c.key: {"params": {"learning_rate": 1e-3}} for c in spec.cells()})
+    configs = [spec.cell_config(c, {k: v for k, v in p.items() if k not in c.values}) for c, p in job.slots]
+    assert {c.width for c in configs if c.strategy == "concat" and c.depth == 64} == {width}
+
+
+def test_matching_on_flops_and_total_params():
+    from reuse_nets.nn import capacity
+    from reuse_nets.spec import datasets
+
+    shape, classes = datasets.features("fashion_mnist")
+    for measure in ("flops", "total_params"):
+        spec = load("strategy_depth", [f"match.measure={measure}"])
+        for depth in spec.compare["depth"]:
+            cells = [c for c in spec.cells() if c.values["depth"] == depth]
+            counts = [capacity.of_config(spec.cell_config(c), shape, classes).of(measure) for c in cells]
+            assert max(abs(c - counts[0]) / counts[0] for c in counts) <= 0.05, (measure, depth, counts)
+
+
+def test_identity_holds_new_knobs_only_when_set():
+    spec = load("residual_depth")
+    assert not {"kernel_initializer", "normalization", "branch_gain_init"} & set(spec.identity()["base"])
+    assert "match" not in spec.identity() and "match" not in spec.tune_identity(spec.cells()[0])
+    changed = load("residual_depth", ["base.normalization=layer"])
+    assert changed.identity()["base"]["normalization"] == "layer"
+    matched = load("strategy_depth")
+    assert matched.identity()["match"] == {"measure": "trainable_params", "solve": "width", "tolerance": 0.05}
+    assert matched.tune_identity(matched.cells()[0])["match"] == matched.identity()["match"]

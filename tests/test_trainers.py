@@ -14,10 +14,11 @@ TIMING_METRICS = {"epoch_time", "throughput"}
 # Each row is an architecture; each is trained twice more with other seeds and learning
 # rates after its first trial, so the repeats run on the first one's traced steps.
 ARCHITECTURES = [
-    dict(strategy="residual", depth=3, optimizer="adam"),
-    dict(strategy="masked", depth=2, learned_mask=True, keep_ratio=0.25, optimizer="adamw"),
+    dict(strategy="residual", depth=3, optimizer="adam", normalization="layer", branch_gain_init=1.0),
+    dict(strategy="masked", depth=2, learned_mask=True, keep_ratio=0.25, optimizer="adamw", reuse_source="stem"),
     dict(strategy="concat", depth=2, optimizer="sgd"),
-    dict(strategy="plain", depth=3, optimizer="rmsprop"),
+    # Batch normalisation's moving statistics are non-trainable weights: a reused trainer must reset them too.
+    dict(strategy="plain", depth=3, optimizer="rmsprop", normalization="batch", kernel_initializer="glorot_uniform"),
 ]
 # (seed, learning rate); the last repeats the first seed, as a cell's tuning trials do.
 REPEATS = [(0, 1e-3), (7, 3e-3), (11, 5e-4), (0, 2e-3)]

@@ -29,6 +29,10 @@ class FinalRun:
     val: float  # the selection metric at the last epoch (validation split)
     grad_first: float  # block_01 gradient norm, last epoch mean
     grad_last: float  # last block's gradient norm, last epoch mean
+    curve: tuple[float, ...] = ()  # the selection metric at every epoch (validation split)
+    width: int | None = None  # the block width the run trained (solved, when capacity is matched)
+    trainable_params: int | None = None  # None: logged before capacity was recorded
+    flops: int | None = None  # per example, forward pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +129,49 @@ def verdict(spec: StudySpec, difference: Difference, metric: str) -> str:
         winner, loser = (difference.value, spec.baseline) if better else (spec.baseline, difference.value)
         return f"{where}: {winner} beats {loser}: {difference.value} - {spec.baseline} = {sized}."
     return f"{where}: no clear difference between {difference.value} and {spec.baseline}: {sized}; the interval includes 0."
+
+
+@dataclasses.dataclass(frozen=True)
+class Convergence:
+    """Whether a cell's final runs had stopped improving on the selection metric."""
+
+    last: Interval  # the metric at the last epoch
+    gain: Interval  # paired by run: last epoch minus `window` epochs before (sign: improvement > 0)
+    window: int  # epochs the gain is measured over
+    rising: bool  # the gain's 95% interval lies above 0: still improving at the end
+
+
+def convergence_window(epochs: int) -> int:
+    """Epochs over which a run's late improvement is measured: the last quarter, at least one."""
+    return max(1, round(epochs / 4))
+
+
+def learning_curves(runs: list[FinalRun]) -> dict[str, list[Interval]]:
+    """Per cell, per epoch: the mean and interval over seeds of the selection metric."""
+    curves: dict[str, list[tuple[float, ...]]] = {}
+    for run in runs:
+        if run.curve:
+            curves.setdefault(run.cell, []).append(run.curve)
+    return {
+        cell: [mean_interval([c[e] for c in runs_curves if len(c) > e]) for e in range(max(map(len, runs_curves)))]
+        for cell, runs_curves in curves.items()
+    }
+
+
+def convergence(spec: StudySpec, runs: list[FinalRun]) -> dict[str, Convergence]:
+    """Per cell: the last-epoch metric and whether it was still improving (`Convergence`)."""
+    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
+    curves: dict[str, list[tuple[float, ...]]] = {}
+    for run in runs:
+        if len(run.curve) >= 2:
+            curves.setdefault(run.cell, []).append(run.curve)
+    found = {}
+    for cell, cell_curves in curves.items():
+        window = min(convergence_window(len(cell_curves[0])), min(map(len, cell_curves)) - 1)
+        gain = mean_interval([sign * (c[-1] - c[-1 - window]) for c in cell_curves])
+        rising = gain.n >= 2 and gain.low > 0
+        found[cell] = Convergence(mean_interval([c[-1] for c in cell_curves]), gain, window, rising)
+    return found
 
 
 def edge_warnings(spec: StudySpec, selection: dict[str, dict | None]) -> list[str]:

@@ -97,6 +97,8 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         ax.set_title("paired by seed, 95% CI")
         made.append(_save(fig, ax, out / "paired_differences.png"))
 
+    made.append(_learning_curves(spec, runs, x, out))
+
     # Gradient norm of the first and the last block against depth (final runs, last epoch).
     if "depth" in spec.compare:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -131,6 +133,39 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         plt.close(fig)
         made.append("grad_norm_vs_depth.png")
     return made
+
+
+def _learning_curves(spec: StudySpec, runs: list[FinalRun], x: str | None, out: Path) -> str:
+    """The selection metric per epoch, mean and 95% band over final seeds: one panel per x value."""
+    import matplotlib.pyplot as plt
+
+    curves = analysis.learning_curves(runs)
+    panels: dict = {}
+    for cell in spec.cells():
+        if cell.key in curves:
+            label = ", ".join(f"{n}={v}" for n, v in cell.values.items() if n != x) or "all"
+            panels.setdefault(cell.values[x] if x else "all", []).append((label, curves[cell.key]))
+    columns = min(4, len(panels)) or 1
+    rows = -(-len(panels) // columns) or 1
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), sharey=True, squeeze=False)
+    for ax, (panel, series) in zip(axes.flat, panels.items()):
+        for label, intervals in series:
+            epochs = range(1, len(intervals) + 1)
+            means = [i.mean for i in intervals]
+            ax.plot(epochs, means, label=label)
+            ax.fill_between(epochs, [i.low for i in intervals], [i.high for i in intervals], alpha=0.2, linewidth=0)
+        ax.set_title(f"{x}={panel}" if x else "all cells", fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes[0][0].set_ylabel(f"{spec.objective.metric} (mean, 95% band)")
+    axes[0][0].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    return "learning_curves.png"
 
 
 def _save(fig, ax, path: Path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reuse_nets.errors import SweepError
 from reuse_nets.names import (
+    CAPACITY_METRICS,
     CELL_TAG,
     GRAD_NORM_PREFIX,
     KIND_TAG,
@@ -66,6 +67,7 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
         if cell is None or spec.objective.test_metric not in metrics:
             continue
         depth = int(run.data.params["depth"])
+        curve = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, spec.objective.metric))
         found.append(
             FinalRun(
                 run_id=run.info.run_id,
@@ -76,9 +78,17 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 val=metrics[spec.objective.metric],
                 grad_first=metrics.get(f"{GRAD_NORM_PREFIX}block_01", float("nan")),
                 grad_last=metrics.get(f"{GRAD_NORM_PREFIX}block_{depth:02d}", float("nan")),
+                curve=tuple(value for _, value in curve),
+                width=int(run.data.params["width"]),
+                trainable_params=_count(metrics, CAPACITY_METRICS["trainable_params"]),
+                flops=_count(metrics, CAPACITY_METRICS["flops"]),
             )
         )
     return sorted(found, key=lambda r: (list(cells).index(r.cell), r.seed))
+
+
+def _count(metrics: dict, key: str) -> int | None:
+    return int(metrics[key]) if key in metrics else None
 
 
 def _final_run_ids(spec: StudySpec, storage) -> set[str]:
@@ -241,8 +251,67 @@ def build_markdown(
                 f"| {where} | {d.value} | {i.mean:+.4f} | {ci} | {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
             )
         lines.append("")
+    lines += _capacity_and_convergence(spec, runs, selection)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
+
+
+def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: dict) -> list[str]:
+    """Per cell: what it trained (width, parameters, FLOPs, selected values) and whether it had plateaued."""
+    if not runs:
+        return []
+    metric = spec.objective.metric
+    converged = analysis.convergence(spec, runs)
+    first = {}
+    for run in runs:
+        first.setdefault(run.cell, run)
+    window = next(iter(converged.values())).window if converged else 0
+    lines = [
+        "## Capacity and convergence per cell",
+        f"What each cell trained (read back from its final runs), and whether its final runs were still improving: "
+        f"gain = {metric} at the last epoch minus {window} epoch(s) before, paired by run (mean and 95% interval); "
+        "still rising: **yes** when the whole interval shows improvement (a longer budget could change the "
+        "comparison), *falling* when it shows a decline (overfitting), else not shown. "
+        "Learning curves: `learning_curves.png`, and `learning_curves.csv` per epoch.",
+        "",
+        f"| cell | width | trainable params | FLOPs/example | selected | val {metric} (last epoch) | gain over last {window} | still rising |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in spec.cells():
+        run = first.get(cell.key)
+        if run is None:
+            continue
+        chosen = selection.get(cell.key) if spec.tune else None
+        picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "base"
+        params = f"{run.trainable_params:,}" if run.trainable_params is not None else "not logged"
+        flops = f"{run.flops:,}" if run.flops is not None else "not logged"
+        c = converged.get(cell.key)
+        last = _interval(c.last) if c else ""
+        gain = _interval(c.gain, "+") if c else ""
+        flag = _rising_flag(c)
+        lines.append(f"| {cell.key} | {run.width} | {params} | {flops} | {picked} | {last} | {gain} | {flag} |")
+    rising = [key for key, c in converged.items() if c.rising]
+    if rising:
+        lines += ["", f"> warning: {len(rising)} cell(s) still rising at the last epoch: {', '.join(rising)}"]
+    return lines + [""]
+
+
+def _rising_flag(c: analysis.Convergence | None) -> str:
+    if c is None or c.gain.n < 2:
+        return "n/a (one seed)" if c else "n/a"
+    if c.rising:
+        return "**yes**"
+    return "*falling*" if c.gain.high < 0 else "not shown"
+
+
+def learning_curves_csv(spec: StudySpec, runs: list[FinalRun]) -> str:
+    """Per cell and epoch: mean, interval half-width and n of the selection metric over final seeds."""
+    rows = ["cell,epoch,mean,half_width_95,n"]
+    curves = analysis.learning_curves(runs)
+    for cell in spec.cells():
+        for epoch, i in enumerate(curves.get(cell.key, [])):
+            rows.append(f'"{cell.key}",{epoch},{i.mean:.6f},{i.half:.6f},{i.n}')
+    return "\n".join(rows) + "\n"
 
 
 def artifact_link(run_id: str, path: str) -> str:
@@ -270,6 +339,7 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     images = report_plots.write_plots(spec, runs, out) if runs else []
     markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
     (out / "report.md").write_text(markdown, encoding="utf-8")
+    (out / "learning_curves.csv").write_text(learning_curves_csv(spec, runs), encoding="utf-8")
     report_html.write_html(spec, storage, markdown, selection, out)
     client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
