@@ -415,8 +415,9 @@ def test_paired_differences_pair_by_seed_per_condition():
     assert diffs[1].wins == 2
     assert diffs[64].diffs == pytest.approx((0.35, 0.26, 0.32))
     assert diffs[64].interval.mean == pytest.approx(0.31)
-    assert "depth 64: residual beats plain" in analysis.verdict(spec, diffs[64], "test_accuracy")
-    assert "no clear difference" in analysis.verdict(spec, diffs[1], "test_accuracy")
+    assessed = {a.difference.condition["depth"]: a for a in analysis.assess(spec, list(diffs.values()))}
+    assert "depth 64: residual is better than plain" in analysis.verdict(spec, assessed[64], "test_accuracy")
+    assert "depth 1: inconclusive between residual and plain" in analysis.verdict(spec, assessed[1], "test_accuracy")
 
 
 def test_unpaired_seeds_are_left_out():

@@ -13,6 +13,7 @@ import itertools
 import math
 from typing import Any
 
+from reuse_nets import statistics
 from reuse_nets.spec.studies import Cell, Choices, Range, StudySpec
 
 CONFIDENCE = 0.95
@@ -52,13 +53,37 @@ class Interval:
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """`value` minus `baseline` of the contrast knob, in one condition, paired by seed."""
+    """`value` minus `reference` of the contrast knob, in one condition, paired by seed."""
 
     condition: dict[str, Any]
     value: Any
     interval: Interval
-    wins: int  # seeds where `value` did better than the baseline
+    wins: int  # seeds where `value` did better than the reference
     diffs: tuple[float, ...]
+    reference: Any = None  # the value subtracted: the baseline, or another value (`report.pairs: all`)
+
+
+class Outcome:
+    """What a verdict can say about one comparison."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    EQUIVALENT = "equivalent"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclasses.dataclass(frozen=True)
+class Assessed:
+    """One comparison of the report's family, with every statistic the report shows."""
+
+    difference: Difference
+    p_t: float  # paired t-test, two-sided, unadjusted
+    p_sign_flip: float  # exact paired sign-flip test, two-sided, unadjusted
+    p_adjusted: float  # the verdict's test, adjusted across the family
+    simultaneous: tuple[float, float]  # t interval at 1 - alpha/m (Bonferroni-simultaneous)
+    bootstrap: tuple[float, float]  # percentile bootstrap interval of the mean (95%)
+    equivalence_p: float | None  # TOST within ±min_effect, adjusted across the family; None: no min_effect
+    outcome: str  # an `Outcome`
 
 
 def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Interval:
@@ -94,41 +119,112 @@ def cell_key(spec: StudySpec, condition: dict[str, Any], value: Any) -> str:
 
 
 def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference]:
-    """Each non-baseline contrast value minus the baseline, per condition, over shared seeds."""
+    """Every contrast of the family (`StudySpec.contrast_pairs`), per condition, over shared seeds."""
     maximize = spec.objective.direction == "maximize"
     by_cell_seed = {(r.cell, r.seed): r.test for r in runs}
     found = []
     for condition in conditions(spec):
-        base_key = cell_key(spec, condition, spec.baseline)
-        for value in spec.compare[spec.contrast]:
-            if value == spec.baseline:
-                continue
-            key = cell_key(spec, condition, value)
+        for value, reference in spec.contrast_pairs():
+            key, base_key = cell_key(spec, condition, value), cell_key(spec, condition, reference)
             seeds = [s for s in spec.final.seeds if (key, s) in by_cell_seed and (base_key, s) in by_cell_seed]
             diffs = tuple(by_cell_seed[(key, s)] - by_cell_seed[(base_key, s)] for s in seeds)
             wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
-            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs))
+            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference))
     return found
 
 
-def verdict(spec: StudySpec, difference: Difference, metric: str) -> str:
-    """One sentence: which value did better, by how much, and how sure we are."""
+def assess(spec: StudySpec, differences: list[Difference]) -> list[Assessed]:
+    """Tests, intervals and the verdict of every comparison, adjusted across the whole family.
+
+    The family is every comparison the report makes (all conditions x `contrasts`);
+    a comparison without two paired seeds has no test and stays inconclusive.
+    """
+    report = spec.report
+    m = sum(1 for d in differences if d.interval.n >= 2)
+    p_t = [statistics.t_test(d.diffs) for d in differences]
+    p_sign = [statistics.sign_flip_p(d.diffs) if d.diffs else math.nan for d in differences]
+    adjust = statistics.holm if report.adjust == "holm" else statistics.bonferroni
+    p_adjusted = adjust(p_t if report.test == "t" else p_sign)
+    equivalence: list[float | None] = [None] * len(differences)
+    if report.min_effect is not None:
+        equivalence = list(adjust([statistics.tost_p(d.diffs, report.min_effect) for d in differences]))
+    maximize = spec.objective.direction == "maximize"
+    assessed = []
+    for i, d in enumerate(differences):
+        outcome = Outcome.INCONCLUSIVE
+        if d.interval.n >= 2 and p_adjusted[i] < report.alpha:
+            outcome = Outcome.BETTER if (d.interval.mean > 0) == maximize else Outcome.WORSE
+        elif equivalence[i] is not None and equivalence[i] < report.alpha:
+            outcome = Outcome.EQUIVALENT
+        assessed.append(
+            Assessed(
+                difference=d,
+                p_t=p_t[i],
+                p_sign_flip=p_sign[i],
+                p_adjusted=p_adjusted[i],
+                simultaneous=statistics.t_interval(d.diffs, 1 - report.alpha / max(m, 1)),
+                bootstrap=statistics.bootstrap_interval(d.diffs, CONFIDENCE),
+                equivalence_p=equivalence[i],
+                outcome=outcome,
+            )
+        )
+    return assessed
+
+
+def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
+    """How the verdicts were decided: the family, its size, the test and the adjustment."""
+    report = spec.report
+    m = sum(1 for a in assessed if a.difference.interval.n >= 2)
+    test = "paired t-test" if report.test == "t" else "exact paired sign-flip test"
+    other = "exact sign-flip" if report.test == "t" else "t-test"
+    pairs = "every pair of values" if report.pairs == "all" else f"each value against {spec.baseline}"
+    text = (
+        f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s)), "
+        f"decided together: better or worse when the {report.adjust.capitalize()}-adjusted p-value of the {test} "
+        f"is below {report.alpha} (family-wise error rate); the {other} p-value and a bootstrap interval are shown beside. "
+    )
+    if report.min_effect is not None:
+        text += (
+            f"Equivalent: both one-sided t-tests (TOST) reject a difference of ±{report.min_effect} or more, "
+            f"{report.adjust.capitalize()}-adjusted. "
+        )
+    else:
+        text += "No `report.min_effect` is declared, so no comparison can be called equivalent. "
+    if report.test == "sign_flip":
+        smallest = 2 / 2 ** len(spec.final.seeds)
+        if smallest >= report.alpha:
+            text += f"With {len(spec.final.seeds)} seeds the sign-flip test cannot go below p = {smallest:.4g}: no verdict can be better or worse."
+    return text.rstrip()
+
+
+def verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
+    """One sentence: better / worse / equivalent / inconclusive, by how much, and how sure."""
+    difference = assessed.difference
+    reference = spec.baseline if difference.reference is None else difference.reference
     where = ", ".join(f"{n} {v}" for n, v in difference.condition.items()) or "overall"
     i, n = difference.interval, difference.interval.n
     if n == 0:
-        return f"{where}: {difference.value} vs {spec.baseline}: no paired runs."
-    maximize = spec.objective.direction == "maximize"
-    better = i.mean > 0 if maximize else i.mean < 0
+        return f"{where}: {difference.value} vs {reference}: no paired runs."
     if n < 2:
         return (
-            f"{where}: {difference.value} - {spec.baseline} = {i.mean:+.4f} {metric} on one seed; "
-            "no interval, not conclusive."
+            f"{where}: {difference.value} - {reference} = {i.mean:+.4f} {metric} on one seed; "
+            "no interval, inconclusive."
         )
-    sized = f"{i.mean:+.4f} {metric} (95% CI {i.low:+.4f} to {i.high:+.4f}; better on {difference.wins}/{n} seeds)"
-    if i.low > 0 or i.high < 0:
-        winner, loser = (difference.value, spec.baseline) if better else (spec.baseline, difference.value)
-        return f"{where}: {winner} beats {loser}: {difference.value} - {spec.baseline} = {sized}."
-    return f"{where}: no clear difference between {difference.value} and {spec.baseline}: {sized}; the interval includes 0."
+    test = "t-test" if spec.report.test == "t" else "sign-flip"
+    sized = (
+        f"{difference.value} - {reference} = {i.mean:+.4f} {metric} (95% CI {i.low:+.4f} to {i.high:+.4f}; "
+        f"adjusted p = {assessed.p_adjusted:.3g} by {test}; better on {difference.wins}/{n} seeds)"
+    )
+    if assessed.outcome == Outcome.BETTER:
+        return f"{where}: {difference.value} is better than {reference}: {sized}."
+    if assessed.outcome == Outcome.WORSE:
+        return f"{where}: {difference.value} is worse than {reference}: {sized}."
+    if assessed.outcome == Outcome.EQUIVALENT:
+        return (
+            f"{where}: {difference.value} and {reference} are equivalent within ±{spec.report.min_effect}: "
+            f"{sized}; TOST adjusted p = {assessed.equivalence_p:.3g}."
+        )
+    return f"{where}: inconclusive between {difference.value} and {reference}: {sized}."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,7 +77,7 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         labels = {}
         for d in differences:
             rest = ", ".join(f"{n}={v}" for n, v in d.condition.items() if n != x)
-            labels.setdefault(f"{d.value} − {spec.baseline}" + (f" ({rest})" if rest else ""), []).append(d)
+            labels.setdefault(f"{d.value} − {d.reference}" + (f" ({rest})" if rest else ""), []).append(d)
         xs_all = []
         for label, diffs in labels.items():
             diffs = [d for d in diffs if d.interval.n]

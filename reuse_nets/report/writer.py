@@ -9,6 +9,7 @@ words, and plots (isolation, paired differences, gradient norm vs depth).
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def _fmt(value) -> str:
 
 def _fixed_knobs(spec: StudySpec) -> str:
     varied = set(spec.compare) | set(spec.tune.search_space if spec.tune else ()) | {"dataset", "seed"}
+    if spec.match is not None:
+        varied.add(spec.match.solve)
     return ", ".join(
         f"{name} {_fmt(getattr(spec.base, name))}" for name in spec.base.model_fields if name not in varied
     )
@@ -168,19 +171,21 @@ def build_markdown(
         f"- Compared: {'; '.join(f'{n} {v}' for n, v in spec.compare.items())} ({len(cells)} cells).",
         (
             f"- Tuned per cell: {', '.join(spec.tune.search_space)} with {spec.tune.trials_per_cell} trials per cell, "
-            f"{spec.tune.sampler.type} sampler (seed {spec.tune.sampler.seed}), {spec.tune.pruner.type} pruner within the cell, "
+            f"{plan.sampler_text(spec.tune.sampler)} sampler, {spec.tune.pruner.type} pruner within the cell, "
             f"tuning seed {spec.base.seed}; selected on final-epoch {metric}."
             if spec.tune
             else "- Tuned: nothing (a plain grid; every cell runs the base config)."
         ),
         f"- Final: the selected config of each cell retrained with seeds {spec.final.seeds}; "
         f"numbers below are {test_metric} on `{dataset.test_split}`.",
+        *_match_lines(spec),
         f"- Fixed: dataset `{dataset.name}` (train `{dataset.train_split}`, validation `{dataset.validation_split}`); "
         f"{_fixed_knobs(spec)}.",
         "",
     ]
     differences = analysis.paired_differences(spec, runs)
-    lines += ["## Verdict", ""]
+    assessed = analysis.assess(spec, differences)
+    lines += ["## Verdict", "", f"How decided: {analysis.family_text(spec, assessed)}", ""]
     pending = sum(s["pending"] for s in status.values())
     if pending:
         lines.append(
@@ -194,7 +199,7 @@ def build_markdown(
                 "its numbers are over the others, and the pairs with those seeds are left out."
             )
     if runs:
-        lines += [f"- {analysis.verdict(spec, d, test_metric)}" for d in differences] or [
+        lines += [f"- {analysis.verdict(spec, a, test_metric)}" for a in assessed] or [
             "- Only one compared value: nothing to contrast."
         ]
     else:
@@ -234,26 +239,52 @@ def build_markdown(
             lines.append(f"| {cell.key} | {_interval(i)} | {i.n} | {failed} | {val_cell[cell.key].mean:.4f} |")
     lines.append("")
     if differences:
+        against = "the other value" if spec.report.pairs == "all" else str(spec.baseline)
         lines += [
-            f"## Paired differences ({spec.contrast} value − {spec.baseline}, same seed)",
+            f"## Paired differences ({spec.contrast} value − {against}, same seed)",
+            f"p: two-sided, unadjusted; adjusted: {spec.report.adjust.capitalize()} over the {len(assessed)} comparisons, "
+            f"for the {'t-test' if spec.report.test == 't' else 'sign-flip test'}; simultaneous: Bonferroni t interval "
+            f"at 1 − {spec.report.alpha}/m; bootstrap: percentile, 95%.",
             "",
-            f"| condition | {spec.contrast} | mean diff | 95% CI | wins | per-seed |",
-            "|---|---|---|---|---|---|",
+            f"| condition | {spec.contrast} | mean diff | 95% CI | simultaneous CI | bootstrap CI | p (t) | p (sign-flip) "
+            "| adjusted p | verdict | wins | per-seed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for d in differences:
+        for a in assessed:
+            d = a.difference
             where = ", ".join(f"{n}={v}" for n, v in d.condition.items()) or "all"
+            label = d.value if spec.report.pairs == "baseline" else f"{d.value} − {d.reference}"
             i = d.interval
             if not i.n:
-                lines.append(f"| {where} | {d.value} | no paired runs | | | |")
+                lines.append(f"| {where} | {label} | no paired runs | | | | | | | | | |")
                 continue
-            ci = f"[{i.low:+.4f}, {i.high:+.4f}]" if i.n >= 2 else "n/a"
             lines.append(
-                f"| {where} | {d.value} | {i.mean:+.4f} | {ci} | {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
+                f"| {where} | {label} | {i.mean:+.4f} | {_pair(i.low, i.high)} | {_pair(*a.simultaneous)} "
+                f"| {_pair(*a.bootstrap)} | {_p(a.p_t)} | {_p(a.p_sign_flip)} | {_p(a.p_adjusted)} | {a.outcome} "
+                f"| {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
             )
         lines.append("")
     lines += _capacity_and_convergence(spec, runs, selection)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
+
+
+def _pair(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.3g}"
+
+
+def _match_lines(spec: StudySpec) -> list[str]:
+    if spec.match is None:
+        return []
+    return [
+        f"- Matched: each cell's {spec.match.solve} solved so that its {spec.match.measure} is within "
+        f"{spec.match.tolerance:.0%} of the {spec.contrast}={spec.baseline} cell with the same other values "
+        f"(solved: {', '.join(f'{c.key} {v}' for c in spec.cells() for v in spec.matched(c).values())})."
+    ]
 
 
 def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: dict) -> list[str]:

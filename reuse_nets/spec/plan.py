@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from reuse_nets import statistics
 from reuse_nets.names import Phase
 from reuse_nets.nn import capacity
 from reuse_nets.spec import datasets
@@ -91,9 +92,8 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
     if spec.tune:
         tune = spec.tune
         lines.append(
-            f"tune: {tune.trials_per_cell} trials per cell ({spec.tuning_trials} in all), sampler {tune.sampler.type} "
-            f"(seed {tune.sampler.seed}, {tune.sampler.n_startup_trials} startup), pruner {tune.pruner.type} within each cell, "
-            f"tuning seed {spec.base.seed}"
+            f"tune: {tune.trials_per_cell} trials per cell ({spec.tuning_trials} in all), sampler {sampler_text(tune.sampler)}, "
+            f"pruner {tune.pruner.type} within each cell, tuning seed {spec.base.seed}"
         )
         for name, param in tune.search_space.items():
             lines.append(f"  {name}: {param.model_dump(exclude_none=True)}")
@@ -113,11 +113,48 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
         budget = f"{spec.tune.trials_per_cell} tuning trials + " if spec.tune else ""
         counted = f"; {capacity_text(spec, cell, capacities)}" if capacities else ""
         lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs{counted})")
+    lines += power_lines(spec)
     total = spec.tuning_trials + spec.final_runs
     epochs = max(spec.cell_config(cell).epochs for cell in cells)
     lines.append(f"total: {total} training runs of up to {epochs} epochs")
     lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
     return "\n".join(lines)
+
+
+def power_lines(spec: StudySpec) -> list[str]:
+    """The smallest difference the final seeds can detect, for the assumed seed SD of a paired difference."""
+    report, n, m = spec.report, len(spec.final.seeds), spec.family_size
+    head = f"verdicts: {m} comparisons, {report.adjust}-adjusted at alpha {report.alpha}, {report.test} test"
+    head += f", equivalence within ±{report.min_effect}" if report.min_effect else ", no min_effect (no equivalence)"
+    if report.assumed_sd is None:
+        return [
+            head,
+            "power: unknown; set report.assumed_sd (the SD of a paired difference, e.g. from a pilot) to see it",
+        ]
+    first = statistics.detectable_difference(n, report.assumed_sd, report.alpha / m)
+    alone = statistics.detectable_difference(n, report.assumed_sd, report.alpha)
+    lines = [
+        head,
+        f"power: with {n} seeds and a paired-difference SD of {report.assumed_sd}, a t-test detects with 80% power "
+        f"a difference of {first:.4f} at alpha/{m} (the strictest Holm step; {alone:.4f} for one comparison alone)",
+    ]
+    if report.test == "sign_flip" and 2 / 2**n >= report.alpha / m:
+        lines.append(
+            f"warning: with {n} seeds the sign-flip test's smallest p-value is {2 / 2**n:.4g}: no verdict can be better or worse"
+        )
+    if report.min_effect is not None and first > report.min_effect:
+        lines.append(
+            f"warning: that is larger than report.min_effect ({report.min_effect}): more seeds, or a smaller family, are needed"
+        )
+    return lines
+
+
+def sampler_text(sampler) -> str:
+    """`tpe (seed 0, 4 startup)`; a grid has neither seed nor startup trials."""
+    if sampler.type == "grid":
+        return "grid (every point once, in order, the same in every cell)"
+    startup = f", {sampler.n_startup_trials} startup" if sampler.type == "tpe" else ""
+    return f"{sampler.type} (seed {sampler.seed}{startup})"
 
 
 def cell_capacities(spec: StudySpec) -> dict[str, capacity.Capacity]:

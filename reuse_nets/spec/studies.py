@@ -167,8 +167,18 @@ class ObjectiveSpec(_Strict):
 
 
 class ReportSpec(_Strict):
+    """What the report compares and how it decides (`reuse_nets/statistics.py`)."""
+
     contrast: str | None = None  # the compared knob whose values are differenced; default: the first
     baseline: Any = None  # the value the others are compared with; default: its first value
+    pairs: Literal["baseline", "all"] = "baseline"  # all: every pair of the contrast's values, in one family
+    alpha: float = pydantic.Field(0.05, gt=0.0, lt=0.5)  # family-wise error rate of the verdicts
+    adjust: Literal["holm", "bonferroni"] = "holm"  # multiplicity adjustment across the family
+    test: Literal["t", "sign_flip"] = "t"  # the paired test verdicts rest on; the other is shown beside
+    # The smallest difference worth caring about, in the metric's units: enables "equivalent".
+    min_effect: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
+    # Seed-to-seed SD of a paired difference, for --dry-run's power (e.g. from a pilot study).
+    assumed_sd: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
 
 
 class ExecutionSpec(_Strict):
@@ -359,6 +369,23 @@ class StudySpec(_Strict):
     @property
     def baseline(self) -> Any:
         return self.report.baseline if self.report.baseline is not None else self.compare[self.contrast][0]
+
+    def contrast_pairs(self) -> list[tuple[Any, Any]]:
+        """The `(value, reference)` pairs the report differences in every condition.
+
+        `report.pairs: baseline`: every other value against the baseline; `all`: every
+        pair of values, the later (in the study file's order) minus the earlier.
+        """
+        values = self.compare[self.contrast]
+        if self.report.pairs == "all":
+            return [(later, earlier) for i, earlier in enumerate(values) for later in values[i + 1 :]]
+        return [(value, self.baseline) for value in values if value != self.baseline]
+
+    @property
+    def family_size(self) -> int:
+        """How many comparisons the report makes: conditions x contrast pairs."""
+        conditions = math.prod(len(v) for n, v in self.compare.items() if n != self.contrast)
+        return conditions * len(self.contrast_pairs())
 
     def cells(self) -> list[Cell]:
         """Every combination of compared values, in a stable order."""

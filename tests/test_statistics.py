@@ -1,0 +1,176 @@
+"""The report's statistics against SciPy and statsmodels, and the verdicts they lead to."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
+
+from reuse_nets import statistics
+from reuse_nets.report import analysis
+from reuse_nets.report.analysis import FinalRun, Outcome
+from reuse_nets.spec import study_files
+
+SAMPLES = [
+    [0.012, 0.021, -0.004, 0.017, 0.009],
+    [-0.03, -0.01, -0.02, -0.025, -0.04, -0.015],
+    [0.1, -0.1, 0.05, 0.02],
+    [0.3, 0.31, 0.29],
+]
+
+
+@pytest.mark.parametrize("diffs", SAMPLES)
+def test_t_test_and_interval_equal_scipy(diffs):
+    assert statistics.t_test(diffs) == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue, rel=1e-9)
+    low, high = stats.t.interval(0.95, len(diffs) - 1, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert statistics.t_interval(diffs, 0.95) == pytest.approx((low, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("diffs", SAMPLES)
+def test_sign_flip_is_scipys_exact_permutation_test(diffs):
+    reference = stats.permutation_test(
+        (np.asarray(diffs),), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+    ).pvalue
+    assert statistics.sign_flip_p(diffs) == pytest.approx(reference, rel=1e-9)
+
+
+def test_sign_flip_cannot_go_below_two_over_two_to_the_n():
+    # "5/5 seeds" is p = 0.0625 at best: not significant at 0.05, whatever the sizes.
+    assert statistics.sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(2 / 32)
+    assert statistics.sign_flip_p([0.1] * 6) == pytest.approx(2 / 64)
+    many = list(np.random.default_rng(0).normal(0.5, 0.1, size=20))  # sampled beyond 16 seeds
+    assert statistics.sign_flip_p(many) < 1e-3
+
+
+def test_bootstrap_interval_agrees_with_scipy():
+    diffs = np.random.default_rng(1).normal(0.02, 0.01, size=12)
+    ours = statistics.bootstrap_interval(diffs, 0.95)
+    theirs = stats.bootstrap((diffs,), np.mean, method="percentile", n_resamples=20_000, random_state=0)
+    ci = theirs.confidence_interval
+    assert ours == pytest.approx((ci.low, ci.high), abs=0.1 * np.std(diffs) / math.sqrt(12))
+    assert statistics.bootstrap_interval(diffs, 0.95) == ours  # seeded
+
+
+def test_holm_and_bonferroni_equal_statsmodels():
+    # The issue's residual_depth p-values (7 depths), and a family with ties and a nan.
+    for pvalues in ([0.008, 0.011, 0.35, 0.36, 0.30, 0.06, 0.002], [0.01, 0.04, 0.03, 0.005, 0.04]):
+        assert statistics.holm(pvalues) == pytest.approx(list(multipletests(pvalues, method="holm")[1]))
+        assert statistics.bonferroni(pvalues) == pytest.approx(list(multipletests(pvalues, method="bonferroni")[1]))
+    adjusted = statistics.holm([0.01, math.nan, 0.02])
+    assert math.isnan(adjusted[1]) and adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.02)
+    # The issue's numbers: depth 1, 2 and 64 after Holm over 7 comparisons.
+    holm = statistics.holm([0.008, 0.011, 0.35, 0.36, 0.30, 0.06, 0.002])
+    assert [round(holm[i], 3) for i in (0, 1, 6)] == [0.048, 0.055, 0.014]
+
+
+@pytest.mark.parametrize("diffs", SAMPLES)
+@pytest.mark.parametrize("epsilon", [0.01, 0.05])
+def test_tost_equals_statsmodels(diffs, epsilon):
+    zeros = np.zeros(len(diffs))
+    reference = ttost_paired(np.asarray(diffs), zeros, -epsilon, epsilon)[0]
+    assert statistics.tost_p(diffs, epsilon) == pytest.approx(reference, rel=1e-9)
+
+
+@pytest.mark.parametrize("n, alpha", [(3, 0.05), (5, 0.05), (5, 0.05 / 12), (10, 0.01)])
+def test_detectable_difference_equals_statsmodels_power(n, alpha):
+    sd = 0.01
+    effect = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8, alternative="two-sided")
+    assert statistics.detectable_difference(n, sd, alpha) == pytest.approx(effect * sd, rel=1e-4)
+
+
+# --- Verdicts over a family -------------------------------------------------------------
+
+
+def spec_with(*overrides: str):
+    return study_files.load_study("residual_depth", list(overrides))
+
+
+def runs_from(spec, tests: dict[str, list[float]]) -> list[FinalRun]:
+    cells = {c.key: c for c in spec.cells()}
+    return [
+        FinalRun(f"{key}-{seed}", key, cells[key].values, seed, value, value, 1.0, 1.0)
+        for key, values in tests.items()
+        for seed, value in zip(spec.final.seeds, values)
+    ]
+
+
+def simulated_family(spec, rng, effect: float, sd: float) -> list[analysis.Assessed]:
+    """Final runs where every non-baseline cell is `effect` above the baseline, with seed noise."""
+    tests = {}
+    for cell in spec.cells():
+        shift = effect if cell.values[spec.contrast] != spec.baseline else 0.0
+        tests[cell.key] = list(0.8 + shift + rng.normal(0, sd, size=len(spec.final.seeds)))
+    return analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
+
+
+def test_a_a_comparisons_are_rarely_called_better_or_worse():
+    """No true difference: the family-wise rate of any better/worse verdict stays near alpha."""
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5]")  # 7 depths: 7 comparisons per family
+    rng = np.random.default_rng(0)
+    families = 400
+    any_claim = sum(
+        any(a.outcome in (Outcome.BETTER, Outcome.WORSE) for a in simulated_family(spec, rng, 0.0, 0.01))
+        for _ in range(families)
+    )
+    # Holm keeps the family-wise error at or below 0.05; 3 standard errors of slack.
+    assert any_claim / families <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / families)
+    # Without adjustment the same draws would claim far more often: the test can fail.
+    rng = np.random.default_rng(0)
+    unadjusted = sum(any(a.p_t < 0.05 for a in simulated_family(spec, rng, 0.0, 0.01)) for _ in range(families))
+    assert unadjusted / families > 0.2
+
+
+def test_a_planted_difference_is_found_and_equivalence_needs_min_effect():
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]", "compare.depth=[1, 2]", "report.min_effect=0.01")
+    rng = np.random.default_rng(3)
+    found = [a.outcome for _ in range(50) for a in simulated_family(spec, rng, 0.03, 0.005)]
+    assert found.count(Outcome.BETTER) >= 0.95 * len(found)
+    same = [a.outcome for _ in range(50) for a in simulated_family(spec, rng, 0.0, 0.003)]
+    assert same.count(Outcome.EQUIVALENT) >= 0.8 * len(same)
+    # Family-wise error 0.05 per family of 2: a few false claims among 100 are expected.
+    assert same.count(Outcome.BETTER) + same.count(Outcome.WORSE) <= 0.1 * len(same)
+    without = spec_with("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]", "compare.depth=[1, 2]")
+    assert all(a.outcome != Outcome.EQUIVALENT for a in simulated_family(without, rng, 0.0, 0.003))
+
+
+def test_the_sign_flip_verdict_cannot_claim_with_five_seeds():
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5]", "compare.depth=[64]", "report.test=sign_flip")
+    tests = {"strategy=plain,depth=64": [0.5, 0.6, 0.55, 0.52, 0.58], "strategy=residual,depth=64": [0.85] * 5}
+    (assessed,) = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
+    assert assessed.p_sign_flip == pytest.approx(0.0625) and assessed.outcome == Outcome.INCONCLUSIVE
+    assert "cannot go below p = 0.0625" in analysis.family_text(spec, [assessed])
+
+
+def test_all_pairs_are_one_family():
+    spec = study_files.load_study("strategy_depth", ["report.pairs=all", "compare.depth=[4]"])
+    differences = analysis.paired_differences(spec, [])
+    assert [(d.value, d.reference) for d in differences] == [
+        ("concat", "plain"),
+        ("residual", "plain"),
+        ("masked", "plain"),
+        ("residual", "concat"),
+        ("masked", "concat"),
+        ("masked", "residual"),
+    ]
+    assert "6 comparisons" not in analysis.family_text(spec, analysis.assess(spec, differences))  # none paired yet
+
+
+def test_dry_run_states_the_family_and_the_detectable_difference():
+    from reuse_nets.spec import plan
+
+    spec = study_files.load_study("strategy_depth", ["report.assumed_sd=0.005", "report.min_effect=0.01"])
+    assert spec.family_size == 12  # 4 depths x 3 strategies against plain
+    lines = plan.power_lines(spec)
+    assert lines[0].startswith("verdicts: 12 comparisons, holm-adjusted at alpha 0.05")
+    expected = statistics.detectable_difference(5, 0.005, 0.05 / 12)
+    assert f"a difference of {expected:.4f} at alpha/12" in lines[1]
+    assert lines[2].startswith("warning: that is larger than report.min_effect (0.01)")
+    relaxed = study_files.load_study("strategy_depth", ["report.assumed_sd=0.001", "report.min_effect=0.01"])
+    assert not [line for line in plan.power_lines(relaxed) if line.startswith("warning")]
+    unknown = plan.power_lines(study_files.load_study("strategy_depth", ["report.assumed_sd=null"]))
+    assert unknown[1].startswith("power: unknown; set report.assumed_sd")
+    pairs = study_files.load_study("strategy_depth", ["report.pairs=all"])
+    assert pairs.family_size == 4 * 6
