@@ -173,7 +173,7 @@ def test_bad_values_are_one_line_errors(override, expected):
         (["tune.search_space.learning_rate=[-1, 0.1]"], "learning_rate=-1 is not a valid trial"),
         (["tune.search_space={}"], "tune.search_space"),
         (["final.seeds=[0, 1]"], "final.seeds must be fresh: 0 is base.seed"),
-        (["tune.trials_per_cell=null"], "trials_per_cell is required with sampler type 'tpe'"),
+        (["tune.trials_per_cell=null"], "trials_per_cell is required with sampler type 'sobol'"),
         (["tune.sampler.type=grid"], "the grid sampler needs choices, not ranges, for: learning_rate"),
         (["tune.sampler.type=annealing"], "tune.sampler.type"),
         (["tune.pruner.n_warmup_steps=-1"], "tune.pruner.n_warmup_steps"),
@@ -455,7 +455,7 @@ def test_samplers_draw_new_values_in_each_worker_and_after_a_resume():
     """Regression: every process restarted the seeded draws, so workers and resumed
     studies tried learning rates that had been tried already."""
 
-    spec = load("residual_depth")
+    spec = load("residual_depth", ["tune.sampler.type=tpe"])
 
     def first_draws(stream, trials_before, n=3):
         study = optuna.create_study(sampler=phases.sampler(spec, "tune", stream, trials_before))

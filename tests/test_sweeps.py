@@ -1016,7 +1016,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "sampler", "type", "cmaes")),
-        "{file}: tune.sampler.type: Input should be 'tpe', 'random' or 'grid'",
+        "{file}: tune.sampler.type: Input should be 'tpe', 'random', 'grid' or 'sobol'",
         id="unknown_sampler",
     ),
     pytest.param(
@@ -1365,3 +1365,29 @@ def test_a_matched_study_logs_capacity_and_reports_learning_curves(tmp_path):
         for epoch, mean, _, n in cell_rows:
             expected = sum(h[int(epoch)][1] for h in histories) / 2
             assert float(mean) == pytest.approx(expected, abs=1e-6) and int(n) == 2
+
+
+def test_sobol_candidates_and_selections_do_not_depend_on_the_workers(tmp_path):
+    """Slot k of every cell tries the k-th point of one seeded Sobol sequence, however many workers."""
+    overrides = [a for o in (*TINY_TUNED, "tune.sampler.type=sobol") for a in ("--set", o)]
+    found = {}
+    for workers in (1, 2):
+        directory = tmp_path / f"workers{workers}"
+        directory.mkdir()
+        run_sweep(directory, "residual_depth", "--workers", str(workers), *overrides)
+        stores = Stores(directory, "residual_depth")
+        spec = small_spec("residual_depth", *TINY_TUNED, "tune.sampler.type=sobol")
+        tried = {
+            cell.key: {t.user_attrs["slot"]: t.params["learning_rate"] for t in stores.tune(cell.key).get_trials()}
+            for cell in spec.cells()
+        }
+        finals = {
+            (t.params["strategy"], t.params["seed"]): (t.params["learning_rate"], t.value)
+            for t in trials_in(stores.final(), "COMPLETE")
+        }
+        found[workers] = (tried, finals)
+    points = [p["learning_rate"] for p in spec.tune.points()]
+    for tried in (found[1][0], found[2][0]):
+        assert all(list(dict(sorted(slots.items())).values()) == points for slots in tried.values()), tried
+    # The same candidates, the same selections, and bit-identical final runs.
+    assert found[1] == found[2]

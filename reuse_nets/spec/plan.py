@@ -56,11 +56,9 @@ def identity_of(spec: StudySpec, job: Job) -> dict:
 def tune_jobs(spec: StudySpec) -> list[Job]:
     if not spec.tune:
         return []
-    # Tuning slots leave the choice to the sampler, except on a grid, where slot i is point i.
-    if spec.tune.sampler.type == "grid":
-        points = spec.tune.grid()
-    else:
-        points = [{} for _ in range(spec.tune.trials_per_cell or 0)]
+    # Tuning slots leave the choice to the sampler, except on a grid or a Sobol
+    # sequence, where slot i is point i in every cell.
+    points = spec.tune.points() or [{} for _ in range(spec.tune.trials_per_cell or 0)]
     return [
         Job(Phase.TUNE, tune_study_name(spec, cell), tuple((cell, point) for point in points), f"tune {cell.key}")
         for cell in spec.cells()
@@ -153,6 +151,8 @@ def sampler_text(sampler) -> str:
     """`tpe (seed 0, 4 startup)`; a grid has neither seed nor startup trials."""
     if sampler.type == "grid":
         return "grid (every point once, in order, the same in every cell)"
+    if sampler.type == "sobol":
+        return f"sobol (seed {sampler.seed}: slot k tries the k-th quasi-random point, the same in every cell)"
     startup = f", {sampler.n_startup_trials} startup" if sampler.type == "tpe" else ""
     return f"{sampler.type} (seed {sampler.seed}{startup})"
 

@@ -84,7 +84,10 @@ Param = Choices | Range
 
 
 class SamplerSpec(_Strict):
-    type: Literal["tpe", "random", "grid"] = "tpe"  # grid: every combination of choices, in order
+    # grid: every combination of choices, in order. sobol: slot k of every cell tries the
+    # k-th point of one scrambled Sobol sequence (seeded): the same candidates in every
+    # cell, whatever the workers or resume order. tpe and random draw as trials run.
+    type: Literal["tpe", "random", "grid", "sobol"] = "tpe"
     # The same seed in every cell: each cell's search is reproducible. Workers offset it
     # (`sweep.phases.sampler`), so it leaves room below 2**32.
     seed: int = pydantic.Field(0, ge=0, le=2**31)
@@ -121,6 +124,26 @@ class TuneSpec(_Strict):
         elif self.trials_per_cell is None:
             raise ValueError(f"trials_per_cell is required with sampler type {self.sampler.type!r}")
         return self
+
+    def points(self) -> list[dict[str, Any]] | None:
+        """The tuned values of every slot, when the sampler fixes them in advance (grid, sobol)."""
+        if self.sampler.type == "grid":
+            return self.grid()
+        if self.sampler.type == "sobol":
+            return self.sobol()
+        return None
+
+    def sobol(self) -> list[dict[str, Any]]:
+        """`trials_per_cell` points of a scrambled Sobol sequence seeded by `sampler.seed`, in slot order."""
+        import warnings
+
+        from scipy.stats import qmc
+
+        names = list(self.search_space)
+        with warnings.catch_warnings():  # a count that is no power of 2 only loses balance, and says so
+            warnings.simplefilter("ignore", UserWarning)
+            unit = qmc.Sobol(d=len(names), scramble=True, seed=self.sampler.seed).random(self.trials_per_cell or 0)
+        return [{name: _from_unit(self.search_space[name], u) for name, u in zip(names, row)} for row in unit]
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the searched choices, in order (grid sampler)."""
@@ -441,6 +464,18 @@ def _base_identity(base: TrialConfig) -> dict:
         if dumped[name] == TrialConfig.model_fields[name].default:
             del dumped[name]
     return dumped
+
+
+def _from_unit(param: Param, u: float) -> Any:
+    """The value of a search dimension at `u` in [0, 1): uniform in its own (log) scale."""
+    if isinstance(param, Choices):
+        return param.choices[min(int(u * len(param.choices)), len(param.choices) - 1)]
+    low, high = float(param.low), float(param.high)
+    value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if param.log else low + u * (high - low)
+    if param.step is not None:
+        value = low + round((value - low) / param.step) * param.step
+    value = min(max(value, low), high)  # rounding never leaves the range
+    return int(round(value)) if param.is_int else float(value)
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:
