@@ -475,7 +475,7 @@ def _from_unit(param: Param, u: float) -> Any:
     if param.step is not None:
         value = low + round((value - low) / param.step) * param.step
     value = min(max(value, low), high)  # rounding never leaves the range
-    return int(round(value)) if param.is_int else float(value)
+    return round(value) if param.is_int else float(value)
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:
