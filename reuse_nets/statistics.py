@@ -137,7 +137,9 @@ def detectable_difference(n: int, sd: float, alpha: float, power: float = 0.8) -
 
     def shortfall(effect: float) -> float:
         shift = effect / (sd / math.sqrt(n))
-        achieved = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+        # The far tail is negligible once the shift is large, where SciPy's nct.cdf can return nan.
+        far = stats.nct.cdf(-critical, df, shift)
+        achieved = stats.nct.sf(critical, df, shift) + (0.0 if math.isnan(far) else far)
         return achieved - power
 
     high = sd

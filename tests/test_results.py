@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow  # reads a study run on real data
 PARAMS = ("strategy", "depth", "width", "learning_rate", "seed", "epochs", "split.train", "learned_mask")
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy"]
 TEST_METRICS = ["test_accuracy", "test_loss"]
+CAPACITY = ["model/trainable_params", "model/total_params", "model/flops_per_example"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,8 @@ def test_tune_has_one_row_per_tuning_trial_with_the_documented_columns(study, tu
         == results.RUN_COLUMNS + results.OPTUNA_COLUMNS
     )
     assert set(PARAMS) <= set(tune.columns)
-    assert list(tune.columns[-len(EPOCH_METRICS) :]) == EPOCH_METRICS  # tuning never looks at test
+    assert list(tune.columns[-len(EPOCH_METRICS + CAPACITY) :]) == EPOCH_METRICS + CAPACITY
+    assert not [c for c in tune.columns if c.startswith("test_")]  # tuning never looks at test
     assert list(tune["cell"]) == [key for key in cells for _ in range(spec.tune.trials_per_cell)]
     assert list(tune["trial"]) == list(range(spec.tune.trials_per_cell)) * len(cells)
     assert (
@@ -76,7 +78,9 @@ def test_tune_has_one_row_per_tuning_trial_with_the_documented_columns(study, tu
 def test_final_has_one_row_per_cell_and_seed_with_test_metrics(study, final):
     spec = study.spec
     assert len(final) == len(spec.final.seeds) * len(spec.cells())
-    assert list(final.columns[-len(EPOCH_METRICS + TEST_METRICS) :]) == EPOCH_METRICS + TEST_METRICS
+    expected = EPOCH_METRICS + TEST_METRICS + CAPACITY
+    assert list(final.columns[-len(expected) :]) == expected
+    assert not final[CAPACITY].isna().any().any() and (final["model/trainable_params"] > 0).all()
     assert sorted(zip(final["cell"], final["seed"])) == sorted(
         (c.key, s) for c in spec.cells() for s in spec.final.seeds
     )

@@ -74,7 +74,7 @@ def test_tost_equals_statsmodels(diffs, epsilon):
     assert statistics.tost_p(diffs, epsilon) == pytest.approx(reference, rel=1e-9)
 
 
-@pytest.mark.parametrize("n, alpha", [(3, 0.05), (5, 0.05), (5, 0.05 / 12), (10, 0.01)])
+@pytest.mark.parametrize("n, alpha", [(3, 0.05), (5, 0.05), (5, 0.05 / 12), (5, 0.05 / 6), (10, 0.01)])
 def test_detectable_difference_equals_statsmodels_power(n, alpha):
     sd = 0.01
     effect = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8, alternative="two-sided")

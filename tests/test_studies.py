@@ -312,8 +312,14 @@ def test_every_cell_gets_the_same_budget_and_its_own_study():
     assert [job.study_name for job in jobs] == [plan.tune_study_name(spec, c) for c in spec.cells()]
     assert len({job.study_name for job in jobs}) == len(spec.cells())
     assert {len(job.slots) for job in jobs} == {spec.tune.trials_per_cell}
+    # Sobol: slot k of every cell holds the same k-th point of the sequence.
+    points = spec.tune.points()
     for job, cell in zip(jobs, spec.cells()):
-        assert all(slot_cell == cell and params == {} for slot_cell, params in job.slots)
+        assert [slot_cell for slot_cell, _ in job.slots] == [cell] * len(points)
+        assert [params for _, params in job.slots] == points
+    # TPE and random leave every slot to the sampler.
+    tpe = load("residual_depth", ["tune.sampler.type=tpe"])
+    assert all(params == {} for job in plan.tune_jobs(tpe) for _, params in job.slots)
 
 
 def test_selection_takes_the_best_complete_trial_per_cell_on_validation():

@@ -15,7 +15,8 @@ Columns, in this order:
 - every logged param under its own name (`strategy`, `depth`, `learning_rate`,
   `seed`, `split.train`, ...), as numbers or bools where every value is one;
 - the metrics at the last epoch the run logged (`loss`, `accuracy`, `val_loss`,
-  `val_accuracy`) and `test_*` where present (final runs).
+  `val_accuracy`), `test_*` where present (final runs), and the network's capacity
+  (`model/trainable_params`, `model/total_params`, `model/flops_per_example`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from reuse_nets.errors import SweepError, first_line
 from reuse_nets.names import (
+    CAPACITY_METRICS,
     CELL_TAG,
     EPOCH_METRICS,
     IDENTITY_TAG,
@@ -130,13 +132,18 @@ def _row(run) -> dict:
 
 
 def _is_final_metric(name: str) -> bool:
-    return name in EPOCH_METRICS or name.startswith(TEST_PREFIX)
+    return name in EPOCH_METRICS or name.startswith(TEST_PREFIX) or name in CAPACITY_METRICS.values()
 
 
 def _metric_names(runs) -> list[str]:
-    """Per-epoch metrics in `EPOCH_METRICS` order, then the test metrics, sorted."""
+    """Per-epoch metrics in `EPOCH_METRICS` order, then the test metrics, sorted, then capacity."""
     logged = {name for run in runs for name in run.data.metrics if _is_final_metric(name)}
-    return [name for name in EPOCH_METRICS if name in logged] + sorted(logged - set(EPOCH_METRICS))
+    capacity = [name for name in CAPACITY_METRICS.values() if name in logged]
+    return [
+        *(name for name in EPOCH_METRICS if name in logged),
+        *sorted(logged - set(EPOCH_METRICS) - set(capacity)),
+        *capacity,
+    ]
 
 
 def _typed(column: pd.Series) -> pd.Series:
