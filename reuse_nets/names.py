@@ -63,6 +63,7 @@ TEST_PREFIX = "test_"  # test_loss, test_accuracy: logged once, after the last e
 # Capacity of the trial's network (`nn.capacity`), logged once at step 0 when the run starts
 CAPACITY_METRICS = {
     "trainable_params": "model/trainable_params",
+    "effective_params": "model/effective_params",
     "total_params": "model/total_params",
     "flops": "model/flops_per_example",
 }

@@ -77,6 +77,8 @@ def test_counts_grow_with_width():
         for source in spec.reuse_sources:
             counts = [capacity.count(strategy, 4, w, (28, 28, 1), 10, reuse_source=source) for w in range(1, 200)]
             for measure in capacity.MEASURES:
+                if measure == "effective_params" and strategy == "masked":
+                    continue  # which stem units a mask keeps depends on the draw at each width
                 values = [c.of(measure) for c in counts]
                 assert values == sorted(values) and len(set(values)) == len(values), (strategy, source, measure)
 
@@ -147,3 +149,35 @@ def test_unknown_knob_values_are_refused():
         models.build_model("plain", 1, 4, (4,), 2, reuse_source="stem")
     with pytest.raises(ValueError, match="branch_gain_init"):
         models.build_model("concat", 1, 4, (4,), 2, branch_gain_init=1.0)
+
+
+@pytest.mark.parametrize(
+    "source, keep, family, shape",
+    [
+        ("input", 0.5, "mlp", (28, 28, 1)),
+        ("input", 0.25, "mlp", (28, 28, 1)),
+        ("stem", 0.5, "mlp", (28, 28, 1)),  # a stem unit no mask keeps never learns either
+        ("stem", 0.25, "mlp", (10,)),
+        ("stem", 0.02, "conv", (4, 4, 3)),  # channels a mask zeroes at every pixel
+    ],
+)
+def test_inert_parameters_are_exactly_those_whose_gradient_is_always_zero(source, keep, family, shape):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = models.build_model(
+        "masked", 3, WIDTH, shape, CLASSES, family, reuse_source=source, keep_ratio=keep, activation="tanh", seed=4
+    )
+    x = np.random.default_rng(0).normal(size=(16, *shape)).astype("float32")
+    y = np.arange(16) % CLASSES
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    # tanh never saturates to an exact 0 gradient here, and no input is exactly 0:
+    # a zero gradient can only come from a feature a fixed mask always zeroes.
+    zeros = sum(int(np.sum(g.numpy() == 0)) for g in grads)
+    counted = capacity.count("masked", 3, WIDTH, shape, CLASSES, family, reuse_source=source, keep_ratio=keep, seed=4)
+    assert counted.inert == zeros > 0
+    assert counted.effective == counted.trainable - zeros
+    learned = capacity.count("masked", 3, WIDTH, shape, CLASSES, family, reuse_source=source, learned_mask=True)
+    assert learned.inert == 0  # a learned gate can open: nothing is inert

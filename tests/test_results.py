@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # reads a study run on real data
 PARAMS = ("strategy", "depth", "width", "learning_rate", "seed", "epochs", "split.train", "learned_mask")
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy"]
 TEST_METRICS = ["test_accuracy", "test_loss"]
-CAPACITY = ["model/trainable_params", "model/total_params", "model/flops_per_example"]
+CAPACITY = ["model/trainable_params", "model/effective_params", "model/total_params", "model/flops_per_example"]
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,32 @@ def test_all_pairs_are_one_family():
         ("masked", "concat"),
         ("masked", "residual"),
     ]
-    assert "6 comparisons" not in analysis.family_text(spec, analysis.assess(spec, differences))  # none paired yet
+    # The declared family, even before any run finished: missing comparisons count as p = 1.
+    text = analysis.family_text(spec, analysis.assess(spec, differences))
+    assert "6 comparisons" in text and "6 of them without two paired seeds" in text
+
+
+def test_a_detectable_but_negligible_difference_is_equivalent():
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]", "compare.depth=[64]", "report.min_effect=0.01")
+    base = [0.80, 0.81, 0.79, 0.80, 0.82, 0.80, 0.81, 0.79]
+    tests = {"strategy=plain,depth=64": base, "strategy=residual,depth=64": [b + 0.003 for b in base]}
+    (assessed,) = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
+    assert assessed.p_adjusted < 0.05 and assessed.outcome == Outcome.EQUIVALENT
+    assert "detectable, but smaller than the smallest worth caring about" in analysis.verdict(
+        spec, assessed, "test_accuracy"
+    )
+
+
+def test_the_sign_flip_warning_counts_the_family():
+    # 6 seeds alone could reach p = 0.03125 < 0.05, but not after adjusting for 7 comparisons.
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5, 6]", "report.test=sign_flip")
+    tests = {
+        c.key: [0.8 + (0.05 if c.values["strategy"] == "residual" else 0) + i * 1e-3 for i in range(6)]
+        for c in spec.cells()
+    }
+    assessed = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
+    assert all(a.p_sign_flip == pytest.approx(2 / 64) and a.outcome == Outcome.INCONCLUSIVE for a in assessed)
+    assert "0.2188 after adjusting for 7 comparisons" in analysis.family_text(spec, assessed)
 
 
 def test_dry_run_states_the_family_and_the_detectable_difference():

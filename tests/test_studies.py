@@ -574,3 +574,32 @@ def test_identity_holds_new_knobs_only_when_set():
     matched = load("strategy_depth")
     assert matched.identity()["match"] == {"measure": "trainable_params", "solve": "width", "tolerance": 0.05}
     assert matched.tune_identity(matched.cells()[0])["match"] == matched.identity()["match"]
+
+
+def test_sobol_points_cover_integer_and_stepped_ranges_evenly():
+    spec = load(
+        "residual_depth",
+        [
+            "tune.trials_per_cell=64",
+            "tune.search_space.width={low: 1, high: 4}",
+            "tune.search_space.batch_size={low: 32, high: 130, step: 32}",
+        ],
+    )
+    points = spec.tune.points()
+    widths = [p["width"] for p in points]
+    assert {w: widths.count(w) for w in (1, 2, 3, 4)} == {1: 16, 2: 16, 3: 16, 4: 16}
+    assert {p["batch_size"] for p in points} == {32, 64, 96, 128}  # on the step grid, never 130
+    rates = [p["learning_rate"] for p in points]
+    assert 1e-5 <= min(rates) and max(rates) <= 1e-2
+    assert spec.tune.points() == points  # seeded
+
+
+def test_the_width_solver_finds_the_nearest_width_where_counts_are_not_monotone():
+    from reuse_nets.nn import capacity
+    from reuse_nets.spec import matching
+
+    # A residual block reusing the input needs no shortcut at width 784: fewer parameters than at 783.
+    config = TrialConfig(strategy="residual", depth=8, reuse_source="input")
+    at = {w: capacity.of_config(config.model_copy(update={"width": w}), (28, 28, 1), 10).trainable for w in (783, 784)}
+    assert at[784] < at[783]
+    assert matching.solve_width(config, at[784], "trainable_params", (28, 28, 1), 10) == 784

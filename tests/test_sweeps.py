@@ -1335,6 +1335,7 @@ def test_a_matched_study_logs_capacity_and_reports_learning_curves(tmp_path):
         metrics = child.data.metrics
         assert metrics["model/trainable_params"] == counted.trainable
         assert metrics["model/total_params"] == counted.total
+        assert metrics["model/effective_params"] == counted.effective
         assert metrics["model/flops_per_example"] == counted.flops
         trainable[cell.key] = counted.trainable
     plain = trainable["strategy=plain,depth=4"]
@@ -1348,7 +1349,7 @@ def test_a_matched_study_logs_capacity_and_reports_learning_curves(tmp_path):
     section = report.split("## Capacity and convergence per cell")[1].split("\n## ")[0]
     for cell in spec.cells():
         row = next(line for line in section.splitlines() if line.startswith(f"| {cell.key} | "))
-        assert f"| {spec.cell_config(cell).width} | {trainable[cell.key]:,} |" in row
+        assert f"| {spec.cell_config(cell).width} | {trainable[cell.key]:,} | {trainable[cell.key]:,} |" in row
     assert "![learning_curves.png](learning_curves.png)" in report
     assert {"report/learning_curves.png", "report/learning_curves.csv"} <= stores.artifacts(
         stores.parent().info.run_id, "report"
@@ -1361,9 +1362,9 @@ def test_a_matched_study_logs_capacity_and_reports_learning_curves(tmp_path):
         ]
         assert len(histories) == 2 and all(len(h) == 3 for h in histories)
         cell_rows = [r.split('",')[1].split(",") for r in rows if r.startswith(f'"{cell.key}"')]
-        assert [int(r[0]) for r in cell_rows] == [0, 1, 2]
+        assert [int(r[0]) for r in cell_rows] == [1, 2, 3]
         for epoch, mean, _, n in cell_rows:
-            expected = sum(h[int(epoch)][1] for h in histories) / 2
+            expected = sum(h[int(epoch) - 1][1] for h in histories) / 2
             assert float(mean) == pytest.approx(expected, abs=1e-6) and int(n) == 2
 
 

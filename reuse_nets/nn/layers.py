@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from reuse_nets.nn.masks import feature_mask
+
 PACKAGE = "reuse_nets"
 
 
@@ -53,16 +55,6 @@ def _normalization_layer(normalization, dtype_policy):
         return None
     layer = keras.layers.LayerNormalization if normalization == "layer" else keras.layers.BatchNormalization
     return layer(dtype=dtype_policy, name="norm")
-
-
-def feature_mask(shape, keep_ratio, seed):
-    """Seeded 0/1 mask over `shape` keeping `max(1, round(keep_ratio * size))` entries."""
-    size = int(np.prod(shape))
-    keep = max(1, round(keep_ratio * size))
-    kept = np.random.RandomState(seed).permutation(size)[:keep]
-    mask = np.zeros(size, dtype="float32")
-    mask[kept] = 1.0
-    return mask.reshape(shape)
 
 
 class ReuseBlock(keras.layers.Layer):

@@ -33,6 +33,7 @@ class FinalRun:
     curve: tuple[float, ...] = ()  # the selection metric at every epoch (validation split)
     width: int | None = None  # the block width the run trained (solved, when capacity is matched)
     trainable_params: int | None = None  # None: logged before capacity was recorded
+    effective_params: int | None = None  # trainable minus those that never learn (behind a fixed mask)
     flops: int | None = None  # per example, forward pass
 
 
@@ -136,33 +137,44 @@ def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference
 def assess(spec: StudySpec, differences: list[Difference]) -> list[Assessed]:
     """Tests, intervals and the verdict of every comparison, adjusted across the whole family.
 
-    The family is every comparison the report makes (all conditions x `contrasts`);
-    a comparison without two paired seeds has no test and stays inconclusive.
+    The family is every comparison the report declares (all conditions x
+    `StudySpec.contrast_pairs`), whether or not its runs finished: a comparison
+    without two paired seeds counts as p = 1, has no test and stays inconclusive.
+    Equivalence (TOST within ±min_effect) takes precedence over a significant
+    difference: a real difference smaller than the smallest one worth caring about is
+    called equivalent (the sentence says it is detectable).
     """
     report = spec.report
-    m = sum(1 for d in differences if d.interval.n >= 2)
+    m = max(len(differences), 1)
+
+    def tested(p: float, d: Difference) -> float:
+        return p if d.interval.n >= 2 and not math.isnan(p) else 1.0
+
     p_t = [statistics.t_test(d.diffs) for d in differences]
     p_sign = [statistics.sign_flip_p(d.diffs) if d.diffs else math.nan for d in differences]
     adjust = statistics.holm if report.adjust == "holm" else statistics.bonferroni
-    p_adjusted = adjust(p_t if report.test == "t" else p_sign)
+    p_adjusted = adjust([tested(p, d) for p, d in zip(p_t if report.test == "t" else p_sign, differences)])
     equivalence: list[float | None] = [None] * len(differences)
     if report.min_effect is not None:
-        equivalence = list(adjust([statistics.tost_p(d.diffs, report.min_effect) for d in differences]))
+        tost = [tested(statistics.tost_p(d.diffs, report.min_effect), d) for d in differences]
+        equivalence = list(adjust(tost))
     maximize = spec.objective.direction == "maximize"
     assessed = []
     for i, d in enumerate(differences):
         outcome = Outcome.INCONCLUSIVE
-        if d.interval.n >= 2 and p_adjusted[i] < report.alpha:
-            outcome = Outcome.BETTER if (d.interval.mean > 0) == maximize else Outcome.WORSE
+        if d.interval.n < 2:
+            pass
         elif equivalence[i] is not None and equivalence[i] < report.alpha:
             outcome = Outcome.EQUIVALENT
+        elif p_adjusted[i] < report.alpha:
+            outcome = Outcome.BETTER if (d.interval.mean > 0) == maximize else Outcome.WORSE
         assessed.append(
             Assessed(
                 difference=d,
                 p_t=p_t[i],
                 p_sign_flip=p_sign[i],
                 p_adjusted=p_adjusted[i],
-                simultaneous=statistics.t_interval(d.diffs, 1 - report.alpha / max(m, 1)),
+                simultaneous=statistics.t_interval(d.diffs, 1 - report.alpha / m),
                 bootstrap=statistics.bootstrap_interval(d.diffs, CONFIDENCE),
                 equivalence_p=equivalence[i],
                 outcome=outcome,
@@ -174,12 +186,14 @@ def assess(spec: StudySpec, differences: list[Difference]) -> list[Assessed]:
 def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     """How the verdicts were decided: the family, its size, the test and the adjustment."""
     report = spec.report
-    m = sum(1 for a in assessed if a.difference.interval.n >= 2)
+    m = len(assessed)
+    paired = sum(1 for a in assessed if a.difference.interval.n >= 2)
     test = "paired t-test" if report.test == "t" else "exact paired sign-flip test"
     other = "exact sign-flip" if report.test == "t" else "t-test"
     pairs = "every pair of values" if report.pairs == "all" else f"each value against {spec.baseline}"
+    missing = f", {m - paired} of them without two paired seeds (counted as p = 1)" if paired < m else ""
     text = (
-        f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s)), "
+        f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s){missing}), "
         f"decided together: better or worse when the {report.adjust.capitalize()}-adjusted p-value of the {test} "
         f"is below {report.alpha} (family-wise error rate); the {other} p-value and a bootstrap interval are shown beside. "
     )
@@ -191,9 +205,13 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     else:
         text += "No `report.min_effect` is declared, so no comparison can be called equivalent. "
     if report.test == "sign_flip":
-        smallest = 2 / 2 ** len(spec.final.seeds)
-        if smallest >= report.alpha:
-            text += f"With {len(spec.final.seeds)} seeds the sign-flip test cannot go below p = {smallest:.4g}: no verdict can be better or worse."
+        seeds = max((a.difference.interval.n for a in assessed), default=0)
+        smallest = 2 / 2**seeds if seeds else 1.0
+        if smallest * m >= report.alpha:  # the first Holm step compares m * p with alpha
+            text += (
+                f"With {seeds} paired seeds the sign-flip test cannot go below p = {smallest:.4g}, "
+                f"{smallest * m:.4g} after adjusting for {m} comparisons: no verdict can be better or worse."
+            )
     return text.rstrip()
 
 
@@ -211,17 +229,24 @@ def verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
             "no interval, inconclusive."
         )
     test = "t-test" if spec.report.test == "t" else "sign-flip"
+    low, high = assessed.simultaneous
     sized = (
-        f"{difference.value} - {reference} = {i.mean:+.4f} {metric} (95% CI {i.low:+.4f} to {i.high:+.4f}; "
-        f"adjusted p = {assessed.p_adjusted:.3g} by {test}; better on {difference.wins}/{n} seeds)"
+        f"{difference.value} - {reference} = {i.mean:+.4f} {metric} (simultaneous {1 - spec.report.alpha:.0%} CI "
+        f"{low:+.4f} to {high:+.4f}; adjusted p = {assessed.p_adjusted:.3g} by {test}; "
+        f"better on {difference.wins}/{n} seeds)"
     )
     if assessed.outcome == Outcome.BETTER:
         return f"{where}: {difference.value} is better than {reference}: {sized}."
     if assessed.outcome == Outcome.WORSE:
         return f"{where}: {difference.value} is worse than {reference}: {sized}."
     if assessed.outcome == Outcome.EQUIVALENT:
+        detectable = (
+            " (the difference is detectable, but smaller than the smallest worth caring about)"
+            if assessed.p_adjusted < spec.report.alpha
+            else ""
+        )
         return (
-            f"{where}: {difference.value} and {reference} are equivalent within ±{spec.report.min_effect}: "
+            f"{where}: {difference.value} and {reference} are equivalent within ±{spec.report.min_effect}{detectable}: "
             f"{sized}; TOST adjusted p = {assessed.equivalence_p:.3g}."
         )
     return f"{where}: inconclusive between {difference.value} and {reference}: {sized}."

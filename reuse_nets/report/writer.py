@@ -82,6 +82,7 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 curve=tuple(value for _, value in curve),
                 width=int(run.data.params["width"]),
                 trainable_params=_count(metrics, CAPACITY_METRICS["trainable_params"]),
+                effective_params=_count(metrics, CAPACITY_METRICS["effective_params"]),
                 flops=_count(metrics, CAPACITY_METRICS["flops"]),
             )
         )
@@ -244,7 +245,8 @@ def build_markdown(
             f"## Paired differences ({spec.contrast} value − {against}, same seed)",
             f"p: two-sided, unadjusted; adjusted: {spec.report.adjust.capitalize()} over the {len(assessed)} comparisons, "
             f"for the {'t-test' if spec.report.test == 't' else 'sign-flip test'}; simultaneous: Bonferroni t interval "
-            f"at 1 − {spec.report.alpha}/m; bootstrap: percentile, 95%.",
+            f"at 1 − {spec.report.alpha}/m; bootstrap: percentile, 95%, which under-covers below about 10 seeds "
+            "(a check; no verdict rests on it).",
             "",
             f"| condition | {spec.contrast} | mean diff | 95% CI | simultaneous CI | bootstrap CI | p (t) | p (sign-flip) "
             "| adjusted p | verdict | wins | per-seed |",
@@ -280,9 +282,10 @@ def _p(p: float) -> str:
 def _match_lines(spec: StudySpec) -> list[str]:
     if spec.match is None:
         return []
+    knob, value = spec.match_reference
     return [
         f"- Matched: each cell's {spec.match.solve} solved so that its {spec.match.measure} is within "
-        f"{spec.match.tolerance:.0%} of the {spec.contrast}={spec.baseline} cell with the same other values "
+        f"{spec.match.tolerance:.0%} of the {knob}={value} cell with the same other values "
         f"(solved: {', '.join(f'{c.key} {v}' for c in spec.cells() for v in spec.matched(c).values())})."
     ]
 
@@ -296,17 +299,19 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
     first = {}
     for run in runs:
         first.setdefault(run.cell, run)
-    window = next(iter(converged.values())).window if converged else 0
     lines = [
         "## Capacity and convergence per cell",
-        f"What each cell trained (read back from its final runs), and whether its final runs were still improving: "
-        f"gain = {metric} at the last epoch minus {window} epoch(s) before, paired by run (mean and 95% interval); "
-        "still rising: **yes** when the whole interval shows improvement (a longer budget could change the "
-        "comparison), *falling* when it shows a decline (overfitting), else not shown. "
-        "Learning curves: `learning_curves.png`, and `learning_curves.csv` per epoch.",
+        "What each cell trained (read back from its final runs), and whether its final runs were still improving. "
+        "Effective parameters leave out those that can never learn (kernel rows behind a fixed mask). "
+        f"Gain: {metric} at the last epoch minus k epochs before (the last quarter), paired by run, mean and 95% "
+        "interval. Still rising: **yes** when the whole interval shows improvement (a longer budget could change "
+        "the comparison), *falling* when it shows a decline (overfitting), *no evidence* otherwise: with few "
+        "seeds that is not proof of a plateau. Learning curves: `learning_curves.png`, and "
+        "`learning_curves.csv` per epoch.",
         "",
-        f"| cell | width | trainable params | FLOPs/example | selected | val {metric} (last epoch) | gain over last {window} | still rising |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| cell | width | trainable params | effective params | FLOPs/example | selected | val {metric} (last epoch) "
+        "| gain over last k epochs | k | still rising |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in spec.cells():
         run = first.get(cell.key)
@@ -315,12 +320,16 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
         chosen = selection.get(cell.key) if spec.tune else None
         picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "base"
         params = f"{run.trainable_params:,}" if run.trainable_params is not None else "not logged"
+        effective = f"{run.effective_params:,}" if run.effective_params is not None else "not logged"
         flops = f"{run.flops:,}" if run.flops is not None else "not logged"
         c = converged.get(cell.key)
         last = _interval(c.last) if c else ""
         gain = _interval(c.gain, "+") if c else ""
         flag = _rising_flag(c)
-        lines.append(f"| {cell.key} | {run.width} | {params} | {flops} | {picked} | {last} | {gain} | {flag} |")
+        window = c.window if c else ""
+        lines.append(
+            f"| {cell.key} | {run.width} | {params} | {effective} | {flops} | {picked} | {last} | {gain} | {window} | {flag} |"
+        )
     rising = [key for key, c in converged.items() if c.rising]
     if rising:
         lines += ["", f"> warning: {len(rising)} cell(s) still rising at the last epoch: {', '.join(rising)}"]
@@ -332,16 +341,16 @@ def _rising_flag(c: analysis.Convergence | None) -> str:
         return "n/a (one seed)" if c else "n/a"
     if c.rising:
         return "**yes**"
-    return "*falling*" if c.gain.high < 0 else "not shown"
+    return "*falling*" if c.gain.high < 0 else "*no evidence*"
 
 
 def learning_curves_csv(spec: StudySpec, runs: list[FinalRun]) -> str:
-    """Per cell and epoch: mean, interval half-width and n of the selection metric over final seeds."""
+    """Per cell and epoch (from 1, as logged and plotted): mean, interval half-width and n over final seeds."""
     rows = ["cell,epoch,mean,half_width_95,n"]
     curves = analysis.learning_curves(runs)
     for cell in spec.cells():
         for epoch, i in enumerate(curves.get(cell.key, [])):
-            rows.append(f'"{cell.key}",{epoch},{i.mean:.6f},{i.half:.6f},{i.n}')
+            rows.append(f'"{cell.key}",{epoch + 1},{i.mean:.6f},{i.half:.6f},{i.n}')
     return "\n".join(rows) + "\n"
 
 

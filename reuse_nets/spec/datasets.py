@@ -23,6 +23,10 @@ def features(name: str) -> tuple[tuple[int, ...], int]:
         info = tfds.builder(name).info
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"unknown TFDS dataset {name!r}") from None
+    except Exception as error:  # a builder that cannot describe itself offline
+        raise ValueError(
+            f"dataset {name!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
     return of_info(info)
 
 

@@ -11,6 +11,7 @@ cell's; a cell that cannot come within `tolerance` is an error naming it.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import pydantic
@@ -24,7 +25,8 @@ class MatchSpec(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    measure: Literal["trainable_params", "total_params", "flops"] = "trainable_params"  # what must agree
+    # What must agree: effective_params leaves out weights that never learn (behind a fixed mask).
+    measure: Literal["trainable_params", "effective_params", "total_params", "flops"] = "trainable_params"
     solve: Literal["width"] = "width"  # the knob solved per cell; neither compared nor tuned
     tolerance: float = pydantic.Field(0.05, gt=0.0, le=0.5)  # largest relative difference from the baseline cell
 
@@ -35,7 +37,9 @@ def solve_width(config: TrialConfig, target: int, on: str, input_shape, num_clas
     def measured(width: int) -> int:
         return capacity.of_config(config.model_copy(update={"width": width}), input_shape, num_classes).of(on)
 
-    # Every count grows with width: bisect for the first width reaching the target.
+    # Counts grow with width, except where a residual block's shortcut projection
+    # vanishes (width equal to what it reuses): bisect, then compare the neighbours
+    # and those widths directly.
     low, high = 1, MAX_WIDTH
     while low < high:
         middle = (low + high) // 2
@@ -43,9 +47,9 @@ def solve_width(config: TrialConfig, target: int, on: str, input_shape, num_clas
             high = middle
         else:
             low = middle + 1
-    if low > 1 and target - measured(low - 1) <= measured(low) - target:
-        return low - 1
-    return low
+    candidates = {w for w in range(low - 2, low + 3) if 1 <= w <= MAX_WIDTH}
+    candidates |= {d for d in (math.prod(input_shape), input_shape[-1]) if 1 <= d <= MAX_WIDTH}
+    return min(sorted(candidates), key=lambda w: abs(measured(w) - target))
 
 
 def relative_gap(count: int, target: int) -> float:

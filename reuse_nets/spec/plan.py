@@ -101,9 +101,10 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
         f"final: best {'tuned ' if spec.tune else ''}config of each cell x seeds {spec.final.seeds} = {spec.final_runs} runs"
     )
     if spec.match:
+        knob, value = spec.match_reference
         lines.append(
             f"match: {spec.match.solve} solved per cell so that {spec.match.measure} is within "
-            f"{spec.match.tolerance:.0%} of the {spec.contrast}={spec.baseline} cell with the same other values"
+            f"{spec.match.tolerance:.0%} of the {knob}={value} cell with the same other values"
         )
     capacities = cell_capacities(spec)
     lines.append("cells:" if capacities else "cells (capacity unknown: the dataset's shape cannot be read):")
@@ -171,17 +172,28 @@ def capacity_text(spec: StudySpec, cell: Cell, capacities: dict[str, capacity.Ca
     counted = capacities[cell.key]
     config = spec.cell_config(cell)
     fixed = f" (+{capacity.human(counted.non_trainable)} fixed)" if counted.non_trainable else ""
-    text = f"width {config.width}, {capacity.human(counted.trainable)} params{fixed}, {capacity.human(counted.flops)} FLOPs/example"
-    baseline = _baseline_cell(spec, cell)
-    if baseline.key != cell.key:
+    inert = f" ({capacity.human(counted.effective)} effective)" if counted.inert else ""
+    text = (
+        f"width {config.width}, {capacity.human(counted.trainable)} params{inert}{fixed}, "
+        f"{capacity.human(counted.flops)} FLOPs/example"
+    )
+    reference = reference_cell(spec, cell)
+    if reference.key != cell.key:
+        knob, value = reference_of(spec)
         measure = spec.match.measure if spec.match else "trainable_params"
-        ratio = counted.of(measure) / capacities[baseline.key].of(measure)
-        text += f", {ratio - 1:+.1%} {measure} vs {spec.contrast}={spec.baseline}"
+        ratio = counted.of(measure) / capacities[reference.key].of(measure)
+        text += f", {ratio - 1:+.1%} {measure} vs {knob}={value}"
     return text
 
 
-def _baseline_cell(spec: StudySpec, cell: Cell) -> Cell:
-    return Cell(values={**cell.values, spec.contrast: spec.baseline})
+def reference_of(spec: StudySpec) -> tuple[str, object]:
+    """What cells' capacity is compared with: the match's reference, else the report's baseline."""
+    return spec.match_reference if spec.match else (spec.contrast, spec.baseline)
+
+
+def reference_cell(spec: StudySpec, cell: Cell) -> Cell:
+    knob, value = reference_of(spec)
+    return Cell(values={**cell.values, knob: value})
 
 
 def selection_rows(spec: StudySpec, selection: Selection) -> list[str]:

@@ -339,10 +339,21 @@ class StudySpec(_Strict):
                     where = ", ".join(f"{k}={v}" for k, v in combination.items())
                     raise ValueError(f"the combination {where} is not a valid trial: {first_error(error)}") from None
 
+    @property
+    def match_reference(self) -> tuple[str, Any]:
+        """`(knob, value)` whose cells keep their width under `match`: the first compared knob's first value.
+
+        Fixed by `compare` alone, which is part of the study's identity: the report's
+        contrast and baseline can change without changing what was trained.
+        """
+        knob = next(iter(self.compare))
+        return knob, self.compare[knob][0]
+
     def _match_capacities(self) -> None:
-        """Solves `match.solve` per cell against the baseline cell of its group."""
+        """Solves `match.solve` per cell against the reference cell of its group (`match_reference`)."""
         match = self.match
         assert match is not None
+        knob, reference = self.match_reference
         if match.solve in self.compare:
             raise ValueError(f"match.solve: {match.solve!r} is compared; a solved knob cannot also be compared")
         if self.tune is not None and match.solve in self.tune.search_space:
@@ -353,10 +364,10 @@ class StudySpec(_Strict):
             raise ValueError(f"match: {error}") from None
         groups: dict[tuple, tuple[Any, list]] = {}
         for cell in self.cells():
-            others = tuple((k, repr(v)) for k, v in cell.values.items() if k != self.contrast)
+            others = tuple((k, repr(v)) for k, v in cell.values.items() if k != knob)
             _, members = groups.setdefault(others, (None, []))
             config = self._unmatched_config(cell)
-            if cell.values[self.contrast] == self.baseline:
+            if repr(cell.values[knob]) == repr(reference):
                 groups[others] = (config, members)
             else:
                 members.append((cell.key, config))
@@ -471,11 +482,14 @@ def _from_unit(param: Param, u: float) -> Any:
     if isinstance(param, Choices):
         return param.choices[min(int(u * len(param.choices)), len(param.choices) - 1)]
     low, high = float(param.low), float(param.high)
+    if param.step is not None or param.is_int:
+        # Every point of the grid low, low + step, ... <= high gets the same share of [0, 1).
+        step = float(param.step or 1)
+        points = math.floor((high - low) / step + 1e-9) + 1
+        value = low + min(int(u * points), points - 1) * step
+        return round(value) if param.is_int else value
     value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if param.log else low + u * (high - low)
-    if param.step is not None:
-        value = low + round((value - low) / param.step) * param.step
-    value = min(max(value, low), high)  # rounding never leaves the range
-    return round(value) if param.is_int else float(value)
+    return min(max(value, low), high)  # rounding never leaves the range
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:
