@@ -27,10 +27,12 @@ from reuse_nets.names import (
     Kind,
     Phase,
 )
+from reuse_nets.nn import capacity
 from reuse_nets.report import analysis
 from reuse_nets.report import html_page as report_html
 from reuse_nets.report.analysis import FinalRun
-from reuse_nets.spec import plan
+from reuse_nets.spec import datasets, plan
+from reuse_nets.spec.config import TrialConfig
 from reuse_nets.spec.studies import StudySpec
 from reuse_nets.store import optuna_store
 
@@ -69,6 +71,15 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
             continue
         depth = int(run.data.params["depth"])
         curve = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, spec.objective.metric))
+        counts = {measure: _count(metrics, key) for measure, key in CAPACITY_METRICS.items()}
+        if None in counts.values():  # logged before this count existed: counted from the run's own config
+            from reuse_nets.store import tracking
+
+            config = TrialConfig.model_validate(tracking.read_config(run.info.run_id))
+            counted = capacity.of_config(config, *datasets.features(config.dataset.name))
+            counts = {
+                measure: counts[measure] if counts[measure] is not None else counted.of(measure) for measure in counts
+            }
         found.append(
             FinalRun(
                 run_id=run.info.run_id,
@@ -81,9 +92,9 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 grad_last=metrics.get(f"{GRAD_NORM_PREFIX}block_{depth:02d}", float("nan")),
                 curve=tuple(value for _, value in curve),
                 width=int(run.data.params["width"]),
-                trainable_params=_count(metrics, CAPACITY_METRICS["trainable_params"]),
-                effective_params=_count(metrics, CAPACITY_METRICS["effective_params"]),
-                flops=_count(metrics, CAPACITY_METRICS["flops"]),
+                trainable_params=counts["trainable_params"],
+                effective_params=counts["effective_params"],
+                flops=counts["flops"],
             )
         )
     return sorted(found, key=lambda r: (list(cells).index(r.cell), r.seed))
@@ -302,7 +313,8 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
     lines = [
         "## Capacity and convergence per cell",
         "What each cell trained (read back from its final runs), and whether its final runs were still improving. "
-        "Effective parameters leave out those that can never learn (kernel rows behind a fixed mask). "
+        "Effective parameters leave out those that can never learn (kernel rows behind a fixed mask); a run "
+        "logged before a count existed is counted from its logged config. "
         f"Gain: {metric} at the last epoch minus k epochs before (the last quarter), paired by run, mean and 95% "
         "interval. Still rising: **yes** when the whole interval shows improvement (a longer budget could change "
         "the comparison), *falling* when it shows a decline (overfitting), *no evidence* otherwise: with few "
