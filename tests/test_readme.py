@@ -87,6 +87,7 @@ def test_the_docs_pages_are_the_ones_the_site_is_made_of():
             "results",
             "code-map",
             "results-residual-depth",
+            "results-strategy-depth",
             "benchmark-2026-11-25",
             "benchmark-2026-12-01",
         )
