@@ -40,7 +40,7 @@ class ScaledSkipBlock(ReuseBlock):
 ''',
     ),
     "reuse_nets/nn/models.py": (
-        '    "masked": Strategy("MaskedReuseBlock", ("input",), ("keep_ratio", "learned_mask"), _masked_options),\n',
+        '    "masked": Strategy("MaskedReuseBlock", ("input", "stem"), ("keep_ratio", "learned_mask"), _masked_options),\n',
         '    "scaled": Strategy("ScaledSkipBlock", ("input", "previous"), ("skip_scale",),\n'
         '                       lambda index, options: {"skip_scale": options["skip_scale"]}),\n',
     ),

@@ -198,7 +198,8 @@ def test_smoke_prints_a_summary_with_verdicts_and_tables(smoke):
     assert "study smoke: complete" in result.stdout
     assert "## Verdict" in result.stdout
     assert "depth 2: residual - plain = " in result.stdout  # one seed: a difference, no claim
-    table = [line for line in result.stdout.splitlines() if line.startswith("| strategy=")]
+    section = result.stdout.split("## Final test_accuracy per cell")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| strategy=")]
     assert len([line for line in table if "| 1 |" in line]) == 8, result.stdout  # every cell, n=1
 
 
@@ -1058,7 +1059,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         study_file("residual_depth", with_invalid_combination),
-        "{file}: the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input is not a valid trial",
+        "{file}: the combination strategy=plain, depth=1, learning_rate=1e-05, reuse_source=input is not a valid trial",
         id="invalid_combination",
     ),
     pytest.param(  # Regression: every trial of this study once failed to build, and the sweep exited 0.
@@ -1068,7 +1069,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         study_file("residual_depth", with_value("tune", "search_space", "activation", ["relu", "swiss"])),
-        "{file}: the combination strategy=plain, depth=1, learning_rate=0.0001, activation=swiss is not a valid trial: "
+        "{file}: the combination strategy=plain, depth=1, learning_rate=1e-05, activation=swiss is not a valid trial: "
         "activation: unknown activation 'swiss'; did you mean 'swish'?",
         id="tuned_activation_typo",
     ),
@@ -1097,7 +1098,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         command("residual_depth", "--set", "tune.search_space.reuse_source=[input]"),
-        "the combination strategy=plain, depth=1, learning_rate=0.0001, reuse_source=input",
+        "the combination strategy=plain, depth=1, learning_rate=1e-05, reuse_source=input",
         id="bad_combination",
     ),
     pytest.param(
@@ -1265,7 +1266,7 @@ def test_dry_run_prints_cells_budget_and_final_runs_and_writes_nothing(tmp_path)
     assert f"tune: {spec.tune.trials_per_cell} trials per cell" in result.stdout
     for index, cell in enumerate(spec.cells()):
         assert (
-            f"{index:3d}: {cell.key}  ({spec.tune.trials_per_cell} tuning trials + {len(spec.final.seeds)} final runs)"
+            f"{index:3d}: {cell.key}  ({spec.tune.trials_per_cell} tuning trials + {len(spec.final.seeds)} final runs; width "
             in result.stdout
         )
     assert f"= {spec.final_runs} runs" in result.stdout
