@@ -8,10 +8,11 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
+from test_studies import final_runs as runs_from  # final runs with given test metrics, by seed
 
 from reuse_nets import statistics
 from reuse_nets.report import analysis
-from reuse_nets.report.analysis import FinalRun, Outcome
+from reuse_nets.report.analysis import Outcome
 from reuse_nets.spec import study_files
 
 SAMPLES = [
@@ -86,15 +87,6 @@ def test_detectable_difference_equals_statsmodels_power(n, alpha):
 
 def spec_with(*overrides: str):
     return study_files.load_study("residual_depth", list(overrides))
-
-
-def runs_from(spec, tests: dict[str, list[float]]) -> list[FinalRun]:
-    cells = {c.key: c for c in spec.cells()}
-    return [
-        FinalRun(f"{key}-{seed}", key, cells[key].values, seed, value, value, 1.0, 1.0)
-        for key, values in tests.items()
-        for seed, value in zip(spec.final.seeds, values)
-    ]
 
 
 def simulated_family(spec, rng, effect: float, sd: float) -> list[analysis.Assessed]:
