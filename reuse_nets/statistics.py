@@ -17,6 +17,8 @@ paired by seed). Every one is checked against SciPy in tests/test_statistics.py.
 - `tost_p`: two one-sided t-tests: "equivalent within ±epsilon".
 - `detectable_difference`: the smallest true difference a paired t-test detects
   with the given power, for an assumed seed-to-seed SD of the differences.
+- `variance_components`: between-tuning and between-seed variance of results
+  grouped by tuning repeat (one-way random-effects ANOVA).
 """
 
 from __future__ import annotations
@@ -152,3 +154,25 @@ def detectable_difference(n: int, sd: float, alpha: float, power: float = 0.8) -
     while shortfall(high) < 0:
         high *= 2
     return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10 * sd))
+
+
+def variance_components(groups: list[list[float]]) -> tuple[float, float]:
+    """`(between, within)`: one-way random-effects ANOVA estimates of the variance
+    between groups (tuning repeats) and within them (seeds of one repeat).
+
+    Method of moments with the unbalanced-design group size n0; the between part is
+    truncated at 0, as usual, when the groups' means vary less than their seeds
+    would make them. Groups with fewer than one value are ignored; both are nan
+    without two groups or without a group of two values.
+    """
+    groups = [list(g) for g in groups if len(g) >= 1]
+    k, total = len(groups), sum(len(g) for g in groups)
+    if k < 2 or total <= k:
+        return math.nan, math.nan
+    grand = sum(sum(g) for g in groups) / total
+    means = [sum(g) / len(g) for g in groups]
+    ss_between = sum(len(g) * (m - grand) ** 2 for g, m in zip(groups, means))
+    ss_within = sum((x - m) ** 2 for g, m in zip(groups, means) for x in g)
+    ms_between, ms_within = ss_between / (k - 1), ss_within / (total - k)
+    n0 = (total - sum(len(g) ** 2 for g in groups) / total) / (k - 1)
+    return max(0.0, (ms_between - ms_within) / n0), ms_within

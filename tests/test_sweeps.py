@@ -8,6 +8,7 @@ small slices of the data; one finished `smoke` study is shared by the tests that
 only read it.
 """
 
+import math
 import os
 import random
 import signal
@@ -17,12 +18,14 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import yaml
 from conftest import fashion_mnist_manual_dir
 from mlflow.entities import ViewType
 
+from reuse_nets.report import results
 from reuse_nets.spec import study_files
 from reuse_nets.train import execution
 
@@ -1393,3 +1396,70 @@ def test_sobol_candidates_and_selections_do_not_depend_on_the_workers(tmp_path):
         assert all(list(dict(sorted(slots.items())).values()) == points for slots in tried.values()), tried
     # The same candidates, the same selections, and bit-identical final runs.
     assert found[1] == found[2]
+
+
+def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(tmp_path):
+    """`tune.repeats: 2`: each cell tuned twice with shifted seeds, each selection retrained
+    with its own final seeds, and the report's tests run over the repeats' means."""
+    extra = (*TINY_TUNED, "tune.sampler.type=sobol", "tune.repeats=2")
+    run_sweep(tmp_path, "residual_depth", *[a for o in extra for a in ("--set", o)])
+    spec = small_spec("residual_depth", *extra)
+    stores = Stores(tmp_path, "residual_depth")
+    assert stores.optuna_names() == sorted(
+        [f"residual_depth:tune:{c.key}:repeat={r}" for c in spec.cells() for r in (0, 1)] + ["residual_depth:final"]
+    )
+    by_id = {c.info.run_id: c for c in stores.children()}
+    selected = {}
+    for cell in spec.cells():
+        for repeat in (0, 1):
+            study = stores.optuna_study(f"residual_depth:tune:{cell.key}:repeat={repeat}")
+            trials = study.get_trials(deepcopy=False)
+            assert len(trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+            # Slot k tries the k-th point of the repeat's own Sobol sequence, the same in every cell.
+            tried = [t.params["learning_rate"] for t in sorted(trials, key=lambda t: t.user_attrs["slot"])]
+            assert tried == [p["learning_rate"] for p in spec.tune.points(repeat)]
+            for t in trials:  # tuning trains with the repeat's tuning seed, and says which repeat
+                run = by_id[t.user_attrs["mlflow_run_id"]]
+                assert run.data.params["seed"] == str(repeat * 1000)
+                assert run.data.tags["reuse_nets.repeat"] == str(repeat)
+            best = max(trials_in(study, "COMPLETE"), key=lambda t: (t.value, -t.number))
+            selected[(cell.key, repeat)] = best.params["learning_rate"]
+    assert spec.tune.points(0) != spec.tune.points(1)
+
+    finals = trials_in(stores.final(), "COMPLETE")
+    assert len(finals) == len(spec.cells()) * 2 * 2
+    seen = set()
+    for t in finals:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        cell, repeat, seed = run.data.tags["reuse_nets.cell"], int(run.data.tags["reuse_nets.repeat"]), t.params["seed"]
+        assert t.params["repeat"] == repeat and seed in spec.final_seeds(repeat)
+        assert t.params["learning_rate"] == selected[(cell, repeat)]  # the repeat's own selection
+        seen.add((cell, repeat, seed))
+    assert seen == {(c.key, r, s) for c in spec.cells() for r in (0, 1) for s in spec.final_seeds(r)}
+
+    # The report: per-cell n counts repeats, verdicts rest on repeat means, and the variance is split.
+    tests = {
+        (r.data.tags["reuse_nets.cell"], int(r.data.tags["reuse_nets.repeat"])): []
+        for r in by_id.values()
+        if r.data.tags["reuse_nets.phase"] == "final"
+    }
+    for run in by_id.values():
+        if run.data.tags["reuse_nets.phase"] == "final":
+            tests[(run.data.tags["reuse_nets.cell"], int(run.data.tags["reuse_nets.repeat"]))].append(
+                run.data.metrics["test_accuracy"]
+            )
+    report = (tmp_path / "reports" / "residual_depth" / "report.md").read_text()
+    section = report.split("## Tuning variance")[1].split("\n## ")[0]
+    for cell in spec.cells():
+        groups = [np.array(tests[(cell.key, r)]) for r in (0, 1)]
+        within = np.mean([g.var(ddof=1) for g in groups])
+        row = next(line for line in section.splitlines() if line.startswith(f"| {cell.key} | "))
+        assert f"| {math.sqrt(within):.4f} |" in row, (row, within)
+        repeat_means = [g.mean() for g in groups]
+        cell_row = next(line for line in report.splitlines() if line.startswith(f"| {cell.key} | ") and "± " in line)
+        assert f"| {np.mean(repeat_means):.4f} ± " in cell_row and "| 2 |" in cell_row, cell_row
+    assert "tuning repeat" in report.split("## Verdict")[1].split("\n## ")[0]
+    assert "| per-repeat |" in report
+
+    frame = results.final_runs("residual_depth", tracking_uri=tracking_url(tmp_path), overrides=[*SMALL_DATA, *extra])
+    assert sorted(frame["repeat"].tolist()) == [0] * 4 + [1] * 4

@@ -170,8 +170,8 @@ def _epochs_and_best(spec, scratch: Path) -> tuple[int, str]:
 
     storage = optuna_store.make_storage(f"sqlite:///{scratch}/optuna.db", spec.execution)
     epochs = 0
-    for cell in spec.cells():
-        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell))
+    for cell, repeat in plan.units(spec):
+        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell, repeat))
         epochs += sum(len(trial.intermediate_values) for trial in study.get_trials(deepcopy=False))
     mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
     experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)

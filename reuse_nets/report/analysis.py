@@ -35,6 +35,7 @@ class FinalRun:
     trainable_params: int | None = None  # None: logged before capacity was recorded
     effective_params: int | None = None  # trainable minus those that never learn (behind a fixed mask)
     flops: int | None = None  # per example, forward pass
+    repeat: int = 0  # the tuning repeat whose selection it retrained (`tune.repeats`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,14 @@ class Difference:
     value: Any
     interval: Interval
     wins: int  # seeds where `value` did better than the reference
-    diffs: tuple[float, ...]
+    diffs: tuple[float, ...]  # the units the tests use: per seed, or per tuning repeat (its seeds' mean)
     reference: Any = None  # the value subtracted: the baseline, or another value (`report.pairs: all`)
+    by_repeat: tuple[tuple[float, ...], ...] = ()  # per tuning repeat, its per-seed differences
+
+    @property
+    def unit(self) -> str:
+        """What one of `diffs` is: a seed's difference, or a tuning repeat's mean difference."""
+        return "tuning repeat" if len(self.by_repeat) > 1 else "seed"
 
 
 class Outcome:
@@ -102,10 +109,28 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Interv
 
 
 def by_cell(runs: list[FinalRun], key: str = "test") -> dict[str, Interval]:
-    cells: dict[str, list[float]] = {}
+    """Per cell: the interval over its seeds, or over its tuning repeats' means when it has several."""
+    return {cell: mean_interval(units_of(groups)) for cell, groups in by_repeat(runs, key).items()}
+
+
+def by_repeat(runs: list[FinalRun], key: str = "test") -> dict[str, list[list[float]]]:
+    """Per cell: the runs' values grouped by tuning repeat."""
+    cells: dict[str, dict[int, list[float]]] = {}
     for run in runs:
-        cells.setdefault(run.cell, []).append(getattr(run, key))
-    return {cell: mean_interval(values) for cell, values in cells.items()}
+        cells.setdefault(run.cell, {}).setdefault(run.repeat, []).append(getattr(run, key))
+    return {cell: [repeats[r] for r in sorted(repeats)] for cell, repeats in cells.items()}
+
+
+def units_of(groups: list[list[float]] | tuple[tuple[float, ...], ...]) -> list[float]:
+    """The values inference treats as independent: the seeds of one repeat, or each repeat's mean.
+
+    Seeds nest within tuning repeats, so the mean of a repeat carries both its
+    tuning's and its seeds' variance (a two-stage, cluster-level analysis).
+    """
+    groups = [g for g in groups if g]
+    if len(groups) == 1:
+        return list(groups[0])
+    return [sum(g) / len(g) for g in groups]
 
 
 def conditions(spec: StudySpec) -> list[dict[str, Any]]:
@@ -122,16 +147,57 @@ def cell_key(spec: StudySpec, condition: dict[str, Any], value: Any) -> str:
 def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference]:
     """Every contrast of the family (`StudySpec.contrast_pairs`), per condition, over shared seeds."""
     maximize = spec.objective.direction == "maximize"
-    by_cell_seed = {(r.cell, r.seed): r.test for r in runs}
+    tests = {(r.cell, r.repeat, r.seed): r.test for r in runs}
     found = []
     for condition in conditions(spec):
         for value, reference in spec.contrast_pairs():
             key, base_key = cell_key(spec, condition, value), cell_key(spec, condition, reference)
-            seeds = [s for s in spec.final.seeds if (key, s) in by_cell_seed and (base_key, s) in by_cell_seed]
-            diffs = tuple(by_cell_seed[(key, s)] - by_cell_seed[(base_key, s)] for s in seeds)
+            per_repeat = []
+            for repeat in range(spec.repeats):
+                # Repeat r of both cells shares its tuning seeds, and each final seed: pairs.
+                seeds = [
+                    s for s in spec.final_seeds(repeat) if (key, repeat, s) in tests and (base_key, repeat, s) in tests
+                ]
+                per_repeat.append(tuple(tests[(key, repeat, s)] - tests[(base_key, repeat, s)] for s in seeds))
+            diffs = tuple(units_of(per_repeat)) if any(per_repeat) else ()
             wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
-            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference))
+            grouped = tuple(per_repeat) if spec.repeats > 1 else ()
+            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference, grouped))
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceSplit:
+    """Where the spread of a result comes from, with tuning repeated (`tune.repeats`)."""
+
+    between_tuning: float  # variance between tuning repeats' true means (0 when not measurable)
+    between_seed: float  # variance between seeds of one repeat
+    repeats: int
+    single: Interval  # over repeat 0's seeds alone: what one tuning run would report
+    pooled: Interval  # over every run as if independent: ignores the tuning
+    clustered: Interval  # over the repeats' means: what the report's verdicts use
+
+    @property
+    def tuning_share(self) -> float:
+        """The share of one run's variance that comes from the tuning."""
+        total = self.between_tuning + self.between_seed
+        return self.between_tuning / total if total > 0 else math.nan
+
+
+def variance_split(groups: list[list[float]] | tuple[tuple[float, ...], ...]) -> VarianceSplit | None:
+    """The split of values grouped by tuning repeat; None without two repeats."""
+    groups = [list(g) for g in groups if g]
+    if len(groups) < 2:
+        return None
+    between, within = statistics.variance_components(groups)
+    return VarianceSplit(
+        between_tuning=between,
+        between_seed=within,
+        repeats=len(groups),
+        single=mean_interval(groups[0]),
+        pooled=mean_interval([x for g in groups for x in g]),
+        clustered=mean_interval(units_of(groups)),
+    )
 
 
 def assess(spec: StudySpec, differences: list[Difference]) -> list[Assessed]:
@@ -191,7 +257,8 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     test = "paired t-test" if report.test == "t" else "exact paired sign-flip test"
     other = "exact sign-flip" if report.test == "t" else "t-test"
     pairs = "every pair of values" if report.pairs == "all" else f"each value against {spec.baseline}"
-    missing = f", {m - paired} of them without two paired seeds (counted as p = 1)" if paired < m else ""
+    unit = "tuning repeats" if spec.repeats > 1 else "seeds"
+    missing = f", {m - paired} of them without two paired {unit} (counted as p = 1)" if paired < m else ""
     text = (
         f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s){missing}), "
         f"decided together: better or worse when the {report.adjust.capitalize()}-adjusted p-value of the {test} "
@@ -204,12 +271,18 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
         )
     else:
         text += "No `report.min_effect` is declared, so no comparison can be called equivalent. "
+    if spec.repeats > 1:
+        text += (
+            f"Tuning was repeated {spec.repeats} times: each test's units are the {spec.repeats} repeats' mean "
+            f"differences (t with {spec.repeats - 1} degrees of freedom), so intervals include the variance "
+            "between tuning runs, not only between seeds. "
+        )
     if report.test == "sign_flip":
         seeds = max((a.difference.interval.n for a in assessed), default=0)
         smallest = 2 / 2**seeds if seeds else 1.0
         if smallest * m >= report.alpha:  # the first Holm step compares m * p with alpha
             text += (
-                f"With {seeds} paired seeds the sign-flip test cannot go below p = {smallest:.4g}, "
+                f"With {seeds} paired {unit} the sign-flip test cannot go below p = {smallest:.4g}, "
                 f"{smallest * m:.4g} after adjusting for {m} comparisons: no verdict can be better or worse."
             )
     return text.rstrip()
@@ -225,7 +298,7 @@ def verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
         return f"{where}: {difference.value} vs {reference}: no paired runs."
     if n < 2:
         return (
-            f"{where}: {difference.value} - {reference} = {i.mean:+.4f} {metric} on one seed; "
+            f"{where}: {difference.value} - {reference} = {i.mean:+.4f} {metric} on one {difference.unit}; "
             "no interval, inconclusive."
         )
     test = "t-test" if spec.report.test == "t" else "sign-flip"
@@ -233,7 +306,7 @@ def verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
     sized = (
         f"{difference.value} - {reference} = {i.mean:+.4f} {metric} (simultaneous {1 - spec.report.alpha:.0%} CI "
         f"{low:+.4f} to {high:+.4f}; adjusted p = {assessed.p_adjusted:.3g} by {test}; "
-        f"better on {difference.wins}/{n} seeds)"
+        f"better on {difference.wins}/{n} {difference.unit}s)"
     )
     if assessed.outcome == Outcome.BETTER:
         return f"{where}: {difference.value} is better than {reference}: {sized}."

@@ -56,12 +56,12 @@ def document(title: str, body: str, with_plotly: bool) -> str:
 
 
 def _tune_studies(spec: StudySpec, storage) -> dict[str, object]:
-    """Cell key -> its Optuna tuning study, for cells with at least one COMPLETE trial."""
+    """Unit key (cell, and repeat) -> its Optuna tuning study, for those with at least one COMPLETE trial."""
     studies = {}
-    for cell in spec.cells() if spec.tune else ():
-        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell))
+    for cell, repeat in plan.units(spec) if spec.tune else ():
+        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell, repeat))
         if study is not None and optuna_store.trials_in(study, "COMPLETE"):
-            studies[cell.key] = study
+            studies[plan.unit_key(spec, cell, repeat)] = study
     return studies
 
 

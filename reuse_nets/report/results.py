@@ -7,7 +7,8 @@ run of a trial (a slot whose process died and was retried has a row per attempt)
 Columns, in this order:
 
 - `run_id`, `run_name`, `phase` ("tune" | "final"), `cell` (e.g.
-  "strategy=plain,depth=4"), `trial` (Optuna trial number in its cell's or the
+  "strategy=plain,depth=4"), `repeat` (the tuning repeat, 0 without
+  `tune.repeats`), `trial` (Optuna trial number in its cell's or the
   final study), `state` (Optuna trial state), `outcome` (completed, pruned,
   diverged, error, died, ...), `status` (MLflow run status), `start_time`;
 - with `storage`: `slot` (the planned trial it fills) and `value` (the objective
@@ -33,6 +34,7 @@ from reuse_nets.names import (
     KIND_TAG,
     OUTCOME_TAG,
     PHASE_TAG,
+    REPEAT_TAG,
     RUN_ID_ATTR,
     SLOT_ATTR,
     STATE_TAG,
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PHASES = tuple(Phase)
-RUN_COLUMNS = ["run_id", "run_name", "phase", "cell", "trial", "state", "outcome", "status", "start_time"]
+RUN_COLUMNS = ["run_id", "run_name", "phase", "cell", "repeat", "trial", "state", "outcome", "status", "start_time"]
 OPTUNA_COLUMNS = ["slot", "value"]
 PAGE_SIZE = 1000  # runs per MLflow search request
 BOOLEANS = {"True": True, "False": False}  # how MLflow logs a bool param
@@ -100,12 +102,16 @@ def trials(
     frame = frame.reindex(columns=[*columns, *params, *metrics])
     frame[params] = frame[params].apply(_typed)
     frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms")
-    for name in ("trial", "slot"):
+    for name in ("repeat", "trial", "slot"):
         if name in frame:
             frame[name] = frame[name].astype("Int64")  # integers, missing where a run has none
     order = {cell.key: index for index, cell in enumerate(spec.cells())}
     frame = frame.assign(_phase=frame["phase"].map(PHASES.index), _cell=frame["cell"].map(order))
-    return frame.sort_values(["_phase", "_cell", "trial"]).drop(columns=["_phase", "_cell"]).reset_index(drop=True)
+    return (
+        frame.sort_values(["_phase", "_cell", "repeat", "trial"])
+        .drop(columns=["_phase", "_cell"])
+        .reset_index(drop=True)
+    )
 
 
 def final_runs(study: str | StudySpec, **kwargs) -> pd.DataFrame:
@@ -121,6 +127,7 @@ def _row(run) -> dict:
         "run_name": run.info.run_name,
         "phase": tags.get(PHASE_TAG),
         "cell": tags.get(CELL_TAG),
+        "repeat": int(tags.get(REPEAT_TAG, 0)),  # the tuning repeat (`tune.repeats`; 0 without)
         "trial": int(number) if number is not None else None,
         "state": tags.get(STATE_TAG),
         "outcome": tags.get(OUTCOME_TAG),

@@ -22,6 +22,7 @@ from reuse_nets.names import (
     NOTE_TAG,
     PARENT_TAG,
     PHASE_TAG,
+    REPEAT_TAG,
     RUN_ID_ATTR,
     STATE_TAG,
     Kind,
@@ -33,7 +34,7 @@ from reuse_nets.report import html_page as report_html
 from reuse_nets.report.analysis import FinalRun
 from reuse_nets.spec import datasets, plan
 from reuse_nets.spec.config import TrialConfig
-from reuse_nets.spec.studies import StudySpec
+from reuse_nets.spec.studies import REPEAT_SEED_STRIDE, StudySpec
 from reuse_nets.store import optuna_store
 
 REPORT_ROOT = Path("reports")  # beside mlflow.db, in the working directory
@@ -86,6 +87,7 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 cell=cell.key,
                 values=cell.values,
                 seed=int(run.data.params["seed"]),
+                repeat=int(run.data.tags.get(REPEAT_TAG, 0)),
                 test=metrics[spec.objective.test_metric],
                 val=metrics[spec.objective.metric],
                 grad_first=metrics.get(f"{GRAD_NORM_PREFIX}block_01", float("nan")),
@@ -97,7 +99,7 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 flops=counts["flops"],
             )
         )
-    return sorted(found, key=lambda r: (list(cells).index(r.cell), r.seed))
+    return sorted(found, key=lambda r: (list(cells).index(r.cell), r.repeat, r.seed))
 
 
 def _count(metrics: dict, key: str) -> int | None:
@@ -134,18 +136,19 @@ def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
 
 
 def budget_rows(spec: StudySpec, storage) -> list[dict]:
-    """Per cell: tuning trials by how they ended (slots, so retries count once)."""
+    """Per cell (and tuning repeat): tuning trials by how they ended (slots, so retries count once)."""
     rows = []
-    for cell in spec.cells():
+    for cell, repeat in plan.units(spec):
         counts = {"complete": 0, "pruned": 0, "failed": 0, "died": 0}
-        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell)) if spec.tune else None
+        name = plan.tune_study_name(spec, cell, repeat)
+        study = optuna_store.load_existing(storage, name) if spec.tune else None
         for trials in optuna_store.slot_trials(study).values() if study else ():
             ended = [t for t in trials if optuna_store.is_finished(t)]
             counts["died"] += optuna_store.deaths(trials)
             if ended:
                 state = ended[0].state.name
                 counts[state.lower() if state in ("COMPLETE", "PRUNED") else "failed"] += 1
-        rows.append({"cell": cell.key, **counts})
+        rows.append({"cell": plan.unit_key(spec, cell, repeat), **counts})
     return rows
 
 
@@ -185,10 +188,18 @@ def build_markdown(
             f"- Tuned per cell: {', '.join(spec.tune.search_space)} with {spec.tune.trials_per_cell} trials per cell, "
             f"{plan.sampler_text(spec.tune.sampler)} sampler, {spec.tune.pruner.type} pruner within the cell, "
             f"tuning seed {spec.base.seed}; selected on final-epoch {metric}."
+            + (
+                f" Repeated {spec.repeats} times independently (repeat r shifts every seed by "
+                f"r x {REPEAT_SEED_STRIDE}): intervals and verdicts rest on the repeats' means, so they include "
+                "the variance between tuning runs."
+                if spec.repeats > 1
+                else ""
+            )
             if spec.tune
             else "- Tuned: nothing (a plain grid; every cell runs the base config)."
         ),
-        f"- Final: the selected config of each cell retrained with seeds {spec.final.seeds}; "
+        f"- Final: the selected config of each cell{' and repeat' if spec.repeats > 1 else ''} retrained with seeds "
+        f"{spec.all_final_seeds()}; "
         f"numbers below are {test_metric} on `{dataset.test_split}`.",
         *_match_lines(spec),
         f"- Fixed: dataset `{dataset.name}` (train `{dataset.train_split}`, validation `{dataset.validation_split}`); "
@@ -235,10 +246,11 @@ def build_markdown(
         lines += [""] + [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     per_cell = analysis.by_cell(runs)
     val_cell = analysis.by_cell(runs, "val")
+    over = f"the {spec.repeats} tuning repeats' means (n: repeats)" if spec.repeats > 1 else "the final seeds"
     lines += [
         f"## Final {test_metric} per cell",
-        f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over the final seeds "
-        "(no interval for one seed); failed: final runs that diverged, raised, or died past max_retry.",
+        f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over {over} "
+        "(no interval for one); failed: final runs that diverged, raised, or died past max_retry.",
         "",
         f"| cell | {test_metric} | n | failed | val {metric} |",
         "|---|---|---|---|---|",
@@ -253,14 +265,14 @@ def build_markdown(
     if differences:
         against = "the other value" if spec.report.pairs == "all" else str(spec.baseline)
         lines += [
-            f"## Paired differences ({spec.contrast} value − {against}, same seed)",
+            f"## Paired differences ({spec.contrast} value − {against}, {'same repeat and seed; tests over repeat means' if spec.repeats > 1 else 'same seed'})",
             f"p: two-sided, unadjusted; adjusted: {spec.report.adjust.capitalize()} over the {len(assessed)} comparisons, "
             f"for the {'t-test' if spec.report.test == 't' else 'sign-flip test'}; simultaneous: Bonferroni t interval "
             f"at 1 − {spec.report.alpha}/m; bootstrap: percentile, 95%, which under-covers below about 10 seeds "
             "(a check; no verdict rests on it).",
             "",
             f"| condition | {spec.contrast} | mean diff | 95% CI | simultaneous CI | bootstrap CI | p (t) | p (sign-flip) "
-            "| adjusted p | verdict | wins | per-seed |",
+            f"| adjusted p | verdict | wins | per-{'repeat' if spec.repeats > 1 else 'seed'} |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for a in assessed:
@@ -277,6 +289,7 @@ def build_markdown(
                 f"| {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
             )
         lines.append("")
+    lines += _tuning_variance(spec, runs, differences)
     lines += _capacity_and_convergence(spec, runs, selection)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
@@ -329,8 +342,7 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
         run = first.get(cell.key)
         if run is None:
             continue
-        chosen = selection.get(cell.key) if spec.tune else None
-        picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "base"
+        picked = _selected_text(spec, selection, cell) if spec.tune else "base"
         params = f"{run.trainable_params:,}" if run.trainable_params is not None else "not logged"
         effective = f"{run.effective_params:,}" if run.effective_params is not None else "not logged"
         flops = f"{run.flops:,}" if run.flops is not None else "not logged"
@@ -346,6 +358,61 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
     if rising:
         lines += ["", f"> warning: {len(rising)} cell(s) still rising at the last epoch: {', '.join(rising)}"]
     return lines + [""]
+
+
+def _tuning_variance(spec: StudySpec, runs: list[FinalRun], differences: list[analysis.Difference]) -> list[str]:
+    """With tuning repeated: how much of each result's spread is the tuning's, and the widened intervals."""
+    if spec.repeats < 2 or not runs:
+        return []
+    test_metric = spec.objective.test_metric
+    lines = [
+        "## Tuning variance",
+        f"Every cell was tuned, selected and retrained {spec.repeats} times independently. Variance of one run's "
+        f"{test_metric} split into between tuning repeats and between seeds of one repeat (one-way random-effects "
+        "ANOVA, method of moments, between part truncated at 0). 95% t intervals three ways: over repeat 0's seeds "
+        "alone (what a study that tunes once reports), over every run as if independent (ignores the tuning), and "
+        "over the repeats' means (what the verdicts use). Widened: the last interval's width over the first's.",
+        "",
+        "| what | SD between tuning | SD between seeds | tuning share | one tuning run | all runs as independent "
+        "| over repeat means | widened |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [(key, analysis.variance_split(groups)) for key, groups in analysis.by_repeat(runs).items()]
+    for d in differences:
+        where = ", ".join(f"{n}={v}" for n, v in d.condition.items())
+        label = f"{d.value} − {spec.baseline if d.reference is None else d.reference}" + (
+            f" ({where})" if where else ""
+        )
+        rows.append((label, analysis.variance_split(d.by_repeat)))
+    for label, split in rows:
+        if split is None:
+            lines.append(f"| {label} | one repeat finished | | | | | | |")
+            continue
+        widened = split.clustered.half / split.single.half if split.single.half > 0 else math.nan
+        lines.append(
+            f"| {label} | {_sd(split.between_tuning)} | {_sd(split.between_seed)} | {_share(split.tuning_share)} "
+            f"| {_interval(split.single, '+')} | {_interval(split.pooled, '+')} | {_interval(split.clustered, '+')} "
+            f"| {'n/a' if math.isnan(widened) else f'{widened:.2f}x'} |"
+        )
+    return lines + [""]
+
+
+def _sd(variance: float) -> str:
+    return "n/a" if math.isnan(variance) else f"{math.sqrt(variance):.4f}"
+
+
+def _share(share: float) -> str:
+    return "n/a" if math.isnan(share) else f"{share:.0%}"
+
+
+def _selected_text(spec: StudySpec, selection: dict, cell) -> str:
+    """The cell's selected tuned values; one group per tuning repeat when there are several."""
+    picks = []
+    for repeat in range(spec.repeats):
+        chosen = selection.get(plan.unit_key(spec, cell, repeat))
+        picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "none"
+        picks.append(picked if spec.repeats == 1 else f"r{repeat}: {picked}")
+    return "; ".join(picks)
 
 
 def _rising_flag(c: analysis.Convergence | None) -> str:

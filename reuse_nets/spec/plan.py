@@ -1,10 +1,11 @@
 """The pure plan of a study: its Optuna studies, their slots, and the `--dry-run` text.
 
-1. **tune**: one job per compared cell, `trials_per_cell` slots each, the
-   sampler choosing the tuned knobs with the tuning seed (`base.seed`);
-2. **final**: one job whose slots are every cell x `final.seeds`, each running the
-   cell's selected tuning config with a fresh seed. A plain grid (no `tune`) has
-   only this phase.
+1. **tune**: one job per compared cell (and tuning repeat), `trials_per_cell`
+   slots each, the sampler choosing the tuned knobs with the tuning seed
+   (`base.seed`, shifted per repeat);
+2. **final**: one job whose slots are every cell x repeat x `final.seeds`, each
+   running that repeat's selected config of the cell with a fresh seed. A plain
+   grid (no `tune`) has only this phase.
 
 Nothing here reads or writes a store: `reuse_nets.sweep.phases` fills these jobs.
 """
@@ -19,11 +20,13 @@ import yaml
 from reuse_nets import statistics
 from reuse_nets.names import Phase
 from reuse_nets.nn import capacity
-from reuse_nets.spec import datasets
+from reuse_nets.spec import datasets, studies
 from reuse_nets.spec.studies import Cell, StudySpec
 
-# A selection: per cell key, the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
+# A selection: per unit key (`unit_key`: the cell, and its tuning repeat when there are
+# several), the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
 Selection = dict[str, dict[str, Any] | None]
+REPEAT_PARAM = "repeat"  # a final trial's tuning repeat, among its Optuna params (with tune.repeats > 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +41,22 @@ class Job:
     study_name: str
     slots: tuple[tuple[Cell, dict[str, Any]], ...]
     label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
+    repeat: int = 0  # a tuning job's repeat (`tune.repeats`); final slots carry theirs in REPEAT_PARAM
 
 
-def tune_study_name(spec: StudySpec, cell: Cell) -> str:
-    return f"{spec.name}:{Phase.TUNE}:{cell.key}"
+def unit_key(spec: StudySpec, cell: Cell, repeat: int = 0) -> str:
+    """What one tuning selects for: the cell key, plus ` repeat r` when the study repeats its tuning."""
+    return cell.key if spec.repeats == 1 else f"{cell.key} repeat {repeat}"
+
+
+def units(spec: StudySpec) -> list[tuple[Cell, int]]:
+    """Every (cell, tuning repeat), cells first."""
+    return [(cell, repeat) for cell in spec.cells() for repeat in range(spec.repeats)]
+
+
+def tune_study_name(spec: StudySpec, cell: Cell, repeat: int = 0) -> str:
+    name = f"{spec.name}:{Phase.TUNE}:{cell.key}"
+    return name if spec.repeats == 1 else f"{name}:repeat={repeat}"
 
 
 def final_study_name(spec: StudySpec) -> str:
@@ -50,30 +65,36 @@ def final_study_name(spec: StudySpec) -> str:
 
 def identity_of(spec: StudySpec, job: Job) -> dict:
     """What the job's Optuna study must have been made from (checked on resume)."""
-    return spec.tune_identity(job.slots[0][0]) if job.phase == Phase.TUNE else spec.identity()
+    if job.phase == Phase.TUNE:
+        return spec.tune_identity(job.slots[0][0], job.repeat)
+    return spec.identity()
 
 
 def tune_jobs(spec: StudySpec) -> list[Job]:
+    """One job per cell and tuning repeat."""
     if not spec.tune:
         return []
-    # Tuning slots leave the choice to the sampler, except on a grid or a Sobol
-    # sequence, where slot i is point i in every cell.
-    points = spec.tune.points() or [{} for _ in range(spec.tune.trials_per_cell or 0)]
-    return [
-        Job(Phase.TUNE, tune_study_name(spec, cell), tuple((cell, point) for point in points), f"tune {cell.key}")
-        for cell in spec.cells()
-    ]
+    jobs = []
+    for cell, repeat in units(spec):
+        # Tuning slots leave the choice to the sampler, except on a grid or a Sobol
+        # sequence, where slot i is point i in every cell (of one repeat).
+        points = spec.tune.points(repeat) or [{} for _ in range(spec.tune.trials_per_cell or 0)]
+        slots = tuple((cell, point) for point in points)
+        label = f"tune {unit_key(spec, cell, repeat)}"
+        jobs.append(Job(Phase.TUNE, tune_study_name(spec, cell, repeat), slots, label, repeat))
+    return jobs
 
 
 def final_job(spec: StudySpec, selection: Selection) -> Job:
-    """Every cell with a selected config, times every final seed."""
+    """Every cell (and repeat) with a selected config, times that repeat's final seeds."""
     slots = []
-    for cell in spec.cells():
-        chosen = selection.get(cell.key) if spec.tune else {"params": {}}
+    for cell, repeat in units(spec):
+        chosen = selection.get(unit_key(spec, cell, repeat)) if spec.tune else {"params": {}}
         if chosen is None:
             continue  # no tuning trial of this cell completed: nothing to retrain
-        for seed in spec.final.seeds:
-            slots.append((cell, {**cell.values, **chosen["params"], "seed": seed}))
+        tag = {REPEAT_PARAM: repeat} if spec.repeats > 1 else {}
+        for seed in spec.final_seeds(repeat):
+            slots.append((cell, {**cell.values, **chosen["params"], "seed": seed, **tag}))
     return Job(Phase.FINAL, final_study_name(spec), tuple(slots), "final runs")
 
 
@@ -93,12 +114,24 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
             f"tune: {tune.trials_per_cell} trials per cell ({spec.tuning_trials} in all), sampler {sampler_text(tune.sampler)}, "
             f"pruner {tune.pruner.type} within each cell, tuning seed {spec.base.seed}"
         )
+        if spec.repeats > 1:
+            lines.append(
+                f"  repeats: {spec.repeats} independent tune -> select -> retrain runs of every cell; repeat r shifts "
+                f"every seed by r x {studies.REPEAT_SEED_STRIDE} (tuning seeds "
+                f"{[spec.tuning_seed(r) for r in range(spec.repeats)]}); verdicts rest on the repeats' means"
+            )
         for name, param in tune.search_space.items():
             lines.append(f"  {name}: {param.model_dump(exclude_none=True)}")
     else:
         lines.append("tune: none (a plain grid: every cell runs the base config)")
+    per_repeat = (
+        f"; repeat r's seeds shifted by r x {studies.REPEAT_SEED_STRIDE}, {spec.all_final_seeds()}"
+        if spec.repeats > 1
+        else ""
+    )
     lines.append(
-        f"final: best {'tuned ' if spec.tune else ''}config of each cell x seeds {spec.final.seeds} = {spec.final_runs} runs"
+        f"final: best {'tuned ' if spec.tune else ''}config of each cell{' and repeat' if spec.repeats > 1 else ''} "
+        f"x seeds {spec.final.seeds}{per_repeat} = {spec.final_runs} runs"
     )
     if spec.match:
         knob, value = spec.match_reference
@@ -109,9 +142,9 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
     capacities = cell_capacities(spec)
     lines.append("cells:" if capacities else "cells (capacity unknown: the dataset's shape cannot be read):")
     for index, cell in enumerate(cells):
-        budget = f"{spec.tune.trials_per_cell} tuning trials + " if spec.tune else ""
+        budget = f"{(spec.tune.trials_per_cell or 0) * spec.repeats} tuning trials + " if spec.tune else ""
         counted = f"; {capacity_text(spec, cell, capacities)}" if capacities else ""
-        lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds)} final runs{counted})")
+        lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds) * spec.repeats} final runs{counted})")
     lines += power_lines(spec)
     total = spec.tuning_trials + spec.final_runs
     epochs = max(spec.cell_config(cell).epochs for cell in cells)
@@ -199,15 +232,14 @@ def reference_cell(spec: StudySpec, cell: Cell) -> Cell:
 def selection_rows(spec: StudySpec, selection: Selection) -> list[str]:
     """One console line per cell: the selected config and its validation value."""
     rows = []
-    for cell in spec.cells():
-        chosen = selection.get(cell.key)
+    for cell, repeat in units(spec):
+        key = unit_key(spec, cell, repeat)
+        chosen = selection.get(key)
         if chosen is None:
-            rows.append(f"  {cell.key}: no completed tuning trial; the cell has no final runs")
+            rows.append(f"  {key}: no completed tuning trial; it has no final runs")
         else:
             params = ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items()
             )
-            rows.append(
-                f"  {cell.key}: trial {chosen['trial']} ({params}) {spec.objective.metric}={chosen['value']:.4f}"
-            )
+            rows.append(f"  {key}: trial {chosen['trial']} ({params}) {spec.objective.metric}={chosen['value']:.4f}")
     return rows

@@ -38,6 +38,9 @@ from reuse_nets.spec.config import ADDED_FIELDS, MAX_SEED, TrialConfig
 NOT_VARIED = ("dataset", "seed")
 # The epoch budget is what pruning counts in; it may be compared, not tuned.
 NOT_TUNED = (*NOT_VARIED, "epochs")
+# Tuning repeat r runs the study with every seed shifted by r * REPEAT_SEED_STRIDE.
+REPEAT_SEED_STRIDE = 1000
+MAX_REPEATS = 20
 
 
 class _Strict(pydantic.BaseModel):
@@ -109,6 +112,10 @@ class TuneSpec(_Strict):
     search_space: dict[str, Param] = pydantic.Field(min_length=1)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
+    # Independent tune -> select -> retrain repeats: repeat r shifts every seed (tuning,
+    # sampler, final) by r * REPEAT_SEED_STRIDE, so the report can measure how much the
+    # result depends on the tuning run itself (between-tuning variance).
+    repeats: int = pydantic.Field(1, ge=1, le=MAX_REPEATS)
 
     @pydantic.model_validator(mode="after")
     def _budget(self):
@@ -125,16 +132,24 @@ class TuneSpec(_Strict):
             raise ValueError(f"trials_per_cell is required with sampler type {self.sampler.type!r}")
         return self
 
-    def points(self) -> list[dict[str, Any]] | None:
+    def points(self, repeat: int = 0) -> list[dict[str, Any]] | None:
         """The tuned values of every slot, when the sampler fixes them in advance (grid, sobol)."""
         if self.sampler.type == "grid":
             return self.grid()
         if self.sampler.type == "sobol":
-            return self.sobol()
+            return self.sobol(repeat)
         return None
 
-    def sobol(self) -> list[dict[str, Any]]:
-        """`trials_per_cell` points of a scrambled Sobol sequence seeded by `sampler.seed`, in slot order."""
+    def sampler_seed(self, repeat: int = 0) -> int:
+        """The sampler's seed in tuning repeat `repeat`."""
+        return self.sampler.seed + repeat * REPEAT_SEED_STRIDE
+
+    def identity(self) -> dict:
+        """The tuning settings as identities hold them (`repeats` only when not 1, as before it existed)."""
+        return self.model_dump(mode="json", exclude={"repeats"} if self.repeats == 1 else set())
+
+    def sobol(self, repeat: int = 0) -> list[dict[str, Any]]:
+        """`trials_per_cell` points of a scrambled Sobol sequence seeded by `sampler_seed(repeat)`, in slot order."""
         import warnings
 
         from scipy.stats import qmc
@@ -142,7 +157,9 @@ class TuneSpec(_Strict):
         names = list(self.search_space)
         with warnings.catch_warnings():  # a count that is no power of 2 only loses balance, and says so
             warnings.simplefilter("ignore", UserWarning)
-            unit = qmc.Sobol(d=len(names), scramble=True, seed=self.sampler.seed).random(self.trials_per_cell or 0)
+            unit = qmc.Sobol(d=len(names), scramble=True, seed=self.sampler_seed(repeat)).random(
+                self.trials_per_cell or 0
+            )
         return [{name: _from_unit(self.search_space[name], u) for name, u in zip(names, row)} for row in unit]
 
     def grid(self) -> list[dict[str, Any]]:
@@ -304,6 +321,7 @@ class StudySpec(_Strict):
                     raise ValueError(f"tune.search_space.{name}: an integer field needs integer low, high and step")
             if self.base.seed in seeds:
                 raise ValueError(f"final.seeds must be fresh: {self.base.seed} is base.seed, which tuning uses")
+            self._check_repeat_seeds()
         contrast = self.contrast
         if contrast not in self.compare:
             raise ValueError(f"report.contrast: {contrast!r} is not compared; compared: {', '.join(self.compare)}")
@@ -319,6 +337,22 @@ class StudySpec(_Strict):
                     f"tune.pruner.min_resource ({self.tune.pruner.min_resource}) exceeds the epochs ({least})"
                 )
         return self
+
+    def _check_repeat_seeds(self) -> None:
+        """Every repeat's tuning and final seeds are valid and used once across all repeats."""
+        if self.repeats == 1:
+            return
+        used: dict[int, str] = {}
+        for r in range(self.repeats):
+            for seed, role in [(self.tuning_seed(r), "tuning"), *((s, "final") for s in self.final_seeds(r))]:
+                if seed > MAX_SEED:
+                    raise ValueError(f"tune.repeats: repeat {r}'s {role} seed {seed} exceeds {MAX_SEED}")
+                if seed in used:
+                    raise ValueError(
+                        f"tune.repeats: seed {seed} would be both {used[seed]} and repeat {r}'s {role} seed "
+                        f"(repeat r shifts every seed by r x {REPEAT_SEED_STRIDE}); choose seeds closer together"
+                    )
+                used[seed] = f"repeat {r}'s {role} seed"
 
     def _tuned_points(self) -> dict[str, list]:
         """Per tuned knob: its choices, or its range's ends."""
@@ -437,29 +471,49 @@ class StudySpec(_Strict):
         return self.tune is not None
 
     @property
+    def repeats(self) -> int:
+        """Independent tuning repeats (`tune.repeats`; 1 without tuning)."""
+        return self.tune.repeats if self.tune else 1
+
+    def tuning_seed(self, repeat: int = 0) -> int:
+        """The training seed of tuning repeat `repeat`'s trials."""
+        return self.base.seed + repeat * REPEAT_SEED_STRIDE
+
+    def final_seeds(self, repeat: int = 0) -> list[int]:
+        """The final seeds of repeat `repeat`: fresh per repeat, so seeds nest within repeats."""
+        return [seed + repeat * REPEAT_SEED_STRIDE for seed in self.final.seeds]
+
+    def all_final_seeds(self) -> list[int]:
+        return [seed for r in range(self.repeats) for seed in self.final_seeds(r)]
+
+    @property
     def tuning_trials(self) -> int:
-        return len(self.cells()) * (self.tune.trials_per_cell or 0) if self.tune else 0
+        return len(self.cells()) * (self.tune.trials_per_cell or 0) * self.repeats if self.tune else 0
 
     @property
     def final_runs(self) -> int:
-        return len(self.cells()) * len(self.final.seeds)
+        return len(self.cells()) * len(self.final.seeds) * self.repeats
 
-    def tune_identity(self, cell: Cell) -> dict:
-        """What makes one cell's tuning the same tuning (budget included)."""
-        identity = {
+    def tune_identity(self, cell: Cell, repeat: int = 0) -> dict:
+        """What makes one cell's tuning (in one repeat) the same tuning (budget included)."""
+        identity: dict[str, Any] = {
             "base": _base_identity(self.base),
             "cell": cell.values,
-            "tune": self.tune.model_dump(mode="json") if self.tune else None,
+            "tune": self.tune.identity() if self.tune else None,
             "objective": self.objective.model_dump(mode="json"),
         }
         if self.match is not None:  # absent without it, as before it existed
             identity["match"] = self.match.model_dump(mode="json")
+        if self.repeats > 1:
+            identity["repeat"] = repeat
         return identity
 
     def identity(self) -> dict:
         """What makes two runs of a study the same study (time and retry knobs excluded)."""
         identity = self.model_dump(mode="json", exclude={"timeout", "description", "execution", "report", "match"})
         identity["base"] = _base_identity(self.base)
+        if self.tune is not None:
+            identity["tune"] = self.tune.identity()
         if self.match is not None:
             identity["match"] = self.match.model_dump(mode="json")
         if self.execution.xla:  # changes every trial's rounding: no mixing on resume (absent when off, as before)

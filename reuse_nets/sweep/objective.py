@@ -18,6 +18,7 @@ from reuse_nets.names import (
     OPTUNA_STUDY_TAG,
     OUTCOME_ATTR,
     PHASE_TAG,
+    REPEAT_TAG,
     RUN_ID_ATTR,
     STUDY_TAG,
     TRIAL_TAG,
@@ -26,7 +27,7 @@ from reuse_nets.names import (
 )
 from reuse_nets.runtime import faults, profile
 from reuse_nets.spec import studies
-from reuse_nets.spec.plan import Job
+from reuse_nets.spec.plan import REPEAT_PARAM, Job
 from reuse_nets.spec.studies import Cell, StudySpec
 from reuse_nets.store import optuna_store, storage_errors, tracking
 from reuse_nets.store.optuna_store import claim_slot, count_finished_slots, optuna
@@ -63,14 +64,23 @@ class Objective:
 
     def config_of(self, trial, cell: Cell):
         if self.job.phase == Phase.TUNE:
-            return self.spec.cell_config(cell, studies.suggest_tuned(self.spec, trial))
+            tuned = studies.suggest_tuned(self.spec, trial)
+            return self.spec.cell_config(cell, tuned, self.spec.tuning_seed(self.job.repeat))
         # Final: every value is enqueued; suggesting with the study's distributions
         # records them as the trial's params (for Optuna's own tools).
         for name, values in self.spec.compare.items():
             trial.suggest_categorical(name, values)
         tuned = studies.suggest_tuned(self.spec, trial)
-        seed = trial.suggest_categorical("seed", self.spec.final.seeds)
+        seed = trial.suggest_categorical("seed", self.spec.all_final_seeds())
+        if self.spec.repeats > 1:
+            trial.suggest_int(REPEAT_PARAM, 0, self.spec.repeats - 1)
         return self.spec.cell_config(cell, tuned, seed)
+
+    def repeat_of(self, slot: int) -> int:
+        """The tuning repeat a slot belongs to."""
+        if self.job.phase == Phase.TUNE:
+            return self.job.repeat
+        return int(self.job.slots[slot][1].get(REPEAT_PARAM, 0))
 
     def _lost(self, trial, slot: int, label: str, error: Exception) -> None:
         """A storage error, not the trial's result: mark it lost, pause, let the slot be retried."""
@@ -117,7 +127,10 @@ class Objective:
             OPTUNA_STUDY_TAG: trial.study.study_name,
             TRIAL_TAG: str(trial.number),
         }
-        run_name = f"{self.job.phase}-{cell.key}-" + (
+        if self.spec.repeats > 1:
+            tags[REPEAT_TAG] = str(self.repeat_of(slot))
+        repeat = f"repeat={self.repeat_of(slot)}-" if self.spec.repeats > 1 else ""
+        run_name = f"{self.job.phase}-{cell.key}-{repeat}" + (
             f"{trial.number}" if self.job.phase == Phase.TUNE else f"seed={config.seed}"
         )
         try:

@@ -20,7 +20,7 @@ from reuse_nets.store import optuna_store, tracking
 STREAM_STRIDE = 100_003  # seed distance between worker processes (a prime, past any trial count)
 
 
-def sampler(spec: StudySpec, phase: Phase, stream: int = 0, trials_before: int = 0):
+def sampler(spec: StudySpec, phase: Phase, stream: int = 0, trials_before: int = 0, repeat: int = 0):
     """A cell's tuning sampler: the same settings and seed in every cell.
 
     A sampler's random draws restart from its seed in every process, so the seed
@@ -33,7 +33,7 @@ def sampler(spec: StudySpec, phase: Phase, stream: int = 0, trials_before: int =
     if settings is None:
         # The final phase enqueues every trial's parameters: its sampler never chooses.
         return op.samplers.RandomSampler(seed=0)
-    seed = settings.seed + STREAM_STRIDE * stream + trials_before
+    seed = spec.tune.sampler_seed(repeat) + STREAM_STRIDE * stream + trials_before
     if settings.type == "tpe":
         return op.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     return op.samplers.RandomSampler(seed=seed)
@@ -66,23 +66,24 @@ def open_job(spec: StudySpec, storage, job: Job, stream: int = 0):
         job.study_name,
         plan.identity_of(spec, job),
         direction=spec.objective.direction,
-        sampler=sampler(spec, job.phase, stream, trials_before),
+        sampler=sampler(spec, job.phase, stream, trials_before, job.repeat),
         pruner=pruner(spec, max(epochs), job.phase),
     )
 
 
 def select_best(spec: StudySpec, storage) -> Selection:
-    """Per cell, its best COMPLETE tuning trial by the objective (ties: lowest number)."""
+    """Per cell (and tuning repeat), its best COMPLETE tuning trial by the objective (ties: lowest number)."""
     maximize = spec.objective.direction == "maximize"
     selection: Selection = {}
-    for cell in spec.cells():
-        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell))
+    for cell, repeat in plan.units(spec):
+        key = plan.unit_key(spec, cell, repeat)
+        study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell, repeat))
         complete = optuna_store.trials_in(study, "COMPLETE") if study else []
         if not complete:
-            selection[cell.key] = None
+            selection[key] = None
             continue
         best = min(complete, key=lambda t: ((-t.value if maximize else t.value), t.number))
-        selection[cell.key] = {
+        selection[key] = {
             "trial": best.number,
             "value": best.value,
             "params": dict(best.params),
@@ -99,7 +100,10 @@ def final_job(spec: StudySpec, storage, say: Callable[[str], None]) -> Job:
         selection = select_best(spec, storage) if spec.tune else {}
         optuna_store.store_selection(open_job(spec, storage, plan.final_job(spec, selection)), selection)
     if spec.tune:
-        say(f"selected on {spec.objective.metric} (tuning seed {spec.base.seed}):")
+        seeds = [spec.tuning_seed(r) for r in range(spec.repeats)]
+        say(
+            f"selected on {spec.objective.metric} (tuning seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}):"
+        )
         for row in plan.selection_rows(spec, selection):
             say(row)
     return plan.final_job(spec, selection)
