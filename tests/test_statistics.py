@@ -191,3 +191,84 @@ def test_dry_run_states_the_family_and_the_detectable_difference():
     assert unknown[1].startswith("power: unknown; set report.assumed_sd")
     pairs = study_files.load_study("strategy_depth", ["report.pairs=all"])
     assert pairs.family_size == 4 * 6
+
+
+# --- Tuning variance (tune.repeats) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [(3, 3, 3), (5, 2, 4, 3)])
+def test_variance_components_use_statsmodels_anova_mean_squares(sizes):
+    """Between = (MS_between - MS_within) / n0 and within = MS_within, from statsmodels' one-way ANOVA."""
+    import pandas as pd
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    rng = np.random.default_rng(len(sizes))
+    groups = [list(rng.normal(rng.normal(0, 0.05), 0.02, size=n)) for n in sizes]
+    frame = pd.DataFrame([(g, x) for g, values in enumerate(groups) for x in values], columns=["g", "y"])
+    table = anova_lm(ols("y ~ C(g)", data=frame).fit())
+    ms_between, ms_within = table["mean_sq"].iloc[0], table["mean_sq"].iloc[1]
+    total = sum(sizes)
+    n0 = (total - sum(n * n for n in sizes) / total) / (len(sizes) - 1)
+    between, within = statistics.variance_components(groups)
+    assert within == pytest.approx(ms_within)
+    assert between == pytest.approx(max(0.0, (ms_between - ms_within) / n0))
+
+
+def test_variance_components_recover_planted_variances():
+    rng = np.random.default_rng(7)
+    groups = [list(rng.normal(rng.normal(0, 0.03), 0.01, size=4)) for _ in range(3000)]
+    between, within = statistics.variance_components(groups)
+    assert math.sqrt(between) == pytest.approx(0.03, rel=0.05)
+    assert math.sqrt(within) == pytest.approx(0.01, rel=0.05)
+    assert all(math.isnan(v) for v in statistics.variance_components([[1.0, 2.0]]))
+
+
+def repeated_runs(spec, tests: dict[tuple[str, int], list[float]]) -> list[analysis.FinalRun]:
+    cells = {c.key: c for c in spec.cells()}
+    return [
+        analysis.FinalRun(f"{key}-{r}-{s}", key, cells[key].values, s, v, v, 1.0, 1.0, repeat=r)
+        for (key, r), values in tests.items()
+        for s, v in zip(spec.final_seeds(r), values)
+    ]
+
+
+def test_repeats_are_the_units_of_the_tests():
+    """With tuning repeated, a comparison's units are the repeats' mean paired differences."""
+    spec = spec_with("compare.depth=[64]", "final.seeds=[1, 2]", "tune.repeats=3")
+    plain, residual = "strategy=plain,depth=64", "strategy=residual,depth=64"
+    tests = {(plain, r): [0.80 + 0.01 * r, 0.82] for r in range(3)}
+    tests |= {(residual, r): [0.90, 0.85 + 0.05 * r] for r in range(3)}
+    (d,) = analysis.paired_differences(spec, repeated_runs(spec, tests))
+    per_repeat = [[0.90 - (0.80 + 0.01 * r), 0.85 + 0.05 * r - 0.82] for r in range(3)]
+    assert [list(g) for g in d.by_repeat] == [pytest.approx(g) for g in per_repeat]
+    assert d.diffs == pytest.approx([sum(g) / 2 for g in per_repeat]) and d.unit == "tuning repeat"
+    assert d.interval.n == 3
+    (a,) = analysis.assess(spec, [d])
+    assert a.p_t == pytest.approx(stats.ttest_1samp(d.diffs, 0).pvalue)
+    cells = analysis.by_cell(repeated_runs(spec, tests))
+    assert cells[plain].n == 3 and cells[plain].mean == pytest.approx(
+        np.mean([np.mean(tests[(plain, r)]) for r in range(3)])
+    )
+    split = analysis.variance_split(d.by_repeat)
+    assert split.repeats == 3 and split.single.n == 2 and split.pooled.n == 6 and split.clustered.n == 3
+    assert (split.between_tuning, split.between_seed) == pytest.approx(statistics.variance_components(per_repeat))
+
+
+def test_tuning_variance_widens_the_interval_and_keeps_a_a_honest():
+    """A/A with a large between-tuning variance: a seeds-only test over-claims, the repeat-level one does not."""
+    spec = spec_with("compare.depth=[1, 2, 4]", "final.seeds=[1, 2, 3, 4, 5]", "tune.repeats=4")
+    rng = np.random.default_rng(11)
+    families, naive, clustered = 200, 0, 0
+    for _ in range(families):
+        tests = {}
+        for cell in spec.cells():
+            for r in range(4):  # each tuning run lands on its own config: a shift shared by its seeds
+                tests[(cell.key, r)] = list(0.8 + rng.normal(0, 0.02) + rng.normal(0, 0.005, size=5))
+        differences = analysis.paired_differences(spec, repeated_runs(spec, tests))
+        assessed = analysis.assess(spec, differences)
+        clustered += any(a.outcome in (Outcome.BETTER, Outcome.WORSE) for a in assessed)
+        # What one tuning run's seeds alone would say, unadjusted.
+        naive += any(statistics.t_test(d.by_repeat[0]) < 0.05 for d in differences)
+    assert clustered / families <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / families)
+    assert naive / families > 0.5

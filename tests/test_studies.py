@@ -54,8 +54,8 @@ def load_error(name: str, overrides=()) -> str:
 # --- Shipped studies ----------------------------------------------------------------------
 
 
-def test_the_four_studies_ship():
-    assert {"smoke", "strategy_depth", "residual_depth", "masked_keep_ratio"} <= set(SHIPPED)
+def test_the_studies_ship():
+    assert {"smoke", "strategy_depth", "residual_depth", "masked_keep_ratio", "tuning_variance"} <= set(SHIPPED)
     assert [name for name, _ in study_files.list_studies()] == SHIPPED
     assert all(description for _, description in study_files.list_studies())
 
@@ -603,3 +603,48 @@ def test_the_width_solver_finds_the_nearest_width_where_counts_are_not_monotone(
     at = {w: capacity.of_config(config.model_copy(update={"width": w}), (28, 28, 1), 10).trainable for w in (783, 784)}
     assert at[784] < at[783]
     assert matching.solve_width(config, at[784], "trainable_params", (28, 28, 1), 10) == 784
+
+
+def test_tuning_repeats_shift_every_seed_and_get_their_own_studies():
+    spec = load("residual_depth", ["compare.depth=[1, 2]", "final.seeds=[1, 2]", "tune.repeats=3"])
+    jobs = plan.tune_jobs(spec)
+    assert len(jobs) == len(spec.cells()) * 3 and len({j.study_name for j in jobs}) == len(jobs)
+    assert {(j.study_name, j.repeat) for j in jobs} == {
+        (f"residual_depth:tune:{c.key}:repeat={r}", r) for c in spec.cells() for r in range(3)
+    }
+    assert [spec.tuning_seed(r) for r in range(3)] == [0, 1000, 2000]
+    assert spec.all_final_seeds() == [1, 2, 1001, 1002, 2001, 2002]
+    # Each repeat its own Sobol sequence, the same in every cell of that repeat.
+    for job in jobs:
+        assert [params for _, params in job.slots] == spec.tune.points(job.repeat)
+    assert spec.tune.points(0) != spec.tune.points(1)
+    assert spec.tuning_trials == 4 * 3 * spec.tune.trials_per_cell and spec.final_runs == 4 * 3 * 2
+    # The final phase retrains each repeat's own selection with that repeat's seeds.
+    selection = {plan.unit_key(spec, c, r): {"params": {"learning_rate": 0.001 * (r + 1)}} for c, r in plan.units(spec)}
+    slots = plan.final_job(spec, selection).slots
+    assert len(slots) == spec.final_runs
+    for _, params in slots:
+        r = params["repeat"]
+        assert params["seed"] in spec.final_seeds(r) and params["learning_rate"] == 0.001 * (r + 1)
+    text = plan.describe_plan(spec, "sqlite:///x.db", None, 1, 1)
+    assert "repeats: 3 independent" in text and "= 24 runs" in text
+    # One repeat is the study as before: same names, same identities.
+    one = load("residual_depth", ["tune.repeats=1"])
+    before = load("residual_depth")
+    assert one.identity() == before.identity() and "repeats" not in str(before.identity())
+    assert [plan.identity_of(one, j) for j in plan.tune_jobs(one)] == [
+        plan.identity_of(before, j) for j in plan.tune_jobs(before)
+    ]
+    assert plan.tune_study_name(one, one.cells()[0]) == f"residual_depth:tune:{one.cells()[0].key}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["final.seeds=[1, 1000]", "tune.repeats=2"], "seed 1000 would be both"),
+        (["tune.repeats=21"], "tune.repeats"),
+        (["tune.repeats=0"], "tune.repeats"),
+    ],
+)
+def test_bad_repeats_are_one_line_errors(overrides, expected):
+    assert expected in load_error("residual_depth", overrides)
