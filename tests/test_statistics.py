@@ -191,6 +191,28 @@ def test_dry_run_states_the_family_and_the_detectable_difference():
     assert unknown[1].startswith("power: unknown; set report.assumed_sd")
     pairs = study_files.load_study("strategy_depth", ["report.pairs=all"])
     assert pairs.family_size == 4 * 6
+    # A measured pilot SD replaces the assumed one; a pilot that gives none says why and falls back.
+    measured = plan.power_lines(spec, (0.002, "pilot p"))
+    assert f"{statistics.detectable_difference(5, 0.002, 0.05 / 12):.4f} at alpha/12" in measured[1]
+    assert "SD of 0.002 (pilot p)" in measured[1]
+    missing = plan.power_lines(spec, "no MLflow tracking store at sqlite:///x.db")
+    assert missing[1] == "power: the pilot gives no SD (no MLflow tracking store at sqlite:///x.db)"
+    assert "(report.assumed_sd)" in missing[2]
+    # With tuning repeats the units are repeat means: n = repeats, SD / sqrt(seeds) (a lower bound).
+    repeated = study_files.load_study("strategy_depth", ["report.assumed_sd=0.005", "tune.repeats=3"])
+    line = plan.power_lines(repeated)[1]
+    assert f"with 3 tuning repeats and a paired-difference SD of {0.005 / math.sqrt(5):.4g}" in line
+    assert "lower bound" in line
+
+
+def test_dry_run_with_an_unrun_pilot_writes_nothing(tmp_path, monkeypatch):
+    from reuse_nets.commands import run as run_command
+
+    monkeypatch.chdir(tmp_path)
+    assert run_command.main(["--study", "strategy_depth", "--dry-run", "--set", "report.pilot=smoke"]) == 0
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no optuna.db
+    found = run_command.pilot_spread("smoke", None)
+    assert isinstance(found, str) and found.startswith("no MLflow tracking store at sqlite:///") and "mlflow.db" in found
 
 
 # --- Tuning variance (tune.repeats) -------------------------------------------------------

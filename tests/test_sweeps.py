@@ -1402,8 +1402,10 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
     """`tune.repeats: 2`: each cell tuned twice with shifted seeds, each selection retrained
     with its own final seeds, and the report's tests run over the repeats' means."""
     extra = (*TINY_TUNED, "tune.sampler.type=sobol", "tune.repeats=2")
-    run_sweep(tmp_path, "residual_depth", *[a for o in extra for a in ("--set", o)])
     spec = small_spec("residual_depth", *extra)
+    study_file = tmp_path / "repeated.yaml"  # a file, so that a later study can name it as its pilot
+    study_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    run_sweep(tmp_path, str(study_file), small=False)
     stores = Stores(tmp_path, "residual_depth")
     assert stores.optuna_names() == sorted(
         [f"residual_depth:tune:{c.key}:repeat={r}" for c in spec.cells() for r in (0, 1)] + ["residual_depth:final"]
@@ -1419,9 +1421,9 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
             tried = [t.params["learning_rate"] for t in sorted(trials, key=lambda t: t.user_attrs["slot"])]
             assert tried == [p["learning_rate"] for p in spec.tune.points(repeat)]
             for t in trials:  # tuning trains with the repeat's tuning seed, and says which repeat
-                run = by_id[t.user_attrs["mlflow_run_id"]]
-                assert run.data.params["seed"] == str(repeat * 1000)
-                assert run.data.tags["reuse_nets.repeat"] == str(repeat)
+                logged = by_id[t.user_attrs["mlflow_run_id"]]
+                assert logged.data.params["seed"] == str(repeat * 1000)
+                assert logged.data.tags["reuse_nets.repeat"] == str(repeat)
             best = max(trials_in(study, "COMPLETE"), key=lambda t: (t.value, -t.number))
             selected[(cell.key, repeat)] = best.params["learning_rate"]
     assert spec.tune.points(0) != spec.tune.points(1)
@@ -1430,8 +1432,12 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
     assert len(finals) == len(spec.cells()) * 2 * 2
     seen = set()
     for t in finals:
-        run = by_id[t.user_attrs["mlflow_run_id"]]
-        cell, repeat, seed = run.data.tags["reuse_nets.cell"], int(run.data.tags["reuse_nets.repeat"]), t.params["seed"]
+        logged = by_id[t.user_attrs["mlflow_run_id"]]
+        cell, repeat, seed = (
+            logged.data.tags["reuse_nets.cell"],
+            int(logged.data.tags["reuse_nets.repeat"]),
+            t.params["seed"],
+        )
         assert t.params["repeat"] == repeat and seed in spec.final_seeds(repeat)
         assert t.params["learning_rate"] == selected[(cell, repeat)]  # the repeat's own selection
         seen.add((cell, repeat, seed))
@@ -1443,10 +1449,10 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
         for r in by_id.values()
         if r.data.tags["reuse_nets.phase"] == "final"
     }
-    for run in by_id.values():
-        if run.data.tags["reuse_nets.phase"] == "final":
-            tests[(run.data.tags["reuse_nets.cell"], int(run.data.tags["reuse_nets.repeat"]))].append(
-                run.data.metrics["test_accuracy"]
+    for logged in by_id.values():
+        if logged.data.tags["reuse_nets.phase"] == "final":
+            tests[(logged.data.tags["reuse_nets.cell"], int(logged.data.tags["reuse_nets.repeat"]))].append(
+                logged.data.metrics["test_accuracy"]
             )
     report = (tmp_path / "reports" / "residual_depth" / "report.md").read_text()
     section = report.split("## Tuning variance")[1].split("\n## ")[0]
@@ -1461,5 +1467,14 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
     assert "tuning repeat" in report.split("## Verdict")[1].split("\n## ")[0]
     assert "| per-repeat |" in report
 
-    frame = results.final_runs("residual_depth", tracking_uri=tracking_url(tmp_path), overrides=[*SMALL_DATA, *extra])
+    frame = results.final_runs(str(study_file), tracking_uri=tracking_url(tmp_path))
     assert sorted(frame["repeat"].tolist()) == [0] * 4 + [1] * 4
+
+    # As a pilot: --dry-run's power uses the SD of its paired units (here the repeats' mean differences).
+    plain, residual = (c.key for c in spec.cells())
+    units = [np.mean(tests[(residual, r)]) - np.mean(tests[(plain, r)]) for r in (0, 1)]
+    dry = run(
+        [*sweep_command(tmp_path, "residual_depth", "--dry-run", "--set", f"report.pilot={study_file}")], tmp_path
+    )
+    assert dry.returncode == 0, explain(dry)
+    assert f"a paired-difference SD of {np.std(units, ddof=1):.4g} (pooled over 1 comparisons" in dry.stdout, dry.stdout

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
 
         # Not `for_workers`: that imports TensorFlow (seconds) to read the oneDNN switch.
         threads = execution.threads_per_worker(args.workers)
-        print(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads))
+        pilot = pilot_spread(spec.report.pilot, options.tracking_uri) if spec.report.pilot else None
+        print(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads, pilot))
         return 0
     noise.quiet_libraries()
     noise.import_tensorflow()  # as run_study would (execution.pin), minus its start-up lines
@@ -81,3 +82,18 @@ def main(argv=None) -> int:
     common.tag_project_run({names.PROJECT_STUDY_TAG: spec.name, names.PROJECT_PARENT_TAG: result.parent_run_id})
     print(runner.summary(result))
     return 0 if result.complete else 1
+
+
+def pilot_spread(pilot: str, tracking_uri: str | None) -> plan.Spread:
+    """`report.pilot`'s measured paired-difference SD for the power line, or why there is none."""
+    from reuse_nets.errors import SweepError
+    from reuse_nets.report import pilot as pilots
+
+    try:
+        found = pilots.spread(pilot, tracking_uri)
+    except SweepError as error:
+        return str(error)
+    return found.sd, (
+        f"pooled over {found.comparisons} comparisons of pilot {found.study!r}, {found.runs} final runs, "
+        f"one per {found.unit}"
+    )

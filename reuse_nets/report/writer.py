@@ -371,7 +371,8 @@ def _tuning_variance(spec: StudySpec, runs: list[FinalRun], differences: list[an
         f"{test_metric} split into between tuning repeats and between seeds of one repeat (one-way random-effects "
         "ANOVA, method of moments, between part truncated at 0). 95% t intervals three ways: over repeat 0's seeds "
         "alone (what a study that tunes once reports), over every run as if independent (ignores the tuning), and "
-        "over the repeats' means (what the verdicts use). Widened: the last interval's width over the first's.",
+        "over the repeats' means (what the verdicts use). Widened: the last interval's width over the second's "
+        "(the same runs, with and without the tuning's variance).",
         "",
         "| what | SD between tuning | SD between seeds | tuning share | one tuning run | all runs as independent "
         "| over repeat means | widened |",
@@ -388,7 +389,7 @@ def _tuning_variance(spec: StudySpec, runs: list[FinalRun], differences: list[an
         if split is None:
             lines.append(f"| {label} | one repeat finished | | | | | | |")
             continue
-        widened = split.clustered.half / split.single.half if split.single.half > 0 else math.nan
+        widened = split.clustered.half / split.pooled.half if split.pooled.half > 0 else math.nan
         lines.append(
             f"| {label} | {_sd(split.between_tuning)} | {_sd(split.between_seed)} | {_share(split.tuning_share)} "
             f"| {_interval(split.single, '+')} | {_interval(split.pooled, '+')} | {_interval(split.clustered, '+')} "

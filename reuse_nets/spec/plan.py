@@ -13,6 +13,7 @@ Nothing here reads or writes a store: `reuse_nets.sweep.phases` fills these jobs
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import yaml
@@ -26,6 +27,8 @@ from reuse_nets.spec.studies import Cell, StudySpec
 # A selection: per unit key (`unit_key`: the cell, and its tuning repeat when there are
 # several), the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
 Selection = dict[str, dict[str, Any] | None]
+# A pilot study's measured paired-difference SD and where it came from, or why there is none.
+Spread = tuple[float, str] | str
 REPEAT_PARAM = "repeat"  # a final trial's tuning repeat, among its Optuna params (with tune.repeats > 1)
 
 
@@ -98,8 +101,19 @@ def final_job(spec: StudySpec, selection: Selection) -> Job:
     return Job(Phase.FINAL, final_study_name(spec), tuple(slots), "final runs")
 
 
-def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, workers: int, threads: int) -> str:
-    """What running `spec` would do, as text; reads and writes nothing."""
+def describe_plan(
+    spec: StudySpec,
+    storage_url: str,
+    tracking_uri: str | None,
+    workers: int,
+    threads: int,
+    pilot: Spread | None = None,
+) -> str:
+    """What running `spec` would do, as text; reads and writes nothing.
+
+    `pilot`: the paired-difference SD measured on a finished pilot study (`report.pilot`),
+    as `(sd, where it came from)`, or the one-line reason it could not be.
+    """
     cells = spec.cells()
     lines = [
         f"study {spec.name}: {len(cells)} cells ({' x '.join(f'{n} {v}' for n, v in spec.compare.items())}), "
@@ -145,7 +159,7 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
         budget = f"{(spec.tune.trials_per_cell or 0) * spec.repeats} tuning trials + " if spec.tune else ""
         counted = f"; {capacity_text(spec, cell, capacities)}" if capacities else ""
         lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds) * spec.repeats} final runs{counted})")
-    lines += power_lines(spec)
+    lines += power_lines(spec, pilot)
     total = spec.tuning_trials + spec.final_runs
     epochs = max(spec.cell_config(cell).epochs for cell in cells)
     lines.append(f"total: {total} training runs of up to {epochs} epochs")
@@ -153,26 +167,40 @@ def describe_plan(spec: StudySpec, storage_url: str, tracking_uri: str | None, w
     return "\n".join(lines)
 
 
-def power_lines(spec: StudySpec) -> list[str]:
-    """The smallest difference the final seeds can detect, for the assumed seed SD of a paired difference."""
-    report, n, m = spec.report, len(spec.final.seeds), spec.family_size
+def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
+    """The smallest difference the final seeds (or tuning repeats) can detect, for a paired-difference SD.
+
+    The SD is the one measured on a pilot study, else the study file's `report.assumed_sd`.
+    """
+    report, m = spec.report, spec.family_size
     head = f"verdicts: {m} comparisons, {report.adjust}-adjusted at alpha {report.alpha}, {report.test} test"
     head += f", equivalence within ±{report.min_effect}" if report.min_effect else ", no min_effect (no equivalence)"
-    if report.assumed_sd is None:
-        return [
-            head,
-            "power: unknown; set report.assumed_sd (the SD of a paired difference, e.g. from a pilot) to see it",
-        ]
-    first = statistics.detectable_difference(n, report.assumed_sd, report.alpha / m)
-    alone = statistics.detectable_difference(n, report.assumed_sd, report.alpha)
-    lines = [
-        head,
-        f"power: with {n} seeds and a paired-difference SD of {report.assumed_sd}, a t-test detects with 80% power "
-        f"a difference of {first:.4f} at alpha/{m} (the strictest Holm step; {alone:.4f} for one comparison alone)",
-    ]
+    lines = [head]
+    sd, source = None, ""
+    if isinstance(pilot, tuple):
+        sd, source = pilot
+    elif isinstance(pilot, str):
+        lines.append(f"power: the pilot gives no SD ({pilot})")
+    if sd is None and report.assumed_sd is not None:
+        sd, source = report.assumed_sd, "report.assumed_sd"
+    if sd is None:
+        return [*lines, "power: unknown; set report.assumed_sd or report.pilot (a finished pilot study) to see it"]
+    n, unit = len(spec.final.seeds), "seeds"
+    caveat = ""
+    if spec.repeats > 1:
+        # Units are repeat means: their SD is at least a seed's SD / sqrt(seeds), more with tuning variance.
+        n, unit = spec.repeats, "tuning repeats"
+        sd = sd / math.sqrt(len(spec.final.seeds))
+        caveat = " (a lower bound: a repeat mean's SD, taken as a seed's SD / sqrt(seeds), ignores tuning variance)"
+    first = statistics.detectable_difference(n, sd, report.alpha / m)
+    alone = statistics.detectable_difference(n, sd, report.alpha)
+    lines.append(
+        f"power: with {n} {unit} and a paired-difference SD of {sd:.4g} ({source}), a t-test detects with 80% power "
+        f"a difference of {first:.4f} at alpha/{m} (the strictest Holm step; {alone:.4f} for one comparison alone){caveat}"
+    )
     if report.test == "sign_flip" and 2 / 2**n >= report.alpha / m:
         lines.append(
-            f"warning: with {n} seeds the sign-flip test's smallest p-value is {2 / 2**n:.4g}: no verdict can be better or worse"
+            f"warning: with {n} {unit} the sign-flip test's smallest p-value is {2 / 2**n:.4g}: no verdict can be better or worse"
         )
     if report.min_effect is not None and first > report.min_effect:
         lines.append(

@@ -219,6 +219,9 @@ class ReportSpec(_Strict):
     min_effect: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
     # Seed-to-seed SD of a paired difference, for --dry-run's power (e.g. from a pilot study).
     assumed_sd: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
+    # A finished pilot study (name in experiments/ or file): --dry-run measures that SD from
+    # its final runs in the tracking store, and uses it instead of assumed_sd.
+    pilot: str | None = pydantic.Field(None, min_length=1, max_length=1000)
 
 
 class ExecutionSpec(_Strict):
