@@ -212,7 +212,9 @@ def test_dry_run_with_an_unrun_pilot_writes_nothing(tmp_path, monkeypatch):
     assert run_command.main(["--study", "strategy_depth", "--dry-run", "--set", "report.pilot=smoke"]) == 0
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no optuna.db
     found = run_command.pilot_spread("smoke", None)
-    assert isinstance(found, str) and found.startswith("no MLflow tracking store at sqlite:///") and "mlflow.db" in found
+    assert (
+        isinstance(found, str) and found.startswith("no MLflow tracking store at sqlite:///") and "mlflow.db" in found
+    )
 
 
 # --- Tuning variance (tune.repeats) -------------------------------------------------------
