@@ -7,6 +7,8 @@ else is a bug and keeps its traceback. Nothing here imports a third-party librar
 
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """A problem the user can fix; the message is one line saying what and how."""
@@ -46,3 +48,12 @@ def first_line(error: BaseException, default: str | None = None) -> str:
     if lines:
         return lines[0]
     return type(error).__name__ if default is None else default
+
+
+# The password of a URL, e.g. `postgresql+psycopg://user:secret@host/db` or `http://user:secret@host`.
+URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL password replaced by `***`: for anything printed or logged."""
+    return URL_PASSWORD.sub(r"\1:***@", text)

@@ -117,5 +117,7 @@ def main_guard(main, interrupted: str = SWEEP_INTERRUPTED) -> int:
     except Exception as error:
         if not is_user_error(error):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        from reuse_nets.errors import redact
+
+        print(redact(f"error: {error}"), file=sys.stderr)  # URLs in errors may carry passwords
         return 2

@@ -74,7 +74,9 @@ def main(argv=None) -> int:
         # Not `for_workers`: that imports TensorFlow (seconds) to read the oneDNN switch.
         threads = execution.threads_per_worker(args.workers)
         pilot = pilot_spread(spec.report.pilot, options.tracking_uri) if spec.report.pilot else None
-        print(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads, pilot))
+        from reuse_nets.errors import redact
+
+        print(redact(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads, pilot)))
         return 0
     noise.quiet_libraries()
     noise.import_tensorflow()  # as run_study would (execution.pin), minus its start-up lines

@@ -170,7 +170,7 @@ def _trial_runs(spec: StudySpec, phase: str | None, tracking_uri: str | None) ->
     import mlflow
 
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _require_sqlite_file(uri, "MLflow tracking store")
+    optuna_store.require_existing_sqlite(uri, "MLflow tracking store")
     client = mlflow.MlflowClient(tracking_uri=uri)
     try:
         experiment = client.get_experiment_by_name(spec.name)
@@ -210,7 +210,7 @@ def _check_identity(client, spec: StudySpec, experiment_id: str) -> None:
 
 def _optuna_trials(spec: StudySpec, phase: str | None, url: str) -> dict[str, dict]:
     """MLflow run id -> `slot` and `value` of its Optuna trial, over the phase's studies."""
-    _require_sqlite_file(url, "Optuna storage")
+    optuna_store.require_existing_sqlite(url, "Optuna storage")
     optuna_store.check_storage(url)
     storage = optuna_store.make_storage(url, spec.execution)
     names = []
@@ -226,19 +226,3 @@ def _optuna_trials(spec: StudySpec, phase: str | None, url: str) -> dict[str, di
                 value = trial.value if trial.state.name == "COMPLETE" else float("nan")
                 found[trial.user_attrs[RUN_ID_ATTR]] = {"slot": trial.user_attrs.get(SLOT_ATTR), "value": value}
     return found
-
-
-def _require_sqlite_file(url: str, what: str) -> None:
-    """A SQLite URL must name an existing file: reading must not create an empty store."""
-    import sqlalchemy
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a database URL: its client reports errors itself
-        return
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
-        from pathlib import Path
-
-        if not Path(database).expanduser().is_file():
-            raise SweepError(f"no {what} at {url} (no such file {Path(database).expanduser().absolute()})")

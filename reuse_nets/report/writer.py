@@ -504,6 +504,9 @@ def rebuild_report(
     from reuse_nets.store import study_runs, tracking
 
     tracking.set_tracking_uri(tracking_uri)
+    # Reading must not create empty stores (./optuna.db, ./mlflow.db) on the way to an error.
+    optuna_store.require_existing_sqlite(storage_url, "Optuna storage")
+    optuna_store.require_existing_sqlite(mlflow.get_tracking_uri(), "MLflow tracking store")
     storage = optuna_store.make_storage(storage_url, spec.execution)
     if optuna_store.load_existing(storage, plan.final_study_name(spec)) is None:
         raise SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with reuse-nets run")

@@ -110,10 +110,22 @@ def _diff(a: float | None, b: float | None) -> float:
 def _fetch_run(run_id: str):
     import mlflow
 
+    from reuse_nets.errors import SweepError, first_line
+    from reuse_nets.store import optuna_store, study_runs
+
+    uri = mlflow.get_tracking_uri()
     try:
-        run = mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise ReproduceError(f"no MLflow run {run_id!r} in tracking store {mlflow.get_tracking_uri()}") from None
+        study_runs.check_server(uri)
+        optuna_store.require_existing_sqlite(uri, "MLflow tracking store")  # reading creates no store
+    except SweepError as error:
+        raise ReproduceError(str(error)) from None
+    try:
+        with study_runs.patient_requests():
+            run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ReproduceError(f"no MLflow run {run_id!r} in tracking store {uri}") from None
+        raise ReproduceError(f"MLflow tracking store {uri} is unusable: {first_line(error)}") from None
     kind = run.data.tags.get(KIND_TAG)
     experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
     if experiment.lifecycle_stage == "deleted":
@@ -209,8 +221,15 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
         raise ReproduceError(f"run {run.info.run_id} logged no model (it did not finish); nothing to evaluate")
     # Deterministic ops as in training: they change reduction kernels, hence rounding.
     training.seed_everything(config.seed)
+    import mlflow
+
     try:
         model = tracking.load_logged_model(uri)
+    except mlflow.exceptions.MlflowException as error:  # the artifact is gone, or the store cannot serve it
+        raise ReproduceError(
+            f"run {run.info.run_id}'s logged model {uri} cannot be read ({first_line(error)}); "
+            "was its artifact deleted? re-run without --evaluate-only to retrain it"
+        ) from None
     except (OSError, ValueError) as error:
         raise ReproduceError(
             f"run {run.info.run_id}'s model cannot be loaded by this version ({first_line(error)}); "

@@ -134,13 +134,20 @@ def check_storage(url: str) -> None:
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
+        if database in ("", ":memory:"):
+            return
+        if database.startswith("file:"):
+            # SQLAlchemy keeps the URI's parameters (`mode=ro`) apart from the database.
+            options = {k: v for k, v in parsed.query.items() if k != "uri"}
+            query = "&".join(f"{k}={v}" for k, v in options.items() if isinstance(v, str))
+            _check_writable_sqlite(database + (f"?{query}" if query else ""), shown)
             return
         path = Path(database).expanduser()
         if not path.absolute().parent.is_dir():
             raise SweepError(f"cannot open Optuna storage {shown!r}: folder {path.absolute().parent} does not exist")
         if not path.exists():
             return  # connecting would create it
+        _check_writable_sqlite(database, shown)
     connect_args = (
         {"connect_timeout": STORAGE_CONNECT_TIMEOUT} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
     )
@@ -154,6 +161,45 @@ def check_storage(url: str) -> None:
             engine.dispose()
     except Exception as error:  # a missing driver, an unreachable server, a refused login, ...
         raise SweepError(f"cannot open Optuna storage {shown!r}: {first_line(error)}") from None
+
+
+def require_existing_sqlite(url: str, what: str) -> None:
+    """A SQLite URL must name an existing file: reading must not create an empty store."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a database URL: its client reports errors itself
+        return
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
+        from pathlib import Path
+
+        if not Path(database).expanduser().is_file():
+            raise SweepError(f"no {what} at {url} (no such file {Path(database).expanduser().absolute()})")
+
+
+def _check_writable_sqlite(database: str, shown: str) -> None:
+    """Refuses an existing SQLite database that cannot be written (read-only file or `mode=ro`).
+
+    Creates a table inside a transaction and rolls it back: nothing stays. A database
+    locked by another writer is writable, just busy.
+    """
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(database, uri=database.startswith("file:"), isolation_level=None, timeout=1)
+    except sqlite3.Error as error:
+        raise SweepError(f"cannot open Optuna storage {shown!r}: {first_line(error)}") from None
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE reuse_nets_write_check (x)")
+        connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise SweepError(f"cannot open Optuna storage {shown!r}: {first_line(error)}") from None
+    finally:
+        connection.close()
 
 
 def check_identity(storage, name: str, identity: dict) -> None:

@@ -10,12 +10,12 @@ import functools
 import hashlib
 import importlib.metadata
 import platform
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from reuse_nets.errors import redact
 from reuse_nets.names import (
     COMMAND_TAG,
     CPU_TAG,
@@ -88,17 +88,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# The password of a URL on the command line, e.g. `--storage postgresql+psycopg://user:secret@host/db`.
-URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
-
-
 def command_line() -> str:
     """The command that started this process, quoted so it can be pasted back.
 
     Passwords in URLs become `***`: the command is logged where anyone who can
     read the tracking server sees it.
     """
-    args = [URL_PASSWORD.sub(r"\1:***@", arg) for arg in sys.argv]
+    args = [redact(arg) for arg in sys.argv]
     return shlex.join([Path(sys.executable).name, *args])[:TAG_VALUE_LIMIT]
 
 

@@ -30,8 +30,9 @@ def check_experiment(spec: StudySpec) -> None:
     """
     import mlflow
 
+    check_server(mlflow.get_tracking_uri())
     try:
-        with _fail_fast():
+        with patient_requests():
             client = mlflow.MlflowClient()
             experiment = client.get_experiment_by_name(spec.name)
     except Exception as error:  # an unreachable server, a bad URI, a broken database: nothing written
@@ -55,18 +56,48 @@ def check_experiment(spec: StudySpec) -> None:
         )
 
 
-# The first request to a tracking server tells whether it is there at all. MLflow's
-# own default retries a failed HTTP request for about 4 minutes (7 retries with
-# backoff, 120 s timeout, a urllib3 warning per retry), which suits logging during
-# a sweep, not this check: one attempt, 10 s at most.
-FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Checking a tracking server: one that does not accept a TCP connection within
+# SERVER_CONNECT_TIMEOUT seconds (refused, no route, unknown host) fails at once. One
+# that accepts but answers slowly (busy, e.g. under another runner's load) gets
+# patience: MLflow's request timeout and retries below, with backoff 2, 4, 8 s: about
+# 95 s at most. MLflow's own default (7 retries, 120 s timeout) takes about 4 minutes.
+SERVER_CONNECT_TIMEOUT = 5
+PATIENT_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+}
+
+
+def check_server(uri: str) -> None:
+    """Refuses an HTTP tracking URI whose server does not accept connections, in seconds.
+
+    Raises:
+        SweepError: the host is unknown, refuses the connection or does not answer.
+    """
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+        return  # requests go through a proxy: the server's own address says nothing
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=SERVER_CONNECT_TIMEOUT).close()
+    except (OSError, ValueError) as error:
+        raise SweepError(
+            f"MLflow tracking server {uri} is unreachable: {first_line(error, type(error).__name__)}"
+        ) from None
 
 
 @contextlib.contextmanager
-def _fail_fast():
-    """MLflow HTTP requests made inside give up after seconds, not minutes."""
-    saved = {name: os.environ.get(name) for name in FAIL_FAST_HTTP}
-    os.environ.update(FAIL_FAST_HTTP)
+def patient_requests():
+    """MLflow HTTP requests made inside wait for a slow server, but not for minutes (`PATIENT_HTTP`)."""
+    saved = {name: os.environ.get(name) for name in PATIENT_HTTP}
+    os.environ.update(PATIENT_HTTP)
     try:
         yield
     finally:

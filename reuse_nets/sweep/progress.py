@@ -16,6 +16,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from reuse_nets.errors import redact
+
 ERASE_LINE = "\r\x1b[K"  # a worker's line first wipes the parent's bar; the parent redraws it
 
 
@@ -53,6 +55,7 @@ class Progress:
     def say(self, message: str) -> None:
         if not self.enabled:
             return
+        message = redact(message)  # store URLs in lines may carry passwords
         if self.bars:
             from tqdm import tqdm
 
@@ -160,7 +163,7 @@ class WorkerLines:
 
     def say(self, message: str) -> None:
         if self.enabled:
-            print(self.prefix + message, file=self.out, flush=True)
+            print(self.prefix + redact(message), file=self.out, flush=True)
 
     def trial(self, label: str, epochs: int) -> None:
         pass
