@@ -1,5 +1,6 @@
 """Tests of TFDS loading, splits and pipelines on real fashion_mnist (prepared offline)."""
 
+import dataclasses
 import os
 import time
 
@@ -67,11 +68,36 @@ def test_requested_slices_are_loaded(fashion_mnist):
 )
 def test_any_slice_expression_works(data_source, expression, count):
     dataset = data.load_dataset(
-        "fashion_mnist", Splits(train=expression, validation="train[:100]", test=None), data_source
+        "fashion_mnist", Splits(train=expression, validation="train[59000:59100]", test=None), data_source
     )
     assert dataset.num_examples("train") == count
     assert dataset.arrays["train"][0].shape == (count, 28, 28, 1)
     assert "test" not in dataset.splits and "test" not in dataset.arrays
+
+
+@pytest.mark.parametrize(
+    "train, validation, test, shared",
+    [
+        ("train[:2000]", "train[1500:2500]", None, ("train", "validation", 500)),
+        ("train[:50%]", "train[49%:51%]", None, ("train", "validation", 600)),
+        ("train[:1000]", "train[50000:50500]", "train[50400:50410]+test[:10]", ("validation", "test", 10)),
+        ("train[:1000]", "train[50000:50500]", "train[-1:]", None),
+        ("train", None, "test", None),  # the carved validation is train's tail, disjoint from its head
+    ],
+)
+def test_splits_that_share_examples_are_refused_unless_allowed(data_source, train, validation, test, shared):
+    """The overlap is counted on TFDS's own resolution of the expressions (shard files and offsets)."""
+    splits = Splits(train=train, validation=validation, test=test)
+    if shared is None:
+        data.load_dataset("fashion_mnist", splits, data_source)
+        return
+    a, b, count = shared
+    with pytest.raises(DataError) as error:
+        data.load_dataset("fashion_mnist", splits, data_source)
+    assert f"the {a} split " in str(error.value) and f" and the {b} split " in str(error.value)
+    assert f"share {count} example(s)" in str(error.value) and "allow_overlap" in str(error.value)
+    allowed = data.load_dataset("fashion_mnist", dataclasses.replace(splits, allow_overlap=True), data_source)
+    assert allowed.num_examples("train") > 0
 
 
 def test_validation_is_carved_from_train_when_not_given(data_source):

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -976,6 +977,20 @@ def reports_at_a_file(directory: Path) -> list[str]:
 
 
 REPORTS_FILE = "reports_file"
+READ_ONLY_DB = "read_only.db"
+
+
+def read_only_storage(directory: Path) -> list[str]:
+    """A runner command whose Optuna storage opens read-only: refused before MLflow or data are touched."""
+    sqlite3.connect(directory / READ_ONLY_DB).execute("CREATE TABLE t (x)").connection.close()
+    command = sweep_command(directory, "smoke")
+    command[command.index("--storage") + 1] = f"sqlite:///file:{directory / READ_ONLY_DB}?mode=ro&uri=true"
+    return command
+
+
+def bare_script(script: str, *args: str):
+    """Another script of sweeps/ with exactly `args`."""
+    return lambda directory: [sys.executable, str(RUNNER.parent / script), *args]
 
 
 def assert_wrote_nothing(directory: Path, keep: set[str] = frozenset()):
@@ -1120,7 +1135,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         command("smoke", "--tracking-uri", "http://127.0.0.1:1"),
-        "MLflow tracking store http://127.0.0.1:1 is unusable",
+        "MLflow tracking server http://127.0.0.1:1 is unreachable: [Errno 111] Connection refused",
         id="tracking_server_unreachable",
     ),
     pytest.param(
@@ -1213,6 +1228,31 @@ BAD_INPUTS = [
         command("smoke", "--workers", "100000"), "--workers must be between 1 and 64, got 100000", id="workers"
     ),
     pytest.param(command("smoke", "--frobnicate"), "unrecognized arguments: --frobnicate", id="unknown_flag"),
+    pytest.param(
+        command("smoke", "--set", "base.dataset.validation_split=train[900:1100]"),
+        "the train split 'train[:1000]' and the validation split 'train[900:1100]' of dataset 'fashion_mnist' "
+        "share 100 example(s)",
+        id="overlapping_splits",
+    ),
+    pytest.param(read_only_storage, "attempt to write a readonly database", id="read_only_storage"),
+    pytest.param(
+        command("smoke", "--tracking-uri", "http://reuser:hunter2@127.0.0.1:1"),
+        "MLflow tracking server http://reuser:***@127.0.0.1:1 is unreachable",
+        id="tracking_password_masked",
+    ),
+    pytest.param(
+        command("smoke", "--storage", "postgresql+psycopg://reuser:hunter2@127.0.0.1:1/db"),
+        "cannot open Optuna storage 'postgresql+psycopg://reuser:***@127.0.0.1:1/db'",
+        id="storage_password_masked",
+    ),
+    pytest.param(
+        bare_script("report.py", "--study", "smoke"), "no Optuna storage at sqlite:///optuna.db", id="report_unrun"
+    ),
+    pytest.param(
+        bare_script("reproduce.py", "0" * 32, "--tracking-uri", "http://127.0.0.1:1"),
+        "MLflow tracking server http://127.0.0.1:1 is unreachable",
+        id="reproduce_unreachable",
+    ),
 ]
 
 
@@ -1223,7 +1263,8 @@ def test_a_bad_input_is_a_one_line_error(tmp_path, make_input, message):
     assert result.returncode == 2, explain(result)
     line = error_line(result)
     assert message.replace("{file}", str(tmp_path / BROKEN_STUDY)) in line, line
-    assert_wrote_nothing(tmp_path, keep={BROKEN_STUDY, REPORTS_FILE})
+    assert_wrote_nothing(tmp_path, keep={BROKEN_STUDY, REPORTS_FILE, READ_ONLY_DB})
+    assert "hunter2" not in result.stdout + result.stderr  # passwords never printed
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,9 @@ class DatasetConfig(pydantic.BaseModel):
     train_split: str = "train"  # TFDS slice syntax, e.g. "train[:2000]"
     validation_split: str | None = None  # None: the dataset's own, else 10% carved off "train"
     test_split: str | None = "test"  # None: no test evaluation
+    # Splits that share examples are refused when the data loads (test data leaking into
+    # training or selection); true allows it on purpose.
+    allow_overlap: bool = False
 
 
 class TrialConfig(pydantic.BaseModel):

@@ -531,6 +531,8 @@ def _base_identity(base: TrialConfig) -> dict:
     for name in ADDED_FIELDS:
         if dumped[name] == TrialConfig.model_fields[name].default:
             del dumped[name]
+    if not dumped["dataset"]["allow_overlap"]:
+        del dumped["dataset"]["allow_overlap"]
     return dumped
 
 

@@ -44,6 +44,7 @@ class Splits:
     train: str = "train"
     validation: str | None = None
     test: str | None = "test"
+    allow_overlap: bool = False  # True: splits may share examples (refused otherwise)
 
 
 @dataclasses.dataclass
@@ -138,7 +139,12 @@ def load_dataset(name: str, splits: Splits = Splits(), source: DataSource = Data
 
 def load(config, source: DataSource = DataSource()) -> Dataset:
     """The dataset a `config.DatasetConfig` names: the one way from a config to data."""
-    splits = Splits(train=config.train_split, validation=config.validation_split, test=config.test_split)
+    splits = Splits(
+        train=config.train_split,
+        validation=config.validation_split,
+        test=config.test_split,
+        allow_overlap=config.allow_overlap,
+    )
     return load_dataset(config.name, splits, source)
 
 
@@ -186,6 +192,40 @@ def _prepare(builder, source: DataSource) -> None:
         raise DataError(f"could not prepare dataset {name!r}: {first_line(error)}") from error
 
 
+def _examples(info, expr: str) -> dict[str, range]:
+    """The examples a split expression reads, per shard file, as TFDS itself resolves it."""
+    found: dict[str, range] = {}
+    for fi in info.splits[expr].file_instructions:
+        end = fi.examples_in_shard if fi.take in (-1, None) else fi.skip + fi.take
+        found[Path(fi.filename).name] = range(fi.skip, end)
+    return found
+
+
+def _check_disjoint(name: str, info, roles: dict[str, str]) -> None:
+    """Refuses splits that share examples: test data leaking into training or selection.
+
+    Raises:
+        DataError: two roles read the same examples (name both and how many);
+            `dataset.allow_overlap: true` in the study file allows it on purpose.
+    """
+    try:
+        resolved = {role: _examples(info, expr) for role, expr in roles.items()}
+    except (ValueError, KeyError, AssertionError):
+        return  # a bad expression: reported, with its role, when the split is read
+    pairs = [(a, b) for i, a in enumerate(resolved) for b in list(resolved)[i + 1 :]]
+    for a, b in pairs:
+        shared = sum(
+            max(0, min(ra.stop, rb.stop) - max(ra.start, rb.start))
+            for shard, ra in resolved[a].items()
+            if (rb := resolved[b].get(shard)) is not None
+        )
+        if shared:
+            raise DataError(
+                f"the {a} split {roles[a]!r} and the {b} split {roles[b]!r} of dataset {name!r} share "
+                f"{shared} example(s); use disjoint slices, or set base.dataset.allow_overlap: true on purpose"
+            )
+
+
 def _metadata_digest(builder, splits: dict[str, str]) -> str:
     """sha256 of TFDS metadata: name, version, per-split file instructions and the
     upstream archive checksums. Identifies the data without reading it."""
@@ -219,6 +259,8 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
     except ValueError as error:
         raise DataError(str(error)) from None
     roles = resolve_splits(list(info.splits.keys()), splits)
+    if not splits.allow_overlap:
+        _check_disjoint(name, info, roles)
     arrays = {}
     for role, expr in roles.items():
         try:
