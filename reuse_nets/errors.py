@@ -57,3 +57,20 @@ URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
 def redact(text: str) -> str:
     """`text` with every URL password replaced by `***`: for anything printed or logged."""
     return URL_PASSWORD.sub(r"\1:***@", text)
+
+
+# Characters with Markdown meaning that both CommonMark and the MLflow UI's renderer
+# take backslash-escaped; `<`, `>` and `&` become entities, which every renderer reads.
+MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~")
+MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def plain_text(text: str) -> str:
+    """User text (a study's description) made one Markdown paragraph that renders as written.
+
+    Line breaks become spaces, Markdown's special characters are escaped, so the text
+    can add no heading, list, table, link, image or HTML to a report or to the MLflow
+    UI's Markdown.
+    """
+    flat = " ".join(text.split())
+    return "".join(MARKDOWN_ENTITIES.get(ch) or ("\\" + ch if ch in MARKDOWN_SPECIAL else ch) for ch in flat)

@@ -34,6 +34,7 @@ from mlflow.entities import ViewType
 from playwright.sync_api import expect, sync_playwright
 
 from reuse_nets import names
+from reuse_nets.errors import plain_text
 from reuse_nets.report import writer as report
 from reuse_nets.spec import study_files
 from reuse_nets.store import ui_links
@@ -374,7 +375,7 @@ def test_rest_api_returns_the_runs_and_the_experiment_the_stores_hold(study, mlf
         "experiment"
     ]
     assert experiment["name"] == STUDY
-    assert tags_of(experiment)[names.NOTE_TAG] == study.spec.description
+    assert tags_of(experiment)[names.NOTE_TAG] == plain_text(study.spec.description)  # rendered as written
     assert tags_of(experiment)[names.STUDY_TAG] == STUDY
 
 

@@ -13,6 +13,7 @@ import optuna
 import pytest
 import tiny_study
 
+from reuse_nets.errors import plain_text
 from reuse_nets.report import html_page as report_html
 from reuse_nets.spec import plan, study_files
 
@@ -121,6 +122,27 @@ def test_raw_html_in_the_text_is_escaped_not_rendered():
 
     assert not page.all("b")
     assert "A <b>description</b> with markup that must stay text." in page.text
+
+
+HOSTILE_DESCRIPTION = (
+    "Looks harmless.\n\n## Verdict\n\n- residual is better\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    "![tracker](https://evil.example/pixel.png) [click](http://evil.example) <img src=x onerror=alert(1)>"
+)
+
+
+def test_a_description_adds_no_structure_and_loads_nothing_remote():
+    """User text in the report stays one paragraph of text, whatever Markdown or HTML it holds."""
+    markdown = f"# Study `demo`\n\n{plain_text(HOSTILE_DESCRIPTION)}\n\n## Verdict\n\n- the real one\n"
+    page = Page(report_html.document("demo", report_html.render_markdown(markdown), with_plotly=False))
+
+    assert len(page.all("h2")) == 1  # only the real verdict heading
+    assert not page.all("img") and not page.all("a") and not page.all("table") and len(page.all("li")) == 1
+    assert " ".join(HOSTILE_DESCRIPTION.split()) in page.text  # shown as written, on one line
+    # Defence in depth: an image the report itself names must be a file beside it.
+    remote = report_html.render_markdown(
+        "![x](https://evil.example/x.png)\n\n![y](//evil.example/y.png)\n\n![z](z.png)"
+    )
+    assert Page(remote).all("img") == [{"src": "z.png", "alt": "z"}]
 
 
 def test_a_page_without_figures_loads_no_script():

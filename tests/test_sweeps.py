@@ -26,6 +26,7 @@ import yaml
 from conftest import fashion_mnist_manual_dir
 from mlflow.entities import ViewType
 
+from reuse_nets.errors import plain_text
 from reuse_nets.report import results
 from reuse_nets.spec import study_files
 from reuse_nets.train import execution
@@ -225,7 +226,8 @@ def test_smoke_has_one_experiment_and_one_finished_parent_run(smoke):
     experiments = stores.client.search_experiments(view_type=ViewType.ALL)
     assert sorted(e.name for e in experiments) == ["Default", "smoke"]  # MLflow's own, and ours
     experiment = stores.experiment()
-    assert experiment.tags["mlflow.note.content"] == small_spec("smoke").description
+    # The description as one escaped Markdown paragraph: the UI renders it as written.
+    assert experiment.tags["mlflow.note.content"] == plain_text(small_spec("smoke").description)
     parent = stores.parent()
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "smoke"

@@ -41,7 +41,25 @@ def render_markdown(markdown: str) -> str:
     """CommonMark with tables; raw HTML in the text (e.g. a study description) stays escaped."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(markdown)
+    for token in tokens:
+        for child in token.children or ():
+            # The page works offline and loads nothing: an image that is not a file
+            # beside the report (a URL, scheme or protocol-relative) becomes its alt text.
+            if child.type == "image" and not _local(child.attrGet("src") or ""):
+                child.type, child.tag, child.attrs = "text", "", {}
+                child.content = child.content or "(image)"
+                child.children = None
+    return parser.renderer.render(tokens, parser.options, {})
+
+
+def _local(src: str) -> bool:
+    """A relative path beside the report: no scheme (`http:`, `data:`), no `//host`, no absolute path."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(src)
+    return not parts.scheme and not parts.netloc and not src.startswith(("/", "\\"))
 
 
 def document(title: str, body: str, with_plotly: bool) -> str:

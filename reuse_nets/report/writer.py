@@ -13,7 +13,7 @@ import math
 import urllib.parse
 from pathlib import Path
 
-from reuse_nets.errors import SweepError
+from reuse_nets.errors import SweepError, plain_text
 from reuse_nets.names import (
     CAPACITY_METRICS,
     CELL_TAG,
@@ -180,7 +180,7 @@ def build_markdown(
     metric, test_metric = spec.objective.metric, spec.objective.test_metric
     cells = spec.cells()
     dataset = spec.base.dataset
-    lines = [f"# Study `{spec.name}`", "", spec.description, ""]
+    lines = [f"# Study `{spec.name}`", "", plain_text(spec.description), ""]
     lines += [
         "## Design",
         f"- Compared: {'; '.join(f'{n} {v}' for n, v in spec.compare.items())} ({len(cells)} cells).",

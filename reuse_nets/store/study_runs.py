@@ -15,7 +15,7 @@ import os
 import yaml
 
 from reuse_nets import names
-from reuse_nets.errors import SweepError, first_line
+from reuse_nets.errors import SweepError, first_line, plain_text
 from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, STUDY_TAG, Kind
 from reuse_nets.spec.studies import StudySpec
 from reuse_nets.store import provenance
@@ -139,7 +139,7 @@ def describe_experiment(spec: StudySpec, experiment_id: str) -> None:
     client = mlflow.MlflowClient()
     _set_experiment_tag(client, experiment_id, STUDY_TAG, spec.name)
     if spec.description:
-        _set_experiment_tag(client, experiment_id, NOTE_TAG, spec.description)
+        _set_experiment_tag(client, experiment_id, NOTE_TAG, plain_text(spec.description))  # the UI renders Markdown
 
 
 def _set_experiment_tag(client, experiment_id: str, key: str, value: str, attempts: int = 3) -> None:
