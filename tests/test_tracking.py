@@ -546,3 +546,31 @@ def test_a_real_mlflow_error_while_logging_inputs_is_not_retried(tracking_store,
         with pytest.raises(mlflow.exceptions.MlflowException, match="Invalid dataset name"):
             tracking._log_dataset_inputs(fashion_mnist)
     assert calls["n"] == 1
+
+
+RACE_SCRIPT = """
+import sys
+from reuse_nets.spec import study_files
+from reuse_nets.store import study_runs, tracking
+tracking.set_tracking_uri(sys.argv[1])
+study_runs.check_experiment(study_files.load_study("smoke", []))
+print("opened")
+"""
+
+
+def test_runners_starting_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
+    """MLflow creates a new SQLite store's schema without a lock; without `schema_lock`,
+    three processes opening one fresh store failed in every round tried (2026-12-01)."""
+    for round_ in range(3):
+        uri = f"sqlite:///{tmp_path / f'round{round_}' / 'mlflow.db'}"
+        (tmp_path / f"round{round_}").mkdir()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE_SCRIPT, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
+        for proc in procs:
+            out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0 and out.strip() == "opened", err[-2000:]
+        assert sorted(p.name for p in (tmp_path / f"round{round_}").iterdir()) == ["mlflow.db"]  # no lock file left

@@ -32,7 +32,7 @@ def check_experiment(spec: StudySpec) -> None:
 
     check_server(mlflow.get_tracking_uri())
     try:
-        with patient_requests():
+        with patient_requests(), schema_lock(mlflow.get_tracking_uri()):
             client = mlflow.MlflowClient()
             experiment = client.get_experiment_by_name(spec.name)
     except Exception as error:  # an unreachable server, a bad URI, a broken database: nothing written
@@ -91,6 +91,32 @@ def check_server(uri: str) -> None:
         raise SweepError(
             f"MLflow tracking server {uri} is unreachable: {first_line(error, type(error).__name__)}"
         ) from None
+
+
+@contextlib.contextmanager
+def schema_lock(uri: str):
+    """Holds an exclusive lock on a SQLite tracking store's folder while MLflow opens it.
+
+    MLflow creates and migrates a new SQLite store's schema on first use, without a
+    lock: two runners starting at once on a fresh store fail with "table ... already
+    exists" or "duplicate column". The lock is `flock` on the folder itself (released
+    when the process ends, however it ends), so it leaves no file behind.
+    """
+    import fcntl
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    database = urllib.parse.unquote(parts.path)[1:] if parts.scheme == "sqlite" else ""
+    folder = os.path.dirname(os.path.abspath(database)) if database and database != ":memory:" else ""
+    if not folder or not os.path.isdir(folder):
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 @contextlib.contextmanager
