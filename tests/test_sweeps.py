@@ -8,11 +8,13 @@ small slices of the data; one finished `smoke` study is shared by the tests that
 only read it.
 """
 
+import json
 import math
 import os
 import random
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from mlflow.entities import ViewType
 from reuse_nets.errors import plain_text
 from reuse_nets.report import results
 from reuse_nets.spec import study_files
+from reuse_nets.store import tracking
 from reuse_nets.train import execution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1521,3 +1524,61 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
     )
     assert dry.returncode == 0, explain(dry)
     assert f"a paired-difference SD of {np.std(units, ddof=1):.4g} (pooled over 1 comparisons" in dry.stdout, dry.stdout
+
+
+TIMING_METRICS = ("epoch_time", "throughput")  # wall-clock measurements: never equal between two runs
+
+
+def test_a_trial_killed_in_epoch_3_of_5_resumes_from_its_checkpoint_bit_exactly(tmp_path):
+    """SIGKILL at the end of epoch 3 (logged, not yet checkpointed), then the same command:
+    the retried slot resumes after epoch 2 and ends byte-identical to a run never stopped."""
+    grace = 8
+    overrides = [
+        a
+        for o in (
+            "compare.strategy=[residual]",
+            "compare.depth=[2]",
+            "base.epochs=5",
+            "execution.heartbeat_interval=2",
+            f"execution.grace_period={grace}",
+        )
+        for a in ("--set", o)
+    ]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    run_sweep(whole, "smoke", *overrides)
+    env = {**runner_env(), "REUSE_NETS_KILL_AT": "epoch@final strategy=residual,depth=2 epoch 3"}
+    command = sweep_command(killed, "smoke", *overrides)
+    result = subprocess.run(command, cwd=killed, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert result.returncode == -signal.SIGKILL, explain(result)
+    (folder,) = (killed / "checkpoints").iterdir()
+    assert len(json.loads((folder / "meta.json").read_text())["history"]) == 2  # epoch 3 never checkpointed
+    time.sleep(grace + 2)  # until the dead trial's heartbeat is stale
+
+    result = run_sweep(killed, "smoke", *overrides)
+
+    assert "resumed after epoch 2" in result.stdout, explain(result)
+    assert not (killed / "checkpoints").exists()  # removed once the run ended
+    stores = {name: Stores(directory, "smoke") for name, directory in (("whole", whole), ("killed", killed))}
+    (died,) = trials_in(stores["killed"].final(), "FAIL")
+    (resumed,) = trials_in(stores["killed"].final(), "COMPLETE")
+    (reference,) = trials_in(stores["whole"].final(), "COMPLETE")
+    assert resumed.user_attrs["slot"] == died.user_attrs["slot"] == 0  # Optuna's slot accounting unchanged
+    run = stores["killed"].child_of(resumed)
+    assert run.data.tags["reuse_nets.resumed_epochs"] == "2"
+    assert run.data.tags["reuse_nets.resumed_from"] == died.user_attrs["mlflow_run_id"]
+    original = stores["whole"].child_of(reference)
+    names_ = set(original.data.metrics) - set(TIMING_METRICS)
+    assert names_ == set(run.data.metrics) - set(TIMING_METRICS) and "grad_norm/block_02" in names_
+    for name in sorted(names_):  # every epoch of every metric, as bytes
+        history = [(s, struct.pack("<d", v)) for s, v in stores["killed"].history(run.info.run_id, name)]
+        expected = [(s, struct.pack("<d", v)) for s, v in stores["whole"].history(original.info.run_id, name)]
+        assert history == expected, name
+    assert resumed.value == reference.value
+    weights = {}
+    for name, logged in (("whole", original), ("killed", run)):
+        mlflow.set_tracking_uri(tracking_url(stores[name].directory))
+        model = tracking.load_logged_model(logged.data.tags["reuse_nets.model_uri"])
+        weights[name] = [w.numpy().tobytes() for w in model.weights]
+    assert weights["killed"] == weights["whole"]

@@ -236,6 +236,9 @@ class ExecutionSpec(_Strict):
     # seed and optimizer values), so trials of one architecture trace their steps
     # once. Results are bit-identical either way; 0 compiles every trial afresh.
     compile_cache: int = pydantic.Field(4, ge=0, le=64)
+    # Each trial checkpoints every epoch (checkpoints/, one per slot); a retried trial
+    # resumes from it bit-exactly. Removed when the run ends, unless kept.
+    keep_checkpoints: bool = False
 
     @pydantic.model_validator(mode="after")
     def _grace_exceeds_interval(self):

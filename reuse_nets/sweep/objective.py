@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 
 from reuse_nets.errors import TrialFailed
 from reuse_nets.names import (
@@ -19,6 +20,8 @@ from reuse_nets.names import (
     OUTCOME_ATTR,
     PHASE_TAG,
     REPEAT_TAG,
+    RESUMED_EPOCHS_TAG,
+    RESUMED_FROM_TAG,
     RUN_ID_ATTR,
     STUDY_TAG,
     TRIAL_TAG,
@@ -56,11 +59,31 @@ class PruningHook:
 class Objective:
     """Trains the config of one trial of `job` under a nested MLflow run."""
 
-    def __init__(self, spec: StudySpec, job: Job, dataset, experiment_id: str, parent_run_id: str, progress):
-        """`progress`: where lines and epochs go, a `progress.Progress` or `WorkerLines`."""
+    def __init__(
+        self,
+        spec: StudySpec,
+        job: Job,
+        dataset,
+        experiment_id: str,
+        parent_run_id: str,
+        progress,
+        checkpoint_root: Path | None = None,
+    ):
+        """`progress`: where lines and epochs go, a `progress.Progress` or `WorkerLines`.
+        `checkpoint_root`: where each slot's epoch checkpoint lives; None: no checkpoints."""
         self.spec, self.job, self.dataset = spec, job, dataset
         self.progress, self.say = progress, progress.say
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+        self.checkpoint_root = checkpoint_root
+
+    def checkpoint_of(self, trial, slot: int, config):
+        """The slot's checkpoint (shared by all its attempts), or None without a root."""
+        if self.checkpoint_root is None:
+            return None
+        from reuse_nets.train import checkpoints
+
+        folder = checkpoints.slot_folder(self.checkpoint_root, trial.study.study_name, slot)
+        return checkpoints.Checkpoint(folder, config.model_dump_json())
 
     def config_of(self, trial, cell: Cell):
         if self.job.phase == Phase.TUNE:
@@ -81,6 +104,11 @@ class Objective:
         if self.job.phase == Phase.TUNE:
             return self.job.repeat
         return int(self.job.slots[slot][1].get(REPEAT_PARAM, 0))
+
+    def _ended(self, checkpoint) -> None:
+        """The run ended for good: its checkpoint goes, unless `execution.keep_checkpoints`."""
+        if checkpoint is not None and not self.spec.execution.keep_checkpoints:
+            checkpoint.remove()
 
     def _lost(self, trial, slot: int, label: str, error: Exception) -> None:
         """A storage error, not the trial's result: mark it lost, pause, let the slot be retried."""
@@ -133,6 +161,14 @@ class Objective:
         run_name = f"{self.job.phase}-{cell.key}-{repeat}" + (
             f"{trial.number}" if self.job.phase == Phase.TUNE else f"seed={config.seed}"
         )
+        checkpoint = self.checkpoint_of(trial, slot, config)
+
+        def resumed(restored) -> None:
+            import mlflow
+
+            mlflow.set_tags({RESUMED_EPOCHS_TAG: str(restored.epochs), RESUMED_FROM_TAG: restored.run_id or ""})
+            self.say(f"{label}: resumed after epoch {restored.epochs} from the checkpoint of run {restored.run_id}")
+
         try:
             with tracking.trial_run(
                 config,
@@ -143,6 +179,8 @@ class Objective:
                 tags=tags,
             ) as run:
                 trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+                if checkpoint is not None:
+                    checkpoint.run_id = run.run_id
                 faults.point("trial", where)
                 # Tuning never looks at the test split: only final runs are scored on it.
                 evaluate_test = self.job.phase == Phase.FINAL
@@ -152,23 +190,29 @@ class Objective:
                     hooks=(run.log_epoch, *hooks),
                     evaluate_test=evaluate_test,
                     on_lease=run.note_trainer,
+                    checkpoint=checkpoint,
+                    on_resume=resumed,
                 )
                 faults.point("model", where)
                 run.record(result)
         except training.StopTraining as stop:
+            self._ended(checkpoint)
             trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
             self.say(f"{label}: PRUNED ({stop})")
             raise optuna().TrialPruned(str(stop)) from None
         except KeyboardInterrupt:
-            # Not a death: the slot is run again on resume, without using up a retry.
+            # Not a death: the slot is run again on resume, without using up a retry,
+            # from its checkpoint.
             trial.set_user_attr(OUTCOME_ATTR, Outcome.INTERRUPTED)
             raise
         except Exception as error:
             if storage_errors.is_transient(error):
-                self._lost(trial, slot, label, error)
+                self._lost(trial, slot, label, error)  # retried from its checkpoint
+            self._ended(checkpoint)
             trial.set_user_attr(OUTCOME_ATTR, Outcome.ERROR)
             self.say(f"{label}: FAILED ({type(error).__name__}: {error})")
             raise TrialFailed(f"{type(error).__name__}: {error}") from error
+        self._ended(checkpoint)
         if result.status == Outcome.DIVERGED:
             trial.set_user_attr(OUTCOME_ATTR, Outcome.DIVERGED)
             self.say(f"{label}: FAILED (diverged: {result.reason})")

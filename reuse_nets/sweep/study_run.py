@@ -15,6 +15,7 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from reuse_nets.errors import ExecutionError, SweepError, TrialFailed, first_line
@@ -42,6 +43,7 @@ class SweepOptions:
     data: Any = None  # a train.data.DataSource; None: TFDS defaults
     reports: str | None = None  # folder of report folders; None: ./reports
     verbose: bool = True
+    checkpoints: str | None = None  # folder of per-slot epoch checkpoints; None: ./checkpoints
 
 
 @dataclasses.dataclass
@@ -139,7 +141,17 @@ class StudyRun:
         worker opens its own.
         """
         study = study if study is not None else self.open(job)
-        objective = Objective(self.spec, job, self.dataset, self.experiment_id, self.parent_run_id, self.progress)
+        from reuse_nets.train import checkpoints
+
+        objective = Objective(
+            self.spec,
+            job,
+            self.dataset,
+            self.experiment_id,
+            self.parent_run_id,
+            self.progress,
+            checkpoint_root=Path(self.options.checkpoints or checkpoints.DEFAULT_ROOT),
+        )
 
         def no_more_waiting(study, trial) -> None:
             after_trial()

@@ -47,6 +47,9 @@ class Splits:
     allow_overlap: bool = False  # True: splits may share examples (refused otherwise)
 
 
+ITERATORS_PER_EPOCH = 2  # iterators Keras's fit makes of a training dataset per epoch (see resumed_pipeline)
+
+
 @dataclasses.dataclass
 class Dataset:
     """A prepared dataset: metadata plus in-memory splits of `(images, labels)`."""
@@ -87,6 +90,38 @@ class Dataset:
 
         ds = ds.map(gather_and_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def resumed_pipeline(self, role: str, batch_size: int, seed: int, skip: int, epochs: int):
+        """`pipeline(role, batch_size, seed)`'s batches from epoch `skip + 1` to `epochs`, in one pass.
+
+        A fresh shuffle restarts its per-iteration orders from the first, so a resumed
+        run's pipeline cannot simply be told to skip epochs. The orders are drawn here as
+        Keras's fit draws them from `pipeline` (a new order per iterator it makes), and
+        the skipped epochs' dropped.
+        Train with `steps_per_epoch = batches_per_epoch(role, batch_size)`.
+        """
+        import tensorflow as tf
+
+        images, labels = self._tensors(role)
+        count = len(self.arrays[role][1])
+        shuffled = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        whole = shuffled.batch(count)
+        # Keras's fit makes two iterators per epoch (Keras 3.15: epoch i trains on the
+        # pipeline's order 2i - 1); tests/test_sweeps.py's resume test checks it bit-exactly.
+        drawn = [next(iter(whole)) for _ in range(ITERATORS_PER_EPOCH * epochs)]
+        orders = drawn[ITERATORS_PER_EPOCH * skip :: ITERATORS_PER_EPOCH]
+        ds = tf.data.Dataset.from_tensor_slices(tf.stack(orders)).flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        )
+
+        def gather_and_scale(indices):
+            return tf.cast(tf.gather(images, indices), tf.float32) / 255.0, tf.gather(labels, indices)
+
+        ds = ds.map(gather_and_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def batches_per_epoch(self, role: str, batch_size: int) -> int:
+        return -(-len(self.arrays[role][1]) // batch_size)
 
     def _tensors(self, role: str):
         """One split as TensorFlow tensors, made once per process."""

@@ -22,7 +22,7 @@ from reuse_nets.names import GRAD_NORM_PREFIX, Outcome
 from reuse_nets.nn import models
 from reuse_nets.runtime import profile
 from reuse_nets.spec.config import TrialConfig
-from reuse_nets.train import execution, trainers
+from reuse_nets.train import checkpoints, execution, trainers
 from reuse_nets.train.data import Dataset
 
 # Called after each epoch with (epoch counted from 1, metrics). May raise to stop
@@ -183,6 +183,7 @@ class TrainingResult:
     reason: str | None = None
     test_metrics: dict = dataclasses.field(default_factory=dict)
     reused_trainer: bool = False  # trained on a compiled trainer an earlier trial traced
+    resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained here
 
     def final(self, metric: str) -> float:
         return self.history[-1][metric]
@@ -218,8 +219,9 @@ def epoch_timer(examples: int, on_epoch=None):
     return EpochTimer()
 
 
-def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks):
-    """Records each epoch's metrics and timing, stops on non-finite loss, runs the hooks."""
+def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks, checkpoint=None):
+    """Records each epoch's metrics and timing, stops on non-finite loss, runs the hooks,
+    then checkpoints the epoch (when given a `checkpoints.Checkpoint`)."""
 
     def on_epoch(epoch: int, logs: dict, seconds: float, rate: float, model) -> None:
         metrics = {k: float(v) for k, v in logs.items()}
@@ -232,6 +234,9 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
             model.stop_training = True
         for hook in hooks:
             hook(epoch + 1, metrics)
+        if checkpoint is not None and result.status == Outcome.COMPLETED:
+            with profile.section("checkpoint"):
+                checkpoint.save(model, history)
 
     return epoch_timer(num_train, on_epoch)
 
@@ -339,6 +344,8 @@ def train(
     hooks: tuple[EpochHook, ...] = (),
     evaluate_test: bool = True,
     on_lease: Callable[[bool], None] | None = None,
+    checkpoint: checkpoints.Checkpoint | None = None,
+    on_resume: Callable[[checkpoints.Restored], None] | None = None,
 ) -> TrainingResult:
     """Trains the network of `config` on `dataset`, deterministically.
 
@@ -348,6 +355,11 @@ def train(
     Two calls with the same config and data give identical metrics on CPU.
     Exceptions raised by `hooks` (pruning, interruption) propagate. `on_lease(reused)`
     hears, before training, whether the compile cache supplied the trainer.
+
+    With a `checkpoint`, every epoch is checkpointed, and a checkpoint of this config
+    left by an earlier attempt is resumed: its epochs' metrics are replayed through
+    `hooks` (so the run logs every epoch), `on_resume` hears of it, and training goes
+    on from the next epoch, ending bit-identical to an attempt never stopped.
     """
     import keras
 
@@ -376,15 +388,30 @@ def train(
     result = TrainingResult(model=model, history=history, reused_trainer=lease.reused)
     train_data = dataset.pipeline("train", config.batch_size, seed=config.seed)
     val_data = dataset.pipeline("validation", config.batch_size)
-    callbacks = [_epoch_callback(dataset.num_examples("train"), history, result, hooks)]
+    callbacks = [_epoch_callback(dataset.num_examples("train"), history, result, hooks, checkpoint)]
     if profile.enabled():
         callbacks.append(_profile_callback())
     try:
+        restored = checkpoint.restore(trainer) if checkpoint is not None else None
+        if restored is not None:
+            history.extend(restored.history)
+            result.resumed_epochs = restored.epochs
+            if on_resume is not None:
+                on_resume(restored)
+            for epoch, metrics in enumerate(restored.history, 1):
+                for hook in hooks:
+                    hook(epoch, metrics)
+            train_data = dataset.resumed_pipeline(
+                "train", config.batch_size, config.seed, restored.epochs, config.epochs
+            )
         with profile.section("training steps"):
             trainer.fit(
                 train_data,
                 validation_data=val_data,
                 epochs=config.epochs,
+                initial_epoch=result.resumed_epochs,
+                # One pass over the remaining epochs' batches (`resumed_pipeline`); None: one pass per epoch.
+                steps_per_epoch=dataset.batches_per_epoch("train", config.batch_size) if restored else None,
                 verbose=0,
                 shuffle=False,  # the pipeline shuffles, with the trial's seed
                 callbacks=callbacks,

@@ -1,0 +1,145 @@
+"""Per-epoch checkpoints: a trial whose process died, was interrupted or lost to
+storage resumes from its last complete epoch and ends bit-identical to a run that
+was never stopped.
+
+A checkpoint holds, after each epoch: the network's weights and the optimizer's
+variables (`state.npz`, arrays only, loaded with `allow_pickle=False`); Python's and
+NumPy's RNG states; and the epochs' logged metrics, the trial config and a digest of
+the arrays (`meta.json`). The data order needs no state of its own: the training
+pipeline reshuffles per epoch from the trial's seed, and a resumed trial draws the
+same orders and drops those of the epochs it skips (`Dataset.resumed_pipeline`).
+
+One folder per slot (`slot_folder`): each epoch replaces the previous checkpoint
+(write, then rename), so a slot never holds more than one. The caller removes it
+when the run ends, unless told to keep it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1  # meta.json's "format": checkpoints of another format are ignored
+STATE_FILE = "state.npz"
+META_FILE = "meta.json"
+DEFAULT_ROOT = Path("checkpoints")  # under the working directory, beside reports/
+
+
+def slot_folder(root: Path, study_name: str, slot: int) -> Path:
+    """The checkpoint folder of one slot of one Optuna study (every attempt of the slot shares it)."""
+    digest = hashlib.sha256(study_name.encode("utf-8")).hexdigest()[:16]
+    return Path(root) / f"{digest}-slot{slot}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What a checkpoint gave back: the epochs done and their metrics, and who wrote it."""
+
+    history: list[dict]
+    run_id: str | None  # the MLflow run of the attempt that wrote it
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+class Checkpoint:
+    """The checkpoint of one trial config in `folder`; `run_id`: the attempt writing it."""
+
+    def __init__(self, folder: Path, config_json: str, run_id: str | None = None):
+        self.folder, self.config_json, self.run_id = Path(folder), config_json, run_id
+
+    # --- writing ---------------------------------------------------------------------
+
+    def save(self, trainer, history: list[dict]) -> None:
+        """Stores the state after the epochs in `history` (replacing the previous one)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = _state_arrays(trainer)
+        numpy_state = np.random.get_state()
+        arrays["numpy_rng_keys"] = numpy_state[1]
+        temporary = self.folder / f"{STATE_FILE}.tmp"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, self.folder / STATE_FILE)
+        meta = {
+            "format": FORMAT,
+            "config": self.config_json,
+            "history": history,
+            "run_id": self.run_id,
+            "digest": _digest(self.folder / STATE_FILE),
+            "python_rng": _python_state(random.getstate()),
+            "numpy_rng": [numpy_state[0], int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
+        }
+        temporary = self.folder / f"{META_FILE}.tmp"
+        temporary.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(temporary, self.folder / META_FILE)  # last: a checkpoint is complete once this exists
+
+    def remove(self) -> None:
+        """Deletes this slot's checkpoint, and the root folder once no slot has one."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another slot's checkpoint is still there
+            self.folder.parent.rmdir()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def restore(self, trainer) -> Restored | None:
+        """Loads the stored state into `trainer`; None (and `trainer` untouched) if there is
+        no complete checkpoint of this very config."""
+        try:
+            meta = json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT or meta.get("config") != self.config_json:
+                return None
+            if meta["digest"] != _digest(self.folder / STATE_FILE):
+                return None  # the arrays of another epoch than the metadata's: never mix them
+            with np.load(self.folder / STATE_FILE, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, KeyError):
+            return None
+        variables = _state_variables(trainer)
+        if len(variables) != sum(1 for name in arrays if name.startswith(("w", "o"))):
+            return None
+        for name, variable in variables.items():
+            if tuple(arrays[name].shape) != tuple(variable.shape):
+                return None
+        for name, variable in variables.items():
+            variable.assign(arrays[name])
+        random.setstate(_python_tuple(meta["python_rng"]))
+        kind, position, has_gauss, gauss = meta["numpy_rng"]
+        np.random.set_state((kind, arrays["numpy_rng_keys"], position, has_gauss, gauss))
+        return Restored(history=meta["history"], run_id=meta.get("run_id"))
+
+
+def _state_variables(trainer) -> dict:
+    """The trainer's state, by stable names: network weights (w*) and optimizer variables (o*)."""
+    optimizer = trainer.optimizer
+    if not optimizer.built:  # built as the first step would build it (as the compile cache does)
+        optimizer.build(trainer.network.trainable_variables)
+    found = {f"w{i:05d}": v for i, v in enumerate(trainer.network.weights)}
+    found.update({f"o{i:05d}": v for i, v in enumerate(optimizer.variables)})
+    return found
+
+
+def _state_arrays(trainer) -> dict[str, np.ndarray]:
+    return {name: np.asarray(variable.numpy()) for name, variable in _state_variables(trainer).items()}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _python_state(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_tuple(state: list):
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
