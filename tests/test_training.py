@@ -1,6 +1,7 @@
 """Tests of deterministic training with per-block gradient norms, on real fashion_mnist."""
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -301,3 +302,66 @@ def test_xla_training_repeats_bit_exactly_in_a_fresh_process(
     assert done.returncode == 0, done.stderr[-3000:]
     there = json.loads(done.stdout.strip().splitlines()[-1])
     assert there == without_timing(here.history)  # exact: JSON keeps every float64 digit
+
+
+# --- Checkpoints: an interrupted trial resumes bit-exactly -----------------------------
+
+
+class Interrupted(BaseException):
+    """Stands for a signal or a storage loss: not a decision of the trial's."""
+
+
+@pytest.mark.parametrize("cache", [0, 4], ids=["compiled afresh", "compile cache"])
+def test_an_interrupted_trial_resumes_from_its_checkpoint_bit_exactly(
+    fashion_mnist, fashion_mnist_config, tmp_path, cache
+):
+    from reuse_nets.train import checkpoints, trainers
+
+    trainers.set_capacity(cache)
+    request_cleanup = trainers.DEFAULT_CAPACITY
+    config = small_config(fashion_mnist_config, epochs=4, depth=3, strategy="masked", normalization="batch")
+    whole = training.train(config, fashion_mnist)
+    checkpoint = checkpoints.Checkpoint(tmp_path / "slot", config.model_dump_json(), run_id="first")
+
+    def interrupt(epoch, metrics):
+        if epoch == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        training.train(config, fashion_mnist, hooks=(interrupt,), checkpoint=checkpoint)
+    replayed, heard = [], []
+    resumed = training.train(
+        config,
+        fashion_mnist,
+        hooks=(lambda epoch, metrics: replayed.append(epoch),),
+        checkpoint=checkpoint,
+        on_resume=heard.append,
+    )
+    assert resumed.resumed_epochs == 2 and [r.run_id for r in heard] == ["first"]
+    assert replayed == [1, 2, 3, 4]  # the restored epochs are replayed to the hooks, then trained ones follow
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    assert resumed.test_metrics == whole.test_metrics
+    assert [w.numpy().tobytes() for w in resumed.model.weights] == [w.numpy().tobytes() for w in whole.model.weights]
+    trainers.set_capacity(request_cleanup)
+
+
+def test_a_checkpoint_of_another_config_or_a_torn_one_is_ignored(fashion_mnist, fashion_mnist_config, tmp_path):
+    from reuse_nets.train import checkpoints
+
+    config = small_config(fashion_mnist_config, epochs=2)
+    other = small_config(fashion_mnist_config, epochs=2, learning_rate=0.01)
+    folder = tmp_path / "slot"
+
+    def resumed(trial_config) -> int:
+        checkpoint = checkpoints.Checkpoint(folder, trial_config.model_dump_json())
+        return training.train(trial_config, fashion_mnist, checkpoint=checkpoint).resumed_epochs
+
+    assert resumed(config) == 0  # nothing to resume: trains, and leaves a checkpoint of 2 epochs
+    assert len(json.loads((folder / "meta.json").read_text())["history"]) == 2
+    assert resumed(config) == 2  # all epochs restored: only the test evaluation runs
+    # Arrays of another epoch than the metadata says (a kill between the two writes): never mixed.
+    (folder / "state.npz").write_bytes(b"torn")
+    assert resumed(config) == 0
+    assert resumed(other) == 0  # another config's checkpoint
+    checkpoints.Checkpoint(folder, "").remove()
+    assert not folder.exists() and not tmp_path.exists()  # the empty root goes too

@@ -401,21 +401,24 @@ def train(
             for epoch, metrics in enumerate(restored.history, 1):
                 for hook in hooks:
                     hook(epoch, metrics)
-            train_data = dataset.resumed_pipeline(
-                "train", config.batch_size, config.seed, restored.epochs, config.epochs
-            )
-        with profile.section("training steps"):
-            trainer.fit(
-                train_data,
-                validation_data=val_data,
-                epochs=config.epochs,
-                initial_epoch=result.resumed_epochs,
-                # One pass over the remaining epochs' batches (`resumed_pipeline`); None: one pass per epoch.
-                steps_per_epoch=dataset.batches_per_epoch("train", config.batch_size) if restored else None,
-                verbose=0,
-                shuffle=False,  # the pipeline shuffles, with the trial's seed
-                callbacks=callbacks,
-            )
+            if restored.epochs < config.epochs:
+                train_data = dataset.resumed_pipeline(
+                    "train", config.batch_size, config.seed, restored.epochs, config.epochs
+                )
+        # A checkpoint of the last epoch (killed while testing or logging the model) leaves none to train.
+        if result.resumed_epochs < config.epochs:
+            with profile.section("training steps"):
+                trainer.fit(
+                    train_data,
+                    validation_data=val_data,
+                    epochs=config.epochs,
+                    initial_epoch=result.resumed_epochs,
+                    # One pass over the remaining epochs' batches (`resumed_pipeline`); None: one per epoch.
+                    steps_per_epoch=dataset.batches_per_epoch("train", config.batch_size) if restored else None,
+                    verbose=0,
+                    shuffle=False,  # the pipeline shuffles, with the trial's seed
+                    callbacks=callbacks,
+                )
         if evaluate_test and result.status == Outcome.COMPLETED and "test" in dataset.splits:
             with profile.section("test evaluation"):
                 scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
