@@ -11,6 +11,7 @@ Measurements, each a section of one JSON document (`measure`):
 - `profile`: a depth-heavy study through the command with the compile cache off and
   on, each run's wall time split into sections (data, tracing, training, MLflow...).
 - `workers`: that study (cache on) with 1 and with 2 worker processes.
+- `soak`: 200 short trials in one runner process: its RSS once warmed up, and after.
 
 Every store the benchmark writes lives in a temporary directory; nothing of the
 user's (mlflow.db, optuna.db, reports/) is touched.
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reuse_nets.bench import study_profile
+from reuse_nets.bench import soak, study_profile
 from reuse_nets.bench.plans import QUICK, SECTIONS, Plan
 from reuse_nets.bench.sweeps import pruning, startup, sweep_overhead
 from reuse_nets.bench.training_speed import matmul_ceiling, training_speed
@@ -75,6 +76,9 @@ def measure(plan: Plan, source: data.DataSource, say=print, sections: tuple[str,
             result["workers"] = study_profile.workers(
                 plan, source, Path(scratch) / "workers", result["profile"]["cache_on"]
             )
+        if "soak" in sections:
+            say("soak: many short trials in one process, its resident memory sampled")
+            result["soak"] = soak.soak(plan, source, Path(scratch) / "soak")
     result["device"] = device()
     result["seconds"] = round(time.monotonic() - started, 1)
     return result

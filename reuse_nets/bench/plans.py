@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 # The benchmark's sections, in the order it runs them (see `bench.benchmark`).
-SECTIONS = ("ceiling", "training", "sweep", "startup", "pruning", "profile", "workers")
+SECTIONS = ("ceiling", "training", "sweep", "startup", "pruning", "profile", "workers", "soak")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,24 @@ class Plan:
     matmul_size: int
     profile_study: str = "residual_depth"  # run by the command: profile (cache off / on) and workers
     profile_overrides: tuple[str, ...] = ()
+    soak_study: str = "residual_depth"  # soak: many short trials in one process (`bench.soak`)
+    soak_overrides: tuple[str, ...] = ()
+
+
+def soak_overrides(trials_per_cell: int) -> tuple[str, ...]:
+    """Two cells (plain, residual at depth 2) x `trials_per_cell` one-epoch trials on 500 images, then 2 final runs."""
+    return (
+        "compare.depth=[2]",
+        "base.width=16",
+        "base.epochs=1",
+        "base.dataset.train_split=train[:500]",
+        "base.dataset.validation_split=train[50000:50200]",
+        "base.dataset.test_split=test[:200]",
+        f"tune.trials_per_cell={trials_per_cell}",
+        "tune.sampler.type=random",
+        "tune.pruner.type=none",
+        "final.seeds=[1]",
+    )
 
 
 FULL = Plan(
@@ -64,6 +82,7 @@ FULL = Plan(
         "tune.pruner.type=none",
         "final.seeds=[1,2]",
     ),
+    soak_overrides=soak_overrides(100),  # 202 trials
 )
 QUICK = Plan(
     sizes=(Size(2, 32, 2048),),
@@ -97,4 +116,5 @@ QUICK = Plan(
         "tune.pruner.type=none",
         "final.seeds=[1]",
     ),
+    soak_overrides=soak_overrides(10),  # 22 trials
 )
