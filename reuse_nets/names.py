@@ -117,6 +117,9 @@ GIT_SOURCE_TAG = "mlflow.source.git.commit"
 
 # --- Optuna user attributes ---------------------------------------------------------------
 RUN_ID_ATTR = "mlflow_run_id"
+RUN_URL_ATTR = "mlflow_run_url"  # the trial's run page in the MLflow UI (for optuna-dashboard)
+CELL_ATTR = "cell"  # the compared cell of a trial, e.g. "strategy=residual,depth=64"
+PHASE_ATTR = "phase"  # "tune" or "final"
 OUTCOME_ATTR = "outcome"  # set by the objective; absent when the trial's process died
 SLOT_ATTR = "slot"  # index of the planned trial a trial fills (tuning slot or final point)
 IDENTITY_ATTR = "spec_identity"

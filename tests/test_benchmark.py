@@ -131,6 +131,14 @@ def test_quick_benchmark_writes_every_section(quick):
     )
     assert result["device"] == "CPU (no GPU visible)"
 
+    # The soak: 2 cells x 10 tuning trials + 2 final runs in one process, its RSS sampled as trials start.
+    soak = result["soak"]
+    assert soak["trials"] == 22 and soak["warm_up_trials"] == 2
+    by_trial = {int(k): v for k, v in soak["rss_mb_by_trial"].items()}
+    assert set(range(1, 23)) <= set(by_trial) and all(v > 100 for v in by_trial.values())
+    assert soak["rss_mb_max_after"] == max(v for k, v in by_trial.items() if k >= 2)
+    assert soak["growth"] == pytest.approx(soak["rss_mb_max_after"] / soak["rss_mb_warm"] - 1, abs=1e-3)
+
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_its_table_and_nothing_else(quick):
@@ -142,6 +150,7 @@ def test_quick_benchmark_writes_its_table_and_nothing_else(quick):
         assert f"| {entry['depth']} | {entry['width']} | " in table
     assert "quick mode" in table and result["machine"]["date"] in table
     assert "| profile: 6 trials, compile cache off / on |" in table
+    assert "| soak: 22 trials in one process, RSS after 2 / largest after / last |" in table
     assert "| first training step (traces unless reused) |" in table
     # Stores, reports and data of the measured studies lived in a temporary folder.
     assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == ["out", "out/bench.json", "out/bench.md"]

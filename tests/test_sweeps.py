@@ -1569,8 +1569,10 @@ def test_a_trial_killed_in_epoch_3_of_5_resumes_from_its_checkpoint_bit_exactly(
     assert run.data.tags["reuse_nets.resumed_epochs"] == "2"
     assert run.data.tags["reuse_nets.resumed_from"] == died.user_attrs["mlflow_run_id"]
     original = stores["whole"].child_of(reference)
-    names_ = set(original.data.metrics) - set(TIMING_METRICS)
-    assert names_ == set(run.data.metrics) - set(TIMING_METRICS) and "grad_norm/block_02" in names_
+    results = {name for name in original.data.metrics if name not in TIMING_METRICS and not name.startswith("system/")}
+    names_ = results
+    assert names_ == {n for n in run.data.metrics if n not in TIMING_METRICS and not n.startswith("system/")}
+    assert "grad_norm/block_02" in names_
     for name in sorted(names_):  # every epoch of every metric, as bytes
         history = [(s, struct.pack("<d", v)) for s, v in stores["killed"].history(run.info.run_id, name)]
         expected = [(s, struct.pack("<d", v)) for s, v in stores["whole"].history(original.info.run_id, name)]
@@ -1582,3 +1584,29 @@ def test_a_trial_killed_in_epoch_3_of_5_resumes_from_its_checkpoint_bit_exactly(
         model = tracking.load_logged_model(logged.data.tags["reuse_nets.model_uri"])
         weights[name] = [w.numpy().tobytes() for w in model.weights]
     assert weights["killed"] == weights["whole"]
+
+
+def test_trial_runs_record_mlflow_system_metrics(smoke):
+    """MLflow's own system-metrics logging, one sample per `SYSTEM_METRICS_INTERVAL`: a trial
+    longer than that holds CPU and memory series (GPU ones only where a GPU is present)."""
+    _, stores = smoke
+    sampled = [run for run in stores.children() if "system/cpu_utilization_percentage" in run.data.metrics]
+    assert sampled, "no trial run of the smoke study holds system metrics"
+    for run in sampled:
+        metrics = run.data.metrics
+        assert metrics["system/system_memory_usage_megabytes"] > 0 and 0 <= metrics["system/cpu_utilization_percentage"]
+        assert not any(name.startswith("system/gpu") for name in metrics)  # no GPU on this machine
+        history = stores.history(run.info.run_id, "system/cpu_utilization_percentage")
+        assert [step for step, _ in history] == list(range(len(history)))  # one per sample, from 0
+
+
+def test_every_trial_names_its_cell_phase_and_mlflow_run_for_optuna_dashboard(smoke):
+    _, stores = smoke
+    experiment_id = stores.experiment().experiment_id
+    for trial in stores.final().get_trials(deepcopy=False):
+        run = stores.child_of(trial)
+        assert trial.user_attrs["cell"] == run.data.tags["reuse_nets.cell"]
+        assert trial.user_attrs["phase"] == "final"
+        assert trial.user_attrs["mlflow_run_url"] == (
+            f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+        )

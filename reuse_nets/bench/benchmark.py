@@ -150,7 +150,7 @@ def markdown(result: dict) -> str:
             f"{best['gflops']} ({best['ceiling_fraction']:.0%})",
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    if any(key in result for key in ("sweep", "startup", "pruning", "profile", "workers")):
+    if any(key in result for key in ("sweep", "startup", "pruning", "profile", "workers", "soak")):
         lines += ["", "| measure | value |", "|---|---|"]
     if "sweep" in result:
         s = result["sweep"]
@@ -179,6 +179,12 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| workers: trials per minute with 1 / 2 workers (profiled study, cache on) | {w['1']['trials_per_minute']} / {w['2']['trials_per_minute']} ({w['speedup']:.2f}x); "
             f"traced {w['1']['traced']} / {w['2']['traced']} times |"
+        )
+    if "soak" in result:
+        so = result["soak"]
+        lines.append(
+            f"| soak: {so['trials']} trials in one process, RSS after {so['warm_up_trials']} / largest after / last | "
+            f"{so['rss_mb_warm']} / {so['rss_mb_max_after']} / {so['rss_mb_last']} MiB ({so['growth']:+.1%}) |"
         )
     if "profile" in result:
         pr = result["profile"]

@@ -34,7 +34,8 @@ from reuse_nets.train import execution
 from reuse_nets.train.data import DataSource
 
 # Timings differ between any two runs; they are not results.
-NOT_COMPARED = ("epoch_time", "throughput")
+NOT_COMPARED = ("epoch_time", "throughput")  # measurements of the machine, not results (and system/*)
+SYSTEM_PREFIX = "system/"  # MLflow's system metrics (`tracking.SYSTEM_METRICS_INTERVAL`)
 PROJECT_KINDS = (Kind.TRIAL, Kind.REPRODUCTION)
 # Outcomes of runs that stopped by a decision: re-trained to the same epoch, same end.
 EPOCH_METRIC = "loss"  # logged every epoch by every run: says how far a run got
@@ -179,7 +180,7 @@ def _histories(client, run_id: str) -> dict[str, dict[int, float]]:
     return {
         name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
         for name in run.data.metrics
-        if name not in NOT_COMPARED
+        if name not in NOT_COMPARED and not name.startswith(SYSTEM_PREFIX)
     }
 
 

@@ -350,7 +350,7 @@ class StudySpec(_Strict):
             return
         used: dict[int, str] = {}
         for r in range(self.repeats):
-            for seed, role in [(self.tuning_seed(r), "tuning"), *((s, "final") for s in self.final_seeds(r))]:
+            for seed, role in [(self.tuning_seed(r), "tuning"), *((s, "retraining") for s in self.final_seeds(r))]:
                 if seed > MAX_SEED:
                     raise ValueError(f"tune.repeats: repeat {r}'s {role} seed {seed} exceeds {MAX_SEED}")
                 if seed in used:

@@ -19,6 +19,14 @@ def mlflow_runs_url(experiment_id: str, base_url: str = MLFLOW_UI_URL) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def mlflow_run_url(experiment_id: str, run_id: str, tracking_uri: str) -> str:
+    """A run's page in the MLflow UI: on the tracking server itself, else at `mlflow ui`'s default address."""
+    from reuse_nets.errors import redact
+
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else MLFLOW_UI_URL
+    return redact(f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+
+
 def mlflow_ui_hint(experiment_id: str, tracking_uri: str, cwd: Path | None = None) -> str:
     """One line: how to see the experiment's runs in the MLflow UI.
 

@@ -15,14 +15,17 @@ from pathlib import Path
 
 from reuse_nets.errors import TrialFailed
 from reuse_nets.names import (
+    CELL_ATTR,
     CELL_TAG,
     OPTUNA_STUDY_TAG,
     OUTCOME_ATTR,
+    PHASE_ATTR,
     PHASE_TAG,
     REPEAT_TAG,
     RESUMED_EPOCHS_TAG,
     RESUMED_FROM_TAG,
     RUN_ID_ATTR,
+    RUN_URL_ATTR,
     STUDY_TAG,
     TRIAL_TAG,
     Outcome,
@@ -32,7 +35,7 @@ from reuse_nets.runtime import faults, profile
 from reuse_nets.spec import studies
 from reuse_nets.spec.plan import REPEAT_PARAM, Job
 from reuse_nets.spec.studies import Cell, StudySpec
-from reuse_nets.store import optuna_store, storage_errors, tracking
+from reuse_nets.store import optuna_store, storage_errors, tracking, ui_links
 from reuse_nets.store.optuna_store import claim_slot, count_finished_slots, optuna
 from reuse_nets.train import training
 
@@ -179,6 +182,14 @@ class Objective:
                 tags=tags,
             ) as run:
                 trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+                import mlflow
+
+                # What optuna-dashboard shows beside each trial: where it belongs, and its MLflow run.
+                trial.set_user_attr(CELL_ATTR, cell.key)
+                trial.set_user_attr(PHASE_ATTR, str(self.job.phase))
+                trial.set_user_attr(
+                    RUN_URL_ATTR, ui_links.mlflow_run_url(self.experiment_id, run.run_id, mlflow.get_tracking_uri())
+                )
                 if checkpoint is not None:
                     checkpoint.run_id = run.run_id
                 faults.point("trial", where)
