@@ -20,7 +20,7 @@ from reuse_nets.sweep import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "sweeps"
-COMMANDS = ("run", "report", "reproduce", "list", "benchmark")
+COMMANDS = ("run", "report", "reproduce", "register", "list", "benchmark")
 
 
 def console_script() -> list[str]:

@@ -32,6 +32,7 @@ import psycopg
 import pytest
 from mlflow.entities import ViewType
 from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
+from test_tracking import environment_without_this_project
 
 import reuse_nets.nn.layers  # noqa: F401  (registers the layers a logged model holds)
 from reuse_nets.spec import study_files
@@ -358,6 +359,35 @@ def test_two_runners_on_two_machines_share_one_study(postgres, mlflow_server, tm
     )
     assert keras.saving.load_model(folder / "artifacts" / "model.keras", safe_mode=True).output_shape == (None, 10)
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+    # The model registry on the server: each cell's best model registered, and the best
+    # loaded by alias in a fresh process that cannot import this project.
+    command = [sys.executable, os.fspath(RUNNER.parent / "register.py"), "--study", STUDY, "--storage", storage]
+    command += ["--tracking-uri", mlflow_server, *[a for o in OVERRIDES for a in ("--set", o)]]
+    registered = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    versions = client.search_model_versions(f"name='{STUDY}'")
+    assert len(versions) == len(cells) and {v.tags["reuse_nets.cell"] for v in versions} == set(cells)
+    best = client.get_model_version_by_alias(STUDY, "best")
+    python = environment_without_this_project(tmp_path / "env")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    script = (
+        "import sys, mlflow, numpy as np\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "print(np.asarray(model.predict(np.zeros((2, 28, 28, 1), 'float32'))).shape)\n"
+    )
+    loaded = subprocess.run(
+        [python, "-c", script, f"models:/{STUDY}@best"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-4000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "(2, 10)"
+    assert best.run_id in {r.info.run_id for r in children}
 
 
 def test_the_logged_command_hides_url_passwords(monkeypatch):

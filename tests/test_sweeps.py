@@ -1254,6 +1254,9 @@ BAD_INPUTS = [
         bare_script("report.py", "--study", "smoke"), "no Optuna storage at sqlite:///optuna.db", id="report_unrun"
     ),
     pytest.param(
+        bare_script("register.py", "--study", "smoke"), "no Optuna storage at sqlite:///optuna.db", id="register_unrun"
+    ),
+    pytest.param(
         bare_script("reproduce.py", "0" * 32, "--tracking-uri", "http://127.0.0.1:1"),
         "MLflow tracking server http://127.0.0.1:1 is unreachable",
         id="reproduce_unreachable",

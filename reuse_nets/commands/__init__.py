@@ -19,6 +19,7 @@ COMMANDS = {
     "run": "run or resume a study (tuning, final runs, report)",
     "report": "rebuild a study's ablation report from the Optuna and MLflow stores",
     "reproduce": "re-run logged runs and check them against the originals",
+    "register": "register each cell's best final model in MLflow's model registry",
     "list": "list the studies in experiments/",
     "benchmark": "measure training speed (e.g. the cost of gradient-norm tracking)",
 }

@@ -499,6 +499,23 @@ def rebuild_report(
         SweepError: the study has no final runs or no parent run in these stores,
             or it was run from a different spec (other overrides).
     """
+    storage, parent_run_id = open_finished(spec, storage_url, tracking_uri)
+    return write_report(spec, storage, parent_run_id, root), parent_run_id
+
+
+def final_runs_of(spec: StudySpec, storage_url: str, tracking_uri: str | None) -> list[FinalRun]:
+    """A run study's complete final runs, read from its stores (as the report reads them)."""
+    storage, parent_run_id = open_finished(spec, storage_url, tracking_uri)
+    return collect_final_runs(spec, parent_run_id, storage)
+
+
+def open_finished(spec: StudySpec, storage_url: str, tracking_uri: str | None):
+    """`(Optuna storage, parent run id)` of a study that has run in these stores.
+
+    Raises:
+        SweepError: no such store, the study has no final runs or no parent run in it,
+            or it was run from a different spec (other overrides).
+    """
     import mlflow
 
     from reuse_nets.store import study_runs, tracking
@@ -510,10 +527,10 @@ def rebuild_report(
     storage = optuna_store.make_storage(storage_url, spec.execution)
     if optuna_store.load_existing(storage, plan.final_study_name(spec)) is None:
         raise SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with reuse-nets run")
-    # The same spec (overrides included) as the run, or the report would describe another study.
+    # The same spec (overrides included) as the run, or the numbers would describe another study.
     optuna_store.check_identity(storage, plan.final_study_name(spec), spec.identity())
     experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
     parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
     if not parent_run_id:
         raise SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first with reuse-nets run")
-    return write_report(spec, storage, parent_run_id, root), parent_run_id
+    return storage, parent_run_id
