@@ -12,6 +12,7 @@ PostgreSQL runs from the server binaries of the machine image (Debian's
 binds to 127.0.0.1.
 """
 
+import contextlib
 import os
 import pwd
 import re
@@ -41,6 +42,7 @@ from reuse_nets.spec.studies import Cell
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
 STUDY = "smoke"
 SERVER_START_TIMEOUT = 180  # seconds; `mlflow server` takes about 25 on 2 idle cores
 RUNNERS_TIMEOUT = 420  # seconds for both runners together
@@ -141,7 +143,7 @@ class Postgres:
         with psycopg.connect(
             host=HOST, port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as connection:
-            for name in ("optuna", "mlflow"):
+            for name in ("optuna", "mlflow", "slurm"):
                 connection.execute(f"CREATE DATABASE {name}")
 
     def url(self, database: str) -> str:
@@ -411,3 +413,175 @@ def test_the_logged_command_hides_url_passwords(monkeypatch):
     assert "postgresql+psycopg://alice:***@db.example:5432/optuna" in command
     assert "--tracking-uri=http://bob:***@mlflow.example:5000" in command
     assert "name=a:b@c" in command  # not a URL: left alone
+
+
+# --- A Slurm job array (examples/slurm/study.sbatch) on a one-node cluster -----------------
+
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
+SLURM_TIMEOUT = 900  # seconds for the whole array: two runners of the small smoke grid
+SLURM_CONF = """\
+ClusterName=reusenets
+SlurmctldHost=localhost({host})
+SlurmUser={user}
+SlurmdUser={user}
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.socket
+CredType=cred/munge
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+NodeName=localhost NodeAddr={host} CPUs={cpus} RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def slurm_sbin(name: str) -> str | None:
+    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)), None)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster (Debian's slurm-wlm): munged, slurmctld and slurmd, this user's.
+
+    Slurm's daemons have no listen-address option: they listen on their (random, high)
+    ports on every interface; the node and controller are addressed as 127.0.0.1.
+    """
+    missing = [name for name in (*SLURM_DAEMONS, "sbatch", "sinfo", "squeue") if not slurm_sbin(name)]
+    if missing:
+        if os.environ.get("REUSE_NETS_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm is missing ({', '.join(missing)}) and REUSE_NETS_REQUIRE_SLURM=1 (.ci/run installs it)")
+        pytest.skip(f"Debian's slurm-wlm is not installed ({', '.join(missing)}): sudo apt-get install slurm-wlm")
+    root = Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp"))  # short paths: munge's socket path is limited
+    for folder in ("state", "spool"):
+        (root / folder).mkdir()
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    conf = root / "slurm.conf"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    conf.write_text(
+        SLURM_CONF.format(
+            host=HOST, user=user, root=root, ctld_port=free_port(), d_port=free_port(), cpus=os.cpu_count() or 2
+        )
+    )
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    munged = [slurm_sbin("munged"), f"--key-file={key}", f"--socket={root}/munge.socket", "--force"]
+    munged += [f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed"]
+    processes = []
+    try:
+        subprocess.run(munged, check=True, capture_output=True, timeout=30)  # daemonises itself
+        for command in ([slurm_sbin("slurmctld"), "-D", "-i"], [slurm_sbin("slurmd"), "-D", "-N", "localhost"]):
+            with open(root / f"{Path(command[0]).name}.out", "w") as log:  # the daemon keeps its own copy
+                processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+            time.sleep(2)
+        deadline = time.monotonic() + 60
+        while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout:
+            if time.monotonic() > deadline:
+                logs = "\n".join(p.read_text()[-2000:] for p in root.glob("*.log"))
+                pytest.fail(f"the Slurm node never became idle:\n{logs}")
+            time.sleep(1)
+        yield env
+    finally:
+        for process in processes:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(20)
+            if process.poll() is None:
+                process.kill()
+        pid = root / "munged.pid"
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid.read_text().strip()), signal.SIGTERM)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_slurm_job_array_runs_one_study_with_every_slot_once(postgres, mlflow_server, slurm, tmp_path, fashion_mnist):
+    """examples/slurm/study.sbatch as a user submits it: two array tasks, one study through
+    PostgreSQL and `mlflow server`; every final slot COMPLETE exactly once."""
+    # `fashion_mnist` prepares the TFDS data once, before the tasks share its directory.
+    name = "smoke_slurm"  # another study than the two-runner test's, on the same servers
+    flags = ["--set", f"name={name}", *[a for o in OVERRIDES for a in ("--set", o)], "--manual-dir", MANUAL_DIR]
+    env = {
+        **runner_env(),
+        **slurm,
+        "OPTUNA_STORAGE": postgres.url("slurm"),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "REUSE_NETS_STUDY": STUDY,
+        "REUSE_NETS_WORKDIR": str(tmp_path / "runs"),
+        "REUSE_NETS_ARGS": " ".join(flags),
+    }
+    outputs = tmp_path / "slurm-%A_%a.out"
+    submit = ["sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1", "--mem=1G", f"--output={outputs}"]
+    submitted = subprocess.run(
+        [*submit, str(ROOT / "examples" / "slurm" / "study.sbatch")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + SLURM_TIMEOUT
+    while subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True).stdout.strip():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job], env=env)
+            pytest.fail("the job array timed out:\n" + "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.out")))
+        time.sleep(3)
+    logs = sorted(tmp_path.glob("slurm-*.out"))
+    assert len(logs) == 2, logs
+    for log in logs:
+        assert f"study {name}: complete" in log.read_text(), log.read_text()[-4000:]
+
+    spec = study_files.load_study(STUDY, [f"name={name}", *OVERRIDES])
+    final = optuna.load_study(study_name=f"{name}:final", storage=postgres.url("slurm"))
+    complete = [t for t in final.get_trials() if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["slot"] for t in complete) == list(range(spec.final_runs))  # each slot once
+    # Both tasks ran trials (a runner per task, sharing the study), under one parent run.
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
+    parents = [r for r in runs if r.data.tags.get("reuse_nets.kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    started = [sum(": started [" in line for line in log.read_text().splitlines()) for log in logs]
+    assert all(count > 0 for count in started), started
+
+
+def test_the_kubernetes_recipe_is_valid_against_the_kubernetes_schema(tmp_path):
+    """examples/kubernetes/*.yaml against Kubernetes 1.37's schema, strictly (kubernetes-validate, offline)."""
+    manifests = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml"))
+    assert {m.name for m in manifests} == {"study-job.yaml", "stores-secret.yaml"}
+    checked = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, manifests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("passed for resource") == 2, checked.stdout
+    # The check can fail: a misspelt field of the Job is refused.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        (ROOT / "examples" / "kubernetes" / "study-job.yaml").read_text().replace("completionMode", "completionMod")
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "completionMod" in refused.stdout + refused.stderr

@@ -175,8 +175,8 @@ def test_quick_start_is_the_walk_through_under_uv_and_ci_runs_its_test_command()
     # (uv, Debian's Chromium) on a fresh machine, and requires the browser tests.
     assert second == ".ci/run"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python3 -m pip install" in ci and "apt-get install -y -qq chromium" in ci
-    assert "REUSE_NETS_REQUIRE_BROWSER=1 python3 -m uv run --locked pytest" in ci
+    assert "python3 -m pip install" in ci and "apt-get install -y -qq chromium slurm-wlm" in ci
+    assert "REUSE_NETS_REQUIRE_BROWSER=1 REUSE_NETS_REQUIRE_SLURM=1 python3 -m uv run --locked pytest" in ci
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
 
 
