@@ -403,6 +403,47 @@ def test_a_trials_metrics_page_shows_the_grad_norm_section(study, mlflow_ui, pag
     assert not page.errors
 
 
+DEEP = 256  # blocks: 257 grad_norm series (global + one per block), as a depth-256 trial logs
+DEEP_EPOCHS = 10
+MAX_BATCH = 1000  # metrics per MLflow log_batch request
+
+
+@pytest.mark.slow
+def test_a_depth_256_trials_metrics_page_loads_with_its_257_grad_norm_series(study, mlflow_ui, page, screenshots):
+    """The UI at depth: the per-block series of a deep trial still load and draw in the browser.
+
+    The run is written with MLflow's client (the series a depth-256 trial logs, 10 epochs),
+    in an experiment of its own beside the study's; training one here would take minutes.
+    """
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{study.directory}/mlflow.db")
+    experiment_id = client.create_experiment("ui_at_depth")
+    run_id = client.create_run(experiment_id, run_name="depth-256").info.run_id
+    keys = [f"{names.GRAD_NORM_PREFIX}global"] + [f"{names.GRAD_NORM_PREFIX}block_{i:02d}" for i in range(1, DEEP + 1)]
+    metrics = [
+        Metric(k, 1.0 / (1 + i + epoch), 0, epoch) for epoch in range(1, DEEP_EPOCHS + 1) for i, k in enumerate(keys)
+    ]
+    for start in range(0, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+    client.set_terminated(run_id)
+
+    started = time.monotonic()
+    page.goto(f"{mlflow_ui.url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics")
+    section = page.get_by_test_id("experiment-view-compare-runs-section-header").filter(has_text="grad_norm")
+    expect(section).to_contain_text(re.compile(rf"^grad_norm\s*\({len(keys)}\)"))  # "grad_norm (257)"
+    first = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+        has=page.get_by_text("block_01", exact=True)
+    )
+    expect(first.locator(".js-plotly-plot path.js-line").first).to_be_attached()
+    seconds = time.monotonic() - started
+    page.screenshot(path=screenshots / "mlflow_depth_256_metrics.png")
+    (screenshots / "mlflow_depth_256_seconds.txt").write_text(f"{seconds:.1f}\n")
+    print(f"depth-256 metrics page: section and first chart in {seconds:.1f} s")
+    assert seconds < UI_TIMEOUT_MS / 1000  # within what every other page gets
+    assert not page.errors
+
+
 @pytest.mark.slow
 def test_the_parent_runs_overview_shows_the_report_as_its_description(study, mlflow_ui, page, screenshots):
     page.goto(f"{mlflow_ui.url}/#/experiments/{study.experiment_id}/runs/{study.parent_run_id}")
