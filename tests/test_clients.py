@@ -483,6 +483,45 @@ def test_optuna_dashboard_lists_every_optuna_study_of_the_study(study, dashboard
     assert not page.errors
 
 
+@pytest.mark.slow
+def test_optuna_dashboard_shows_each_trials_cell_phase_and_mlflow_run_link(study, dashboard, page, screenshots):
+    (summary,) = [
+        s for s in http(f"{dashboard.url}/api/studies")["study_summaries"] if s["study_name"].endswith(":final")
+    ]
+    trials = optuna.load_study(study_name=summary["study_name"], storage=f"sqlite:///{study.directory}/optuna.db")
+    attrs = [t.user_attrs for t in trials.get_trials(deepcopy=False)]
+    page.goto(f"{dashboard.url}/dashboard/studies/{summary['study_id']}/trials")
+    # The selected trial's user attributes: its cell, its phase, the link to its MLflow run.
+    shown = page.get_by_role("paragraph").filter(has_text=re.compile(r"^mlflow_run_url http"))
+    expect(shown.first).to_be_visible()
+    url = shown.first.inner_text().removeprefix("mlflow_run_url").strip()
+    (selected,) = [a for a in attrs if a["mlflow_run_url"] == url]
+    for key in ("cell", "phase"):
+        expect(page.get_by_role("paragraph").filter(has_text=f"{key} {selected[key]}").first).to_be_visible()
+    assert selected["phase"] == "final" and selected["cell"] in CELLS
+    page.screenshot(path=screenshots / "optuna_dashboard_trial.png")
+    assert not page.errors
+
+
+@pytest.mark.slow
+def test_a_trials_system_metrics_page_charts_mlflow_system_metrics(study, mlflow_ui, page, screenshots):
+    sampled = [
+        run
+        for run in study.trials("final") + study.trials("tune")
+        if "system/cpu_utilization_percentage" in run.data.metrics
+    ]
+    assert sampled, "no trial of the study logged system metrics"
+    run = sampled[0]
+    page.goto(f"{mlflow_ui.url}/#/experiments/{study.experiment_id}/runs/{run.info.run_id}/system-metrics")
+    chart = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+        has=page.get_by_text("cpu_utilization_percentage", exact=True)
+    )
+    expect(chart).to_be_visible()
+    expect(chart.locator(".js-plotly-plot").first).to_be_attached()
+    page.screenshot(path=screenshots / "mlflow_system_metrics.png")
+    assert not page.errors
+
+
 # --- The HTML report -----------------------------------------------------------------------------
 
 
