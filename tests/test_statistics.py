@@ -192,9 +192,15 @@ def test_dry_run_states_the_family_and_the_detectable_difference():
     pairs = study_files.load_study("strategy_depth", ["report.pairs=all"])
     assert pairs.family_size == 4 * 6
     # A measured pilot SD replaces the assumed one; a pilot that gives none says why and falls back.
-    measured = plan.power_lines(spec, (0.002, "pilot p"))
+    measured = plan.power_lines(spec, (0.002, None, "pilot p"))
     assert f"{statistics.detectable_difference(5, 0.002, 0.05 / 12):.4f} at alpha/12" in measured[1]
     assert "SD of 0.002 (pilot p)" in measured[1]
+    # A pilot that repeated its tuning: with repeats here, a unit's SD adds the tuning's.
+    tuned = study_files.load_study("strategy_depth", ["tune.repeats=3"])
+    line = plan.power_lines(tuned, (0.004, 0.003, "pilot q"))[1]
+    assert f"with 3 tuning repeats and a paired-difference SD of {math.sqrt(0.003**2 + 0.004**2 / 5):.4g}" in line
+    assert "lower bound" not in line
+    assert "between tuning runs the pilot's SD was 0.003" in plan.power_lines(spec, (0.004, 0.003, "pilot q"))[1]
     missing = plan.power_lines(spec, "no MLflow tracking store at sqlite:///x.db")
     assert missing[1] == "power: the pilot gives no SD (no MLflow tracking store at sqlite:///x.db)"
     assert "(report.assumed_sd)" in missing[2]
@@ -270,10 +276,15 @@ def test_repeats_are_the_units_of_the_tests():
     assert d.interval.n == 3
     (a,) = analysis.assess(spec, [d])
     assert a.p_t == pytest.approx(stats.ttest_1samp(d.diffs, 0).pvalue)
-    cells = analysis.by_cell(repeated_runs(spec, tests))
+    cells = analysis.by_cell(repeated_runs(spec, tests), repeated=True)
     assert cells[plain].n == 3 and cells[plain].mean == pytest.approx(
         np.mean([np.mean(tests[(plain, r)]) for r in range(3)])
     )
+    # With one repeat paired so far, the unit is still that repeat's mean: n = 1, never its seeds.
+    (partial,) = analysis.paired_differences(
+        spec, [r for r in repeated_runs(spec, tests) if r.repeat == 0 or r.cell == plain]
+    )
+    assert partial.interval.n == 1 and partial.unit == "tuning repeat"
     split = analysis.variance_split(d.by_repeat)
     assert split.repeats == 3 and split.single.n == 2 and split.pooled.n == 6 and split.clustered.n == 3
     assert (split.between_tuning, split.between_seed) == pytest.approx(statistics.variance_components(per_repeat))

@@ -1519,14 +1519,28 @@ def test_repeated_tuning_is_retrained_per_repeat_and_reported_with_its_variance(
     frame = results.final_runs(str(study_file), tracking_uri=tracking_url(tmp_path))
     assert sorted(frame["repeat"].tolist()) == [0] * 4 + [1] * 4
 
-    # As a pilot: --dry-run's power uses the SD of its paired units (here the repeats' mean differences).
+    # As a pilot: --dry-run's power uses its paired differences' SD between seeds (pooled within
+    # repeats), and names their SD between tuning runs.
+    by_seed = {
+        (r.data.tags["reuse_nets.cell"], int(r.data.tags["reuse_nets.repeat"]), r.data.params["seed"]): r.data.metrics[
+            "test_accuracy"
+        ]
+        for r in by_id.values()
+        if r.data.tags["reuse_nets.phase"] == "final"
+    }
     plain, residual = (c.key for c in spec.cells())
-    units = [np.mean(tests[(residual, r)]) - np.mean(tests[(plain, r)]) for r in (0, 1)]
+    diffs = [
+        [by_seed[(residual, r, str(s))] - by_seed[(plain, r, str(s))] for s in spec.final_seeds(r)] for r in (0, 1)
+    ]
+    seed_sd = math.sqrt(np.mean([np.var(d, ddof=1) for d in diffs]))
     dry = run(
         [*sweep_command(tmp_path, "residual_depth", "--dry-run", "--set", f"report.pilot={study_file}")], tmp_path
     )
     assert dry.returncode == 0, explain(dry)
-    assert f"a paired-difference SD of {np.std(units, ddof=1):.4g} (pooled over 1 comparisons" in dry.stdout, dry.stdout
+    assert f"a paired-difference SD of {seed_sd:.4g} (between seeds, pooled over 1 comparisons" in dry.stdout, (
+        dry.stdout
+    )
+    assert "between tuning runs the pilot's SD was" in dry.stdout
 
 
 TIMING_METRICS = ("epoch_time", "throughput")  # wall-clock measurements: never equal between two runs

@@ -95,7 +95,10 @@ def pilot_spread(pilot: str, tracking_uri: str | None) -> plan.Spread:
         found = pilots.spread(pilot, tracking_uri)
     except SweepError as error:
         return str(error)
-    return found.sd, (
-        f"pooled over {found.comparisons} comparisons of pilot {found.study!r}, {found.runs} final runs, "
-        f"one per {found.unit}"
+    return (
+        found.seed_sd,
+        found.tuning_sd,
+        (
+            f"between seeds, pooled over {found.comparisons} comparisons of pilot {found.study!r}, {found.runs} final runs"
+        ),
     )

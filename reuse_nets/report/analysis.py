@@ -68,7 +68,7 @@ class Difference:
     @property
     def unit(self) -> str:
         """What one of `diffs` is: a seed's difference, or a tuning repeat's mean difference."""
-        return "tuning repeat" if len(self.by_repeat) > 1 else "seed"
+        return "tuning repeat" if self.by_repeat else "seed"
 
 
 class Outcome:
@@ -108,9 +108,10 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Interv
     return Interval(mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)), n)
 
 
-def by_cell(runs: list[FinalRun], key: str = "test") -> dict[str, Interval]:
-    """Per cell: the interval over its seeds, or over its tuning repeats' means when it has several."""
-    return {cell: mean_interval(units_of(groups)) for cell, groups in by_repeat(runs, key).items()}
+def by_cell(runs: list[FinalRun], key: str = "test", repeated: bool = False) -> dict[str, Interval]:
+    """Per cell: the interval over its seeds, or over its tuning repeats' means (`repeated`:
+    the study repeats its tuning, `tune.repeats` > 1)."""
+    return {cell: mean_interval(units_of(groups, repeated)) for cell, groups in by_repeat(runs, key).items()}
 
 
 def by_repeat(runs: list[FinalRun], key: str = "test") -> dict[str, list[list[float]]]:
@@ -121,15 +122,16 @@ def by_repeat(runs: list[FinalRun], key: str = "test") -> dict[str, list[list[fl
     return {cell: [repeats[r] for r in sorted(repeats)] for cell, repeats in cells.items()}
 
 
-def units_of(groups: list[list[float]] | tuple[tuple[float, ...], ...]) -> list[float]:
-    """The values inference treats as independent: the seeds of one repeat, or each repeat's mean.
+def units_of(groups: list[list[float]] | tuple[tuple[float, ...], ...], repeated: bool) -> list[float]:
+    """The values inference treats as independent: the seeds (one tuning run), or each
+    repeat's mean (`repeated`), even when only some repeats have finished runs.
 
     Seeds nest within tuning repeats, so the mean of a repeat carries both its
     tuning's and its seeds' variance (a two-stage, cluster-level analysis).
     """
     groups = [g for g in groups if g]
-    if len(groups) == 1:
-        return list(groups[0])
+    if not repeated:
+        return [x for g in groups for x in g]
     return [sum(g) / len(g) for g in groups]
 
 
@@ -159,7 +161,7 @@ def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference
                     s for s in spec.final_seeds(repeat) if (key, repeat, s) in tests and (base_key, repeat, s) in tests
                 ]
                 per_repeat.append(tuple(tests[(key, repeat, s)] - tests[(base_key, repeat, s)] for s in seeds))
-            diffs = tuple(units_of(per_repeat)) if any(per_repeat) else ()
+            diffs = tuple(units_of(per_repeat, spec.repeats > 1))
             wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
             grouped = tuple(per_repeat) if spec.repeats > 1 else ()
             found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference, grouped))
@@ -196,7 +198,7 @@ def variance_split(groups: list[list[float]] | tuple[tuple[float, ...], ...]) ->
         repeats=len(groups),
         single=mean_interval(groups[0]),
         pooled=mean_interval([x for g in groups for x in g]),
-        clustered=mean_interval(units_of(groups)),
+        clustered=mean_interval(units_of(groups, repeated=True)),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from reuse_nets import statistics
 from reuse_nets.errors import StudyError, SweepError
 from reuse_nets.names import Phase
 from reuse_nets.report import analysis, results
@@ -19,14 +20,18 @@ from reuse_nets.spec import study_files
 @dataclasses.dataclass(frozen=True)
 class PilotSpread:
     study: str
-    sd: float  # pooled SD of one paired difference (per seed, or per tuning repeat)
+    seed_sd: float  # pooled SD of one paired difference between seeds (of one tuning run)
+    tuning_sd: float | None  # SD between tuning runs of a paired difference; None: the pilot tuned once
     comparisons: int  # the pilot's comparisons with at least two paired units
     runs: int  # its complete final runs
-    unit: str  # "seed" or "tuning repeat"
 
 
 def spread(pilot: str, tracking_uri: str | None) -> PilotSpread:
-    """The pooled paired-difference SD of `pilot`'s finished final runs.
+    """The pooled paired-difference SDs of `pilot`'s finished final runs.
+
+    Between seeds: the pooled within-repeat variance of its paired differences.
+    Between tuning runs, when the pilot repeated its tuning (`tune.repeats`): the
+    mean of its comparisons' between-repeat variance components.
 
     Raises:
         SweepError: the pilot has not run in this tracking store, or has too few runs.
@@ -53,14 +58,24 @@ def spread(pilot: str, tracking_uri: str | None) -> PilotSpread:
         for row in complete.itertuples()
         if row.cell in cells
     ]
-    differences = [d for d in analysis.paired_differences(spec, runs) if len(d.diffs) >= 2]
-    if not differences:
+    # Per comparison, its paired differences grouped by tuning repeat (one group without repeats).
+    grouped = [d.by_repeat or (d.diffs,) for d in analysis.paired_differences(spec, runs)]
+    within = [(sum(len(g) - 1 for g in groups if len(g) > 1), _pooled(groups)) for groups in grouped]
+    within = [(df, variance) for df, variance in within if df > 0]
+    if not within:
         raise SweepError(f"report.pilot: study {spec.name!r} has no comparison with two paired final runs yet")
-    df = sum(len(d.diffs) - 1 for d in differences)
-    pooled = sum((len(d.diffs) - 1) * _variance(d.diffs) for d in differences) / df
-    return PilotSpread(spec.name, math.sqrt(pooled), len(differences), len(runs), differences[0].unit)
+    seed_variance = sum(df * v for df, v in within) / sum(df for df, _ in within)
+    tuning_sd = None
+    if spec.repeats > 1:
+        between = [statistics.variance_components(list(groups))[0] for groups in grouped]
+        between = [b for b in between if not math.isnan(b)]
+        tuning_sd = math.sqrt(sum(between) / len(between)) if between else None
+    return PilotSpread(spec.name, math.sqrt(seed_variance), tuning_sd, len(within), len(runs))
 
 
-def _variance(values) -> float:
-    mean = sum(values) / len(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+def _pooled(groups) -> float:
+    """The pooled within-group sample variance (groups of one value add nothing)."""
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df == 0:
+        return math.nan
+    return sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups if len(g) > 1) / df

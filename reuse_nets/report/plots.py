@@ -49,7 +49,7 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
     made = []
 
     # Isolation plot: the best tuned config of each cell, retrained, with intervals.
-    per_cell = analysis.by_cell(runs)
+    per_cell = analysis.by_cell(runs, repeated=spec.repeats > 1)
     fig, ax = plt.subplots(figsize=(7, 4.4))
     xs_all = []
     for label, points in _series(spec, x).items():

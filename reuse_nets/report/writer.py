@@ -244,8 +244,8 @@ def build_markdown(
                 f"| {row['cell']} | {row['complete']} | {row['pruned']} | {row['failed']} | {row['died']} | {picked} | {value} |"
             )
         lines += [""] + [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
-    per_cell = analysis.by_cell(runs)
-    val_cell = analysis.by_cell(runs, "val")
+    per_cell = analysis.by_cell(runs, repeated=spec.repeats > 1)
+    val_cell = analysis.by_cell(runs, "val", repeated=spec.repeats > 1)
     over = f"the {spec.repeats} tuning repeats' means (n: repeats)" if spec.repeats > 1 else "the final seeds"
     lines += [
         f"## Final {test_metric} per cell",

@@ -27,8 +27,9 @@ from reuse_nets.spec.studies import Cell, StudySpec
 # A selection: per unit key (`unit_key`: the cell, and its tuning repeat when there are
 # several), the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
 Selection = dict[str, dict[str, Any] | None]
-# A pilot study's measured paired-difference SD and where it came from, or why there is none.
-Spread = tuple[float, str] | str
+# A pilot study's measured paired-difference SDs (between seeds; between tuning runs, None if
+# it tuned once) and where they came from, or why there are none.
+Spread = tuple[float, float | None, str] | str
 REPEAT_PARAM = "repeat"  # a final trial's tuning repeat, among its Optuna params (with tune.repeats > 1)
 
 
@@ -176,22 +177,26 @@ def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
     head = f"verdicts: {m} comparisons, {report.adjust}-adjusted at alpha {report.alpha}, {report.test} test"
     head += f", equivalence within ±{report.min_effect}" if report.min_effect else ", no min_effect (no equivalence)"
     lines = [head]
-    sd, source = None, ""
+    seed_sd: float | None = None
+    tuning_sd: float | None = None
+    source = ""
     if isinstance(pilot, tuple):
-        sd, source = pilot
+        seed_sd, tuning_sd, source = pilot
     elif isinstance(pilot, str):
         lines.append(f"power: the pilot gives no SD ({pilot})")
-    if sd is None and report.assumed_sd is not None:
-        sd, source = report.assumed_sd, "report.assumed_sd"
-    if sd is None:
+    if seed_sd is None and report.assumed_sd is not None:
+        seed_sd, source = report.assumed_sd, "report.assumed_sd"
+    if seed_sd is None:
         return [*lines, "power: unknown; set report.assumed_sd or report.pilot (a finished pilot study) to see it"]
-    n, unit = len(spec.final.seeds), "seeds"
-    caveat = ""
+    n, unit, sd, caveat = len(spec.final.seeds), "seeds", seed_sd, ""
     if spec.repeats > 1:
-        # Units are repeat means: their SD is at least a seed's SD / sqrt(seeds), more with tuning variance.
+        # Units are repeat means: variance = between tuning + between seeds / seeds.
         n, unit = spec.repeats, "tuning repeats"
-        sd = sd / math.sqrt(len(spec.final.seeds))
-        caveat = " (a lower bound: a repeat mean's SD, taken as a seed's SD / sqrt(seeds), ignores tuning variance)"
+        sd = math.sqrt((tuning_sd or 0.0) ** 2 + seed_sd**2 / len(spec.final.seeds))
+        if tuning_sd is None:
+            caveat = " (a lower bound: the SD of a repeat mean without the tuning's variance, unknown here)"
+    elif tuning_sd is not None:
+        caveat = f" (one tuning run's seeds; between tuning runs the pilot's SD was {tuning_sd:.4g}, not in this test)"
     first = statistics.detectable_difference(n, sd, report.alpha / m)
     alone = statistics.detectable_difference(n, sd, report.alpha)
     lines.append(

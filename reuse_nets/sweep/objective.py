@@ -9,6 +9,7 @@ values, a fresh seed) from their enqueued parameters and are never pruned.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -85,8 +86,24 @@ class Objective:
             return None
         from reuse_nets.train import checkpoints
 
-        folder = checkpoints.slot_folder(self.checkpoint_root, trial.study.study_name, slot)
-        return checkpoints.Checkpoint(folder, config.model_dump_json())
+        # One folder per slot of this study run (its parent run): a study started afresh
+        # in new stores never meets an old run's checkpoints.
+        folder = checkpoints.slot_folder(self.checkpoint_root, f"{self.parent_run_id}/{trial.study.study_name}", slot)
+        return checkpoints.Checkpoint(folder, json.dumps(self.fingerprint(config), sort_keys=True))
+
+    def fingerprint(self, config) -> dict:
+        """What a checkpoint must have been made from to be resumed: anything that changes the bytes."""
+        from reuse_nets.store import provenance
+        from reuse_nets.train import execution
+
+        git = provenance.git_state()
+        return {
+            "config": config.model_dump(mode="json"),
+            "code": [git["commit"], git["dirty"], provenance.lock_hash()],
+            "libraries": provenance.library_versions(),
+            "execution": execution.current().tags(),
+            "data": self.dataset.digest,
+        }
 
     def config_of(self, trial, cell: Cell):
         if self.job.phase == Phase.TUNE:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import random
@@ -52,20 +53,37 @@ class Restored:
 
 
 class Checkpoint:
-    """The checkpoint of one trial config in `folder`; `run_id`: the attempt writing it."""
+    """The checkpoint of one trial config in `folder`; `run_id`: the attempt writing it.
+
+    `config_json` is what a checkpoint must have been made from to be resumed: the
+    trial config, and whatever else changes the bytes (the caller adds the code's
+    commit, the lock file, library versions, XLA and the data's digest).
+    """
 
     def __init__(self, folder: Path, config_json: str, run_id: str | None = None):
         self.folder, self.config_json, self.run_id = Path(folder), config_json, run_id
 
     # --- writing ---------------------------------------------------------------------
 
-    def save(self, trainer, history: list[dict]) -> None:
-        """Stores the state after the epochs in `history` (replacing the previous one)."""
+    def save(self, trainer, history: list[dict]) -> bool:
+        """Stores the state after the epochs in `history` (replacing the previous one).
+
+        False, and the trial goes on without it, if it could not be written (a full
+        disk): a checkpoint saves work, its absence loses none of the results.
+        """
+        try:
+            self._save(trainer, history)
+        except OSError:
+            return False
+        return True
+
+    def _save(self, trainer, history: list[dict]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = _state_arrays(trainer)
         numpy_state = np.random.get_state()
         arrays["numpy_rng_keys"] = numpy_state[1]
-        temporary = self.folder / f"{STATE_FILE}.tmp"
+        # Temporary names of this process's own: two attempts of a slot never share one.
+        temporary = self.folder / f"{STATE_FILE}.{os.getpid()}.tmp"
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
         os.replace(temporary, self.folder / STATE_FILE)
@@ -78,12 +96,19 @@ class Checkpoint:
             "python_rng": _python_state(random.getstate()),
             "numpy_rng": [numpy_state[0], int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
         }
-        temporary = self.folder / f"{META_FILE}.tmp"
+        temporary = self.folder / f"{META_FILE}.{os.getpid()}.tmp"
         temporary.write_text(json.dumps(meta), encoding="utf-8")
         os.replace(temporary, self.folder / META_FILE)  # last: a checkpoint is complete once this exists
 
     def remove(self) -> None:
-        """Deletes this slot's checkpoint, and the root folder once no slot has one."""
+        """Deletes this slot's checkpoint, unless another attempt of the slot wrote it
+        (one judged dead while it still runs), and the root folder once it is empty."""
+        try:
+            writer = json.loads((self.folder / META_FILE).read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError):
+            writer = None
+        if writer is not None and self.run_id is not None and writer != self.run_id:
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # another slot's checkpoint is still there
             self.folder.parent.rmdir()
@@ -97,9 +122,10 @@ class Checkpoint:
             meta = json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
             if meta.get("format") != FORMAT or meta.get("config") != self.config_json:
                 return None
-            if meta["digest"] != _digest(self.folder / STATE_FILE):
+            content = (self.folder / STATE_FILE).read_bytes()  # once: digest and arrays from the same bytes
+            if meta["digest"] != hashlib.sha256(content).hexdigest():
                 return None  # the arrays of another epoch than the metadata's: never mix them
-            with np.load(self.folder / STATE_FILE, allow_pickle=False) as stored:
+            with np.load(io.BytesIO(content), allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in stored.files}
         except (OSError, ValueError, KeyError):
             return None
