@@ -50,13 +50,16 @@ def first_line(error: BaseException, default: str | None = None) -> str:
     return type(error).__name__ if default is None else default
 
 
-# The password of a URL, e.g. `postgresql+psycopg://user:secret@host/db` or `http://user:secret@host`.
-URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+# The password of a URL, e.g. `postgresql+psycopg://user:secret@host/db` or `http://user:secret@host`:
+# up to the last `@` before the host (a password may hold an unencoded `@`), and a
+# `password=` query parameter.
+URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/\s]*@")
+QUERY_PASSWORD = re.compile(r"((?:password|passwd|pwd)=)[^&\s]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` with every URL password replaced by `***`: for anything printed or logged."""
-    return URL_PASSWORD.sub(r"\1:***@", text)
+    return QUERY_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))
 
 
 # Characters with Markdown meaning that both CommonMark and the MLflow UI's renderer

@@ -77,6 +77,8 @@ def soak(plan: Plan, source: data.DataSource, folder: Path) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"soak study failed (exit {proc.returncode}): {''.join(tail)[-2000:]}")
+    if not trials or not peak:
+        raise RuntimeError(f"soak study ran no trial: {''.join(tail)[-2000:]}")
     warm = max(1, round(WARM_UP * trials))
     after = [rss for count, rss in peak.items() if count >= warm]
     reference = peak.get(warm) or min(after)

@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     noise.import_tensorflow()  # as run_study would (execution.pin), minus its start-up lines
     result = runner.run_study(spec, options)
     common.tag_project_run({names.PROJECT_STUDY_TAG: spec.name, names.PROJECT_PARENT_TAG: result.parent_run_id})
-    print(runner.summary(result))
+    from reuse_nets.errors import redact
+
+    print(redact(runner.summary(result)))  # its MLflow hint names the tracking URI
     return 0 if result.complete else 1
 
 

@@ -43,6 +43,9 @@ def choose(spec: StudySpec, runs: list[FinalRun]) -> dict[str, FinalRun]:
     def rank(run: FinalRun):
         return (-run.val if maximize else run.val, run.seed)
 
+    cells = {cell_alias(cell.key): cell.key for cell in spec.cells()}
+    if len(cells) != len(spec.cells()) or BEST_ALIAS in cells:
+        raise SweepError(f"study {spec.name!r}: two cells (or a cell and {BEST_ALIAS!r}) would get the same alias")
     chosen: dict[str, FinalRun] = {}
     for run in sorted(runs, key=rank):
         chosen.setdefault(cell_alias(run.cell), run)

@@ -248,7 +248,7 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
                 "compare": ", ".join(f"{n}={v}" for n, v in spec.compare.items()),
                 "tuned": ", ".join(spec.tune.search_space) if spec.tune else "none",
                 "trials_per_cell": spec.tune.trials_per_cell if spec.tune else 0,
-                "final_seeds": ",".join(map(str, spec.final.seeds)),
+                "final_seeds": ",".join(map(str, spec.all_final_seeds())),
                 "objective": f"{spec.objective.direction} {spec.objective.metric}",
                 "dataset": spec.base.dataset.name,
                 "epochs": spec.base.epochs,
