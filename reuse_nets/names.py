@@ -77,6 +77,7 @@ IDENTITY_TAG = TAG_PREFIX + "spec_identity"  # on the parent run: a hash of the 
 CELL_TAG = TAG_PREFIX + "cell"  # the compared cell, e.g. "strategy=residual,depth=64"
 RESUMED_EPOCHS_TAG = TAG_PREFIX + "resumed_epochs"  # epochs a retried trial restored from its checkpoint
 RESUMED_FROM_TAG = TAG_PREFIX + "resumed_from"  # the run whose attempt wrote that checkpoint
+REGISTERED_RUN_TAG = TAG_PREFIX + "run_id"  # on a registered model version: the final run it came from
 REPEAT_TAG = TAG_PREFIX + "repeat"  # the tuning repeat of a trial run (only with tune.repeats > 1)
 OUTCOME_TAG = TAG_PREFIX + "outcome"  # an `Outcome`
 REASON_TAG = TAG_PREFIX + "failure_reason"

@@ -13,7 +13,7 @@ import dataclasses
 import re
 
 from reuse_nets.errors import SweepError, first_line
-from reuse_nets.names import CELL_TAG, MODEL_URI_TAG, STUDY_TAG
+from reuse_nets.names import CELL_TAG, MODEL_URI_TAG, REGISTERED_RUN_TAG, STUDY_TAG
 from reuse_nets.report.analysis import FinalRun
 from reuse_nets.spec.studies import StudySpec
 
@@ -74,7 +74,7 @@ def register(spec: StudySpec, runs: list[FinalRun], name: str | None = None) -> 
                 version = mlflow.register_model(
                     model_uri,
                     name,
-                    tags={STUDY_TAG: spec.name, CELL_TAG: run.cell, "reuse_nets.run_id": run.run_id},
+                    tags={STUDY_TAG: spec.name, CELL_TAG: run.cell, REGISTERED_RUN_TAG: run.run_id},
                 )
             except mlflow.exceptions.MlflowException as error:
                 raise SweepError(f"cannot register {model_uri} as {name!r}: {first_line(error)}") from None
