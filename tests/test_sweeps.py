@@ -584,7 +584,8 @@ def test_two_workers_give_every_cell_the_same_budget(tmp_path):
 
 def test_an_interrupted_tuned_study_resumes_to_the_same_budget(tmp_path):
     overrides = [a for o in TINY_TUNED for a in ("--set", o)]
-    first = run(sweep_command(tmp_path, "residual_depth", *overrides, "--timeout", "8"), cwd=tmp_path)
+    # 2 s: less than the first trial takes (tracing, MLflow) on any machine, so tuning cannot finish.
+    first = run(sweep_command(tmp_path, "residual_depth", *overrides, "--timeout", "2"), cwd=tmp_path)
     assert first.returncode == 1, explain(first)  # out of time: incomplete, resumable
     assert "incomplete (re-run the same command to resume)" in first.stdout
     stores = Stores(tmp_path, "residual_depth")

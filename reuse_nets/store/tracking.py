@@ -272,6 +272,32 @@ class TrialRun:
         self.outcome = Outcome.COMPLETED
 
 
+SYSTEM_METRICS_STOP = 2.0  # seconds a run's end waits for MLflow's system-metrics thread
+
+
+def _stop_system_metrics(run_id: str) -> None:
+    """Stops MLflow's system-metrics thread of a run, waiting for it at most SYSTEM_METRICS_STOP s.
+
+    `mlflow.end_run` would join it without a limit; an interrupted worker has only
+    `interrupts.SHUTDOWN_GRACE` seconds to close its runs, and the thread may be
+    waiting on a busy store. A thread left behind is a daemon: it dies with the process.
+    """
+    from mlflow.tracking import fluent
+
+    monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run_id, None)
+    if monitor is None:
+        return
+    event, thread = getattr(monitor, "_shutdown_event", None), getattr(monitor, "_process", None)
+    if event is None or thread is None:  # another MLflow than the one this was written for
+        monitor.finish()
+        return
+    event.set()
+    thread.join(SYSTEM_METRICS_STOP)
+    if not thread.is_alive():
+        with contextlib.suppress(Exception):  # samples still buffered; their loss loses no result
+            monitor.mlflow_logger.flush()
+
+
 # Seconds between system-metric samples of a trial run: each sample is a few psutil reads
 # and one MLflow request (milliseconds), under 1% of the trial; a trial shorter than
 # this logs none.
@@ -344,6 +370,7 @@ def trial_run(
         raise
     finally:
         with profile.section("mlflow: run start and end"):
+            _stop_system_metrics(run.run_id)
             close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
             mlflow.end_run(status=RUN_END[outcome][0])
 
