@@ -9,14 +9,13 @@ grows with the trial count.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 from reuse_nets.bench.plans import Plan
-from reuse_nets.bench.sweeps import command, data_args
+from reuse_nets.bench.sweeps import study_command
 from reuse_nets.train import data
 
 WARM_UP = 0.1  # share of the trials before the reference RSS is taken (caches fill, graphs trace)
@@ -38,19 +37,7 @@ def rss_bytes(pid: int) -> int | None:
 def soak(plan: Plan, source: data.DataSource, folder: Path) -> dict:
     """`plan.soak_trials` trials in one runner process; RSS by trial, warmed-up RSS and growth."""
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = [a for o in plan.soak_overrides for a in ("--set", o)]
-    argv = command(
-        "--study",
-        plan.soak_study,
-        "--storage",
-        f"sqlite:///{folder}/optuna.db",
-        "--tracking-uri",
-        f"sqlite:///{folder}/mlflow.db",
-        "--reports",
-        os.fspath(folder / "reports"),
-        *overrides,
-        *data_args(source),
-    )
+    argv = study_command(plan.soak_study, plan.soak_overrides, folder, source)
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trials = 0

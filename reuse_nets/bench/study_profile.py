@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from reuse_nets.bench.plans import Plan
-from reuse_nets.bench.sweeps import command, data_args
+from reuse_nets.bench.sweeps import study_command
 from reuse_nets.names import TRAINER_REUSED_TAG
 from reuse_nets.runtime import profile
 from reuse_nets.train import data, trainers, training
@@ -29,22 +29,8 @@ TRACING = ("build and compile", training.FIRST_STEP, training.FIRST_VALIDATION)
 def run_command(plan: Plan, source: data.DataSource, folder: Path, cache: int, workers: int = 1) -> dict:
     """`sweeps/run.py` on the plan's profile study in `folder`: wall time, profile, traced trials."""
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = [a for o in (*plan.profile_overrides, f"execution.compile_cache={cache}") for a in ("--set", o)]
-    argv = command(
-        "--study",
-        plan.profile_study,
-        "--quiet",
-        "--workers",
-        str(workers),
-        "--storage",
-        f"sqlite:///{folder}/optuna.db",
-        "--tracking-uri",
-        f"sqlite:///{folder}/mlflow.db",
-        "--reports",
-        os.fspath(folder / "reports"),
-        *overrides,
-        *data_args(source),
-    )
+    overrides = (*plan.profile_overrides, f"execution.compile_cache={cache}")
+    argv = study_command(plan.profile_study, overrides, folder, source, "--quiet", "--workers", str(workers))
     start = time.time()
     env = {**os.environ, profile.ENV: os.fspath(folder / "profile"), profile.START_ENV: repr(start)}
     proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True)

@@ -106,6 +106,23 @@ def command(*args: str) -> list[str]:
     return [sys.executable, os.fspath(PROJECT_ROOT / "sweeps" / "run.py"), *args]
 
 
+def study_command(study: str, overrides, folder: Path, source: data.DataSource, *flags: str) -> list[str]:
+    """`sweeps/run.py` on `study` with `overrides`, its stores and reports in `folder`."""
+    return command(
+        "--study",
+        study,
+        *flags,
+        "--storage",
+        f"sqlite:///{folder}/optuna.db",
+        "--tracking-uri",
+        f"sqlite:///{folder}/mlflow.db",
+        "--reports",
+        os.fspath(folder / "reports"),
+        *[a for o in overrides for a in ("--set", o)],
+        *data_args(source),
+    )
+
+
 def data_args(source: data.DataSource) -> list[str]:
     """The command-line flags that name `source`."""
     args = []
