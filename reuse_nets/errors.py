@@ -38,6 +38,12 @@ class SettingsUnavailable(ReproduceError):
     """This process already runs TensorFlow with other execution settings."""
 
 
+class DiskFull(UserError):
+    """A disk the study writes to is full: the study stops, like an interrupt, and resumes
+    once space is freed. The message names what could not be written and its filesystem
+    (`runtime.disk.describe`)."""
+
+
 class TrialFailed(Exception):
     """A trial that ended without a value (diverged, raised, or had no slot)."""
 

@@ -33,6 +33,7 @@ class Outcome(enum.StrEnum):
     DIVERGED = "diverged"  # non-finite loss
     ERROR = "error"  # raised during set-up or training
     INTERRUPTED = "interrupted"  # a signal stopped it; run again on resume, no retry used
+    DISK_FULL = "disk_full"  # a full disk stopped the study; run again on resume, no retry used
     DIED = "died"  # its process vanished; found later by reconciliation
     TRANSIENT = "transient"  # a storage error cut it short; its slot is retried like a death
     UNUSED = "unused"  # asked for a slot when none was waiting (never trained)
@@ -46,13 +47,24 @@ RUN_END = {
     Outcome.DIVERGED: ("FAILED", "FAIL"),
     Outcome.ERROR: ("FAILED", "FAIL"),
     Outcome.INTERRUPTED: ("KILLED", "FAIL"),
+    Outcome.DISK_FULL: ("KILLED", "FAIL"),
     Outcome.DIED: ("FAILED", "FAIL"),
     Outcome.TRANSIENT: ("FAILED", "FAIL"),
 }
 # Outcomes of trials that ran to a result; a FAIL trial without one died and is retried.
 RESULT_OUTCOMES = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED, Outcome.ERROR)
+# Of those, the ones a FAIL trial can carry as its result. A FAIL trial marked `completed`
+# recorded its result but died before Optuna's COMPLETE: it has no value, and is retried.
+FAILED_WITH_RESULT = (Outcome.DIVERGED, Outcome.ERROR)
 # Runs that stopped before their last epoch: a reproduction re-trains them as far as they went.
-STOPPED_EARLY = (Outcome.PRUNED, Outcome.INTERRUPTED, Outcome.DIED, Outcome.ERROR, Outcome.TRANSIENT)
+STOPPED_EARLY = (
+    Outcome.PRUNED,
+    Outcome.INTERRUPTED,
+    Outcome.DISK_FULL,
+    Outcome.DIED,
+    Outcome.ERROR,
+    Outcome.TRANSIENT,
+)
 # Trials a study re-check (`reproduce --study`) may pick.
 RECHECKABLE = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED)
 
@@ -87,7 +99,11 @@ COMMAND_TAG = TAG_PREFIX + "command"
 LOCK_TAG = TAG_PREFIX + "uv_lock_sha256"
 GIT_COMMIT_TAG = TAG_PREFIX + "git_commit"
 GIT_DIRTY_TAG = TAG_PREFIX + "git_dirty"
-CPU_TAG = TAG_PREFIX + "cpu"
+CPU_TAG = TAG_PREFIX + "cpu"  # the model name, for people: two different CPUs may share it
+CPU_VENDOR_TAG = TAG_PREFIX + "cpu_vendor"
+CPU_FAMILY_MODEL_TAG = TAG_PREFIX + "cpu_family_model"  # "family/model/stepping"
+CPU_FEATURES_TAG = TAG_PREFIX + "cpu_features"  # the kernel-selecting flags, e.g. "avx avx2 fma avx512f"
+KERNEL_ISA_TAG = TAG_PREFIX + "kernel_isa"  # oneDNN's ISA for this run's kernels, e.g. "AVX2"
 VERSION_TAG_PREFIX = TAG_PREFIX + "version."  # + a library name
 # Execution settings (`train.execution`)
 EXEC_TAG_PREFIX = TAG_PREFIX + "exec."

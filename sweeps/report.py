@@ -7,4 +7,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reuse_nets.commands import common, report
 
 if __name__ == "__main__":
-    sys.exit(common.main_guard(report.main))
+    common.exit_with(common.main_guard(report.main))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import keras
+import optuna
 import pytest
 from conftest import fashion_mnist_manual_dir
 
@@ -154,3 +155,101 @@ def test_quick_benchmark_writes_its_table_and_nothing_else(quick):
     assert "| first training step (traces unless reused) |" in table
     # Stores, reports and data of the measured studies lived in a temporary folder.
     assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == ["out", "out/bench.json", "out/bench.md"]
+
+
+# --- Sections run only when named: memory and runners (quick plan, in this process) ---------
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+@pytest.mark.slow
+def test_quick_memory_section_attributes_the_growth_after_warm_up(data_source):
+    result = benchmark.measure(bench_plans.QUICK, data_source, say=quiet, sections=("memory",))
+    assert set(result) >= {"machine", "memory"} and "soak" not in result
+    memory = result["memory"]
+    # 2 cells (plain, residual at depth 2) x 3 tuning trials + 2 final runs; the warm point after trial 2.
+    assert memory["trials"] == 8 and memory["warm_up_trials"] == 2
+    assert len(memory["rss_mb_by_trial"]) == 8 and all(mb > 100 for mb in memory["rss_mb_by_trial"])
+    grew = memory["growth_mb"]
+    assert set(grew) == {
+        "rss",
+        "rss_anonymous",
+        "rss_files",
+        "malloc_in_use",
+        "malloc_free_kept",
+        "pymalloc_arenas",
+        "python_heap",
+        "tracemalloc_itself",
+    }
+    assert grew["tracemalloc_itself"] > 0  # allocations were traced
+    # The RSS growth is the process's, less what tracemalloc itself took.
+    raw = memory["rss_mb"]["end"] - memory["rss_mb"]["warm"]
+    assert grew["rss"] == pytest.approx(raw - grew["tracemalloc_itself"], abs=0.05)
+    assert memory["per_trial_mb"]["rss"] == pytest.approx(grew["rss"] / 6, abs=0.01)
+    assert isinstance(memory["explained_share"], float) and isinstance(memory["python_heap_share"], float)
+    # The residual cell's first trial (trial 4) traced its steps after the warm point: TensorFlow grew.
+    assert "tensorflow" in memory["packages_mb"] and memory["packages_mb"]["tensorflow"] > 0
+    sites = memory["top_sites"]
+    assert sites and all({"site", "caller", "package", "blocks", "kib"} == set(s) for s in sites)
+    assert all(":" in s["site"] and "bench/memory.py" not in s["site"] for s in sites)  # not the probe's own
+    assert [s["kib"] for s in sites] == sorted((s["kib"] for s in sites), reverse=True)
+    growers = memory["object_types"]
+    assert growers and all(g["end"] > g["warm"] for g in growers)
+    assert [g["end"] - g["warm"] for g in growers] == sorted((g["end"] - g["warm"] for g in growers), reverse=True)
+    state = memory["framework_state"]
+    assert state["reuse_nets: compiled trainers cached"] == [1, 2]  # plain's trainer, then residual's
+    functions = state["tensorflow: functions in the eager context"]
+    assert functions[1] > functions[0] > 0
+    row = "| memory: growth over trials 2-8 of one process, RSS (per trial) / Python heap / malloc in use |"
+    assert row in benchmark.markdown(result)
+
+
+@pytest.mark.slow
+def test_quick_runners_section_runs_every_slot_once_with_no_failed_runner(data_source):
+    from test_many_machines import postgres_bin_dir
+
+    postgres_bin_dir()  # PostgreSQL's server binaries, apt-installed if missing
+    assert bench_plans.FULL.runners == 8
+    result = benchmark.measure(bench_plans.QUICK, data_source, say=quiet, sections=("runners",))
+    runners = result["runners"]
+    assert runners["runners"] == 2 and runners["slots"] == 4  # smoke's plain cell at depth 1 x 4 seeds
+    assert runners["exit_codes"] == [0, 0] and runners["failed_runners"] == 0 and runners["failures"] == []
+    assert sum(runners["trials_started_by_runner"]) == 4
+    # Every slot once, in both stores.
+    assert runners["every_slot_once"] is True
+    assert runners["optuna"] == {
+        "every_slot_once": True,
+        "complete": 4,
+        "slots_run_twice": 0,
+        "states": {"COMPLETE": 4},
+        "other_outcomes": {},
+    }
+    assert runners["mlflow"] == {
+        "every_slot_once": True,
+        "parent_runs": 1,
+        "finished_trial_runs": 4,
+        "complete_trials_with_their_run": 4,
+        "unfinished_trial_runs": 0,
+    }
+    assert 0 < runners["training_span_s"] <= runners["wall_s"] and runners["servers_start_s"] > 0
+    assert runners["trials_per_minute"] == pytest.approx(60 * 4 / runners["wall_s"], rel=0.02)
+    assert runners["trials_per_minute_training"] >= runners["trials_per_minute"]
+    # Both runners timed their calls to both stores.
+    for store in ("optuna", "mlflow"):
+        latency = runners["latency_ms"][store]
+        pooled = latency["all"]
+        assert 0 < pooled["median"] <= pooled["p95"] <= pooled["max"]
+        assert len(latency["by_runner"]) == 2 and all(r["calls"] > 0 for r in latency["by_runner"])
+        assert sum(r["calls"] for r in latency["by_runner"]) == pooled["calls"]
+        assert 0 < len(latency["by_call"]) <= 8
+        assert all(0 < c["median"] <= c["p95"] <= c["max"] for c in latency["by_call"].values())
+    storage = optuna.storages.RDBStorage
+    for name in runners["latency_ms"]["optuna"]["by_call"]:
+        assert hasattr(storage, name) or hasattr(storage, f"_{name}"), name
+    # Every model's files go up through the server's artifact proxy, file by file: among the heaviest requests.
+    assert "PUT artifacts" in runners["latency_ms"]["mlflow"]["by_call"]
+    assert "| runners: 2 at once on one study of 4 slots (PostgreSQL, `mlflow server`) | every slot once: yes;" in (
+        benchmark.markdown(result)
+    )

@@ -362,6 +362,37 @@ def test_the_printed_link_opens_the_training_runs_page_with_the_parent_and_its_t
     assert not page.errors
 
 
+DATASET_CELLS = '[role=gridcell][col-id="attributes.`Dataset`"]'
+SOURCE_CELLS = '[role=gridcell][col-id="attributes.`Source`"]'
+
+
+def test_the_study_row_shows_the_data_it_trained_on_and_the_code_that_ran(study, mlflow_ui, page, screenshots):
+    """The parent run's row, all a user sees of a study at first, fills the Dataset and Source columns."""
+    (parent,) = [run for run in study.runs if run.info.run_id == study.parent_run_id]
+    trial = next(run for run in study.runs if run.info.run_id != study.parent_run_id)
+    inputs = parent.inputs.dataset_inputs
+    contexts = sorted(tag.value for entry in inputs for tag in entry.tags if tag.key == "mlflow.data.context")
+    assert contexts == ["testing", "training", "validation"]
+    assert {(e.dataset.name, e.dataset.digest) for e in inputs} == {
+        (e.dataset.name, e.dataset.digest) for e in trial.inputs.dataset_inputs
+    }
+    for key in ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "mlflow.user"):
+        assert parent.data.tags.get(key) == trial.data.tags.get(key) is not None, key
+
+    page.goto(f"{mlflow_ui.url}/#/experiments/{study.experiment_id}/runs")
+    # The grid splits a row between its pinned name column and the rest: matched by row index.
+    name_link = page.locator(f'{RUN_NAME_LINKS}[href*="{study.parent_run_id}"]')
+    expect(name_link).to_have_text(STUDY)
+    index = page.locator("[role=row]", has=name_link).get_attribute("row-index")
+    row = page.locator(f'[role=row][row-index="{index}"]')
+    dataset = row.locator(DATASET_CELLS)
+    for entry in inputs:
+        expect(dataset).to_contain_text(f"{entry.dataset.name} ({entry.dataset.digest})")
+    expect(row.locator(SOURCE_CELLS)).to_have_text(Path(parent.data.tags["mlflow.source.name"]).name)
+    page.screenshot(path=screenshots / "mlflow_study_row.png")
+    assert not page.errors
+
+
 @pytest.mark.slow
 def test_rest_api_returns_the_runs_and_the_experiment_the_stores_hold(study, mlflow_ui):
     runs = rest_runs(mlflow_ui, study.experiment_id)

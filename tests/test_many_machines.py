@@ -18,33 +18,30 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import keras
 import mlflow
 import optuna
-import psycopg
 import pytest
 from mlflow.entities import ViewType
 from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
 from test_tracking import environment_without_this_project
 
 import reuse_nets.nn.layers  # noqa: F401  (registers the layers a logged model holds)
+from reuse_nets.bench import servers
+from reuse_nets.bench.servers import HOST, Postgres, free_port, serving_mlflow, stop_group
 from reuse_nets.spec import study_files
 from reuse_nets.spec.studies import Cell
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "smoke"
-SERVER_START_TIMEOUT = 180  # seconds; `mlflow server` takes about 25 on 2 idle cores
 RUNNERS_TIMEOUT = 420  # seconds for both runners together
 # The study as run on both machines: smoke (8 cells, one final seed) on SMALL_DATA,
 # with smoke's short heartbeat grace (8 s): a runner whose own share is done keeps
@@ -56,26 +53,9 @@ OVERRIDES = SMALL_DATA
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def postgres_bin_dir() -> Path:
     """The newest PostgreSQL server binaries on this machine; apt-installed if there are none."""
-
-    def find() -> Path | None:
-        found = sorted(
-            (d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "initdb").exists()),
-            key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
-        )
-        if found:
-            return found[-1]
-        initdb = shutil.which("initdb")
-        return Path(initdb).resolve().parent if initdb else None
-
-    if (found := find()) is not None:
+    if (found := servers.find_postgres_bin_dir()) is not None:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -83,7 +63,7 @@ def postgres_bin_dir() -> Path:
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
             subprocess.run(["apt-get", "update"], env=env, capture_output=True)
             subprocess.run(install, env=env, capture_output=True)
-        if (found := find()) is not None:
+        if (found := servers.find_postgres_bin_dir()) is not None:
             return found
     pytest.fail(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found under /usr/lib/postgresql/*/bin "
@@ -91,78 +71,11 @@ def postgres_bin_dir() -> Path:
     )
 
 
-class Postgres:
-    """A throwaway PostgreSQL cluster in a temporary directory, on 127.0.0.1 only."""
-
-    def __init__(self, bin_dir: Path):
-        self.bin_dir = bin_dir
-        self.port = free_port()
-        # initdb refuses root: the server then runs as `postgres` (Debian's package makes
-        # it), else `nobody`, in a directory of its own under /tmp (pytest's is root-only).
-        self.user = None
-        if os.geteuid() == 0:
-            for name in ("postgres", "nobody"):
-                try:
-                    self.user = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            assert self.user is not None, "running as root, and neither user postgres nor nobody exists"
-        self.root = Path(tempfile.mkdtemp(prefix="reuse-nets-pg-"))
-        if self.user is not None:
-            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-
-    def command(self, *args: str) -> subprocess.CompletedProcess:
-        drop = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.root)}
-        return subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            **drop,
-        )
-
-    def check(self, result: subprocess.CompletedProcess, what: str) -> None:
-        if result.returncode != 0:
-            log = self.log.read_text()[-3000:] if self.log.exists() else ""
-            pytest.fail(
-                f"PostgreSQL {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}"
-            )
-
-    def start(self) -> None:
-        initdb = ("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
-        self.check(self.command(*initdb), "initdb")
-        options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories={self.root}"
-        start = ("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
-        self.check(self.command(*start), "start")
-        with psycopg.connect(
-            host=HOST, port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as connection:
-            for name in ("optuna", "mlflow", "slurm"):
-                connection.execute(f"CREATE DATABASE {name}")
-
-    def url(self, database: str) -> str:
-        # SQLAlchemy 2 picks psycopg (3) only when told: plain postgresql:// means psycopg2.
-        return f"postgresql+psycopg://postgres@{HOST}:{self.port}/{database}"
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            result = self.command("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
-            if result.returncode != 0 and (self.data / "postmaster.pid").exists():
-                os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def postgres():
     server = Postgres(postgres_bin_dir())
     try:
-        server.start()
+        server.start(("optuna", "mlflow", "slurm"))
         yield server
     finally:
         server.stop()
@@ -174,71 +87,8 @@ def postgres():
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """`mlflow server` with PostgreSQL as backend store and a local artifact store it serves."""
-    directory = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        postgres.url("mlflow"),
-        "--artifacts-destination",
-        str(directory / "artifacts"),
-    ]
-    log = directory / "server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command, cwd=directory, stdout=out, stderr=subprocess.STDOUT, env=runner_env(), start_new_session=True
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not answer /health in {SERVER_START_TIMEOUT} s:\n{log.read_text()[-4000:]}"
-                )
-            time.sleep(1)
+    with serving_mlflow(postgres.url("mlflow"), tmp_path_factory.mktemp("mlflow_server")) as url:
         yield url
-    finally:
-        stop_group(process, grace=20)
-
-
-def stop_group(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to the process group (a server and its workers), SIGKILL after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    with _ignore_lookup():
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with _ignore_lookup():
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-class _ignore_lookup:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        return kind is ProcessLookupError
 
 
 # --- Two machines, one study ----------------------------------------------------------------

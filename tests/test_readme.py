@@ -5,7 +5,7 @@ block (and the walk-through's ```python block) is preceded by a marker
 `<!-- readme-test: KIND -->`:
 
 - `walk-through`: run here, in order, in an empty folder, as a user would (README only);
-- `run`: each line run here (cheap commands);
+- `run`: each line run here (cheap commands); a ```python block runs as one script;
 - `parse`: each `reuse-nets` line parsed by the command's real argument parser;
 - `quick-start`: the walk-through's first command behind `uv run`, and CI's test command
   (a docs page may repeat the README's block, word for word);
@@ -189,9 +189,9 @@ def test_a_quick_start_repeated_in_the_docs_is_the_readmes_word_for_word():
 
 
 def test_cheap_commands_run(tmp_path):
-    runs = all_blocks("run")
+    runs = [(page, body) for page, lang, body in all_blocks("run") if lang == "bash"]
     assert runs
-    for page, _, body in runs:
+    for page, body in runs:
         for line in command_lines(body):
             assert line.startswith("reuse-nets "), (page, line)
             done = subprocess.run(
@@ -200,6 +200,22 @@ def test_cheap_commands_run(tmp_path):
             assert done.returncode == 0, (page, line, done.stderr[-2000:])
             assert done.stdout.strip(), (page, line)
     assert list(tmp_path.iterdir()) == []  # help, list and dry runs write nothing
+
+
+def test_python_examples_run_as_written(tmp_path):
+    """A ```python block marked `run` (the public imports) runs in a fresh interpreter, warnings as errors."""
+    examples = [(page, body) for page, lang, body in all_blocks("run") if lang == "python"]
+    assert [page for page, _ in examples] == ["docs/layers-and-models.md"]
+    for page, body in examples:
+        done = subprocess.run(
+            [sys.executable, "-W", "error::DeprecationWarning:__main__", "-c", body],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        assert done.returncode == 0, (page, done.stderr[-2000:])
 
 
 def test_the_study_file_reference_names_every_field():

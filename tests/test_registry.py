@@ -2,7 +2,8 @@
 
 On the shared tiny tuned study (SQLite stores): the command registers one version per
 cell plus `best`; `models:/NAME@ALIAS` loads and predicts in a fresh process that
-cannot import this project. The PostgreSQL + `mlflow server` set-up is covered in
+cannot import this project (pyfunc, and the Keras model inside it), and with
+`mlflow.keras.load_model` where the project is installed. The PostgreSQL + `mlflow server` set-up is covered in
 `tests/test_many_machines.py`.
 """
 
@@ -16,7 +17,7 @@ import textwrap
 import mlflow
 import numpy as np
 import tiny_study
-from test_tracking import environment_without_this_project
+from test_tracking import environment_without_this_project, load_with_the_keras_flavour
 
 from reuse_nets.report import registry
 
@@ -76,6 +77,8 @@ def test_register_gives_each_cell_its_best_final_model_and_it_loads_without_the_
         import numpy as np
         model = mlflow.pyfunc.load_model(sys.argv[1])
         np.save("outputs.npy", np.asarray(model.predict(np.load("inputs.npy"))))
+        keras_model = model.unwrap_python_model().model  # the documented way to the Keras model here
+        np.save("keras_outputs.npy", np.asarray(keras_model(np.load("inputs.npy"), training=False)))
         print(sys.modules["reuse_nets"].__file__)
         """
     )
@@ -87,3 +90,14 @@ def test_register_gives_each_cell_its_best_final_model_and_it_loads_without_the_
     mlflow.set_tracking_uri(study.tracking_uri)
     here = mlflow.pyfunc.load_model(f"models:/{name}@best").predict(images)
     np.testing.assert_allclose(np.load(work / "outputs.npy"), np.asarray(here), rtol=1e-6)
+    np.testing.assert_array_equal(np.load(work / "keras_outputs.npy"), np.load(work / "outputs.npy"))
+
+    # Where the project is installed, the Keras flavour of the registered version loads
+    # with `mlflow.keras.load_model` alone, predicts as the pyfunc does and fine-tunes.
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    np.save(installed / "inputs.npy", images)
+    files, from_keras, from_pyfunc = load_with_the_keras_flavour(sys.executable, f"models:/{name}@best", installed, env)
+    assert files and all(f.startswith(str(ROOT / "reuse_nets")) for f in files)
+    np.testing.assert_array_equal(from_keras, from_pyfunc)
+    np.testing.assert_allclose(from_keras, np.asarray(here), rtol=1e-6)

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param
 
 from reuse_nets import names
 from reuse_nets.report import writer as report
+from reuse_nets.runtime import instruction_set
 from reuse_nets.spec import study_files
 from reuse_nets.store import provenance
 from reuse_nets.train import execution
@@ -375,12 +376,12 @@ def test_a_run_without_metrics_is_not_declared_reproduced(study):
     assert "logged no metrics" in proc.stderr, describe(proc)
 
 
-def copy_with_histories(study, change: dict[str, tuple[int, float]]) -> str:
+def copy_with_histories(study, change: dict[str, tuple[int, float]], tags: dict[str, str] | None = None) -> str:
     """A copy of the later trial with every per-epoch metric, one value shifted:
-    `change` maps a metric to (epoch, amount added at that epoch)."""
+    `change` maps a metric to (epoch, amount added at that epoch); `tags` replace the original's."""
     client = study.client
     original = client.get_run(study.run_id)
-    tags = {k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")}
+    tags = {k: v for k, v in original.data.tags.items() if not k.startswith("mlflow.")} | (tags or {})
     run_id = client.create_run(original.info.experiment_id, run_name="changed", tags=tags).info.run_id
     metrics = []
     for name in original.data.metrics:
@@ -406,6 +407,29 @@ def test_a_changed_logged_metric_disagrees_and_names_the_metric_and_epoch(study)
     assert rows["val_loss"][4:] == ["2", "<-", "differs"], rows["val_loss"]
     assert float(rows["val_loss"][3]) == pytest.approx(1e-6, rel=1e-3)
     assert all(row[2:] == ["0", "0", "-"] for name, row in rows.items() if name != "val_loss"), rows
+
+
+def test_a_run_from_another_instruction_set_is_named_and_measured_against_the_tolerance(study):
+    # As if recorded on another machine: other kernels, and a last-bits difference at epoch 2.
+    here = instruction_set.this_cpu().kernel_isa
+    other = "AVX2" if here != "AVX2" else "AVX512_CORE"
+    changed = copy_with_histories(
+        study,
+        {"val_loss": (2, 1e-7)},
+        tags={names.KERNEL_ISA_TAG: other, names.CPU_FEATURES_TAG: "avx f16c fma avx2"},
+    )
+
+    proc = study.reproduce(changed)
+
+    assert proc.returncode == 1, describe(proc)
+    warning = (
+        f"warning: instruction set: the run used {other} kernels (its CPU: avx f16c fma avx2), this process uses {here}"
+    )
+    assert any(line.startswith(warning) for line in proc.stdout.splitlines()), describe(proc)
+    assert verdict(proc).startswith(
+        "DISAGREE ACROSS INSTRUCTION SETS: val_loss measured 1e-07 from the original at epoch 2, beyond tolerance 0"
+    ), describe(proc)
+    assert table_rows(proc)["val_loss"][5:] == ["<-", "beyond", "tolerance", "(instruction", "sets", "differ)"]
 
 
 def test_other_execution_settings_reach_tensorflow_and_are_named(study):
@@ -435,6 +459,10 @@ def test_runs_record_command_lock_and_execution_settings(study):
         assert "run.py --study smoke" in tags[names.COMMAND_TAG]
     settings = execution.Settings.from_tags(trial.data.tags)
     assert settings is not None and settings.intra_op_threads == execution.machine_cores()
+    cpu = instruction_set.this_cpu()
+    assert trial.data.tags[names.KERNEL_ISA_TAG] == cpu.kernel_isa != instruction_set.GENERIC
+    assert trial.data.tags[names.CPU_FEATURES_TAG].split() == list(cpu.features)
+    assert trial.data.tags[names.CPU_VENDOR_TAG] == cpu.vendor and trial.data.tags[names.CPU_FAMILY_MODEL_TAG]
     assert trial.data.tags[names.CORES_TAG] == str(execution.machine_cores())
 
 

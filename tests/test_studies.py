@@ -56,6 +56,7 @@ def load_error(name: str, overrides=()) -> str:
 
 def test_the_studies_ship():
     assert {"smoke", "strategy_depth", "residual_depth", "masked_keep_ratio", "tuning_variance"} <= set(SHIPPED)
+    assert {"conv_depth", "cifar10_conv_depth"} <= set(SHIPPED)
     assert [name for name, _ in study_files.list_studies()] == SHIPPED
     assert all(description for _, description in study_files.list_studies())
 
@@ -70,6 +71,32 @@ def test_shipped_study_validates_and_every_cell_builds(name):
         assert {k: getattr(config, k) for k in cell.values} == cell.values
         for seed in spec.final.seeds:
             assert spec.cell_config(cell, seed=seed).seed == seed
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_study_has_a_dry_run_plan(name):
+    spec = load(name)
+    text = plan.describe_plan(spec, "sqlite:///x.db", None, 1, 2)
+    assert text.startswith(f"study {name}: {len(spec.cells())} cells")
+    for index, cell in enumerate(spec.cells()):
+        assert f"{index:3d}: {cell.key}  (" in text
+
+
+@pytest.mark.parametrize("name, shape", [("conv_depth", (28, 28, 1)), ("cifar10_conv_depth", (32, 32, 3))])
+def test_the_conv_studies_match_conv_nets_on_grey_and_colour_images(name, shape):
+    from reuse_nets.nn import capacity
+    from reuse_nets.spec import datasets
+
+    spec = load(name)
+    assert spec.base.family == "conv" and spec.match is not None
+    assert datasets.features(spec.base.dataset.name) == (shape, 10)
+    for depth in spec.compare["depth"]:
+        counts = {
+            c.values["strategy"]: capacity.of_config(spec.cell_config(c), shape, 10).trainable
+            for c in spec.cells()
+            if c.values["depth"] == depth
+        }
+        assert max(abs(n - counts["plain"]) / counts["plain"] for n in counts.values()) <= spec.match.tolerance
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -84,4 +84,4 @@ def test_outcomes_phases_and_kinds_are_strings_as_stored():
     # Stored tags and attributes are plain strings: the enums compare equal to them.
     assert names.Outcome.COMPLETED == "completed" and names.Phase.TUNE == "tune" and names.Kind.STUDY == "study"
     assert set(names.RUN_END) <= set(names.Outcome)
-    assert set(names.RESULT_OUTCOMES) <= set(names.RUN_END)
+    assert set(names.FAILED_WITH_RESULT) < set(names.RESULT_OUTCOMES) <= set(names.RUN_END)

@@ -12,6 +12,10 @@ Measurements, each a section of one JSON document (`measure`):
   on, each run's wall time split into sections (data, tracing, training, MLflow...).
 - `workers`: that study (cache on) with 1 and with 2 worker processes.
 - `soak`: 200 short trials in one runner process: its RSS once warmed up, and after.
+- `memory` (only when named): that study under a memory probe; the growth per trial
+  attributed to Python allocation sites, object types, malloc and mapped files.
+- `runners` (only when named): 8 runners at once on one study through PostgreSQL and
+  `mlflow server`: every slot once, no runner failed, trials per minute, store latency.
 
 Every store the benchmark writes lives in a temporary directory; nothing of the
 user's (mlflow.db, optuna.db, reports/) is touched.
@@ -26,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from reuse_nets.bench import soak, study_profile
-from reuse_nets.bench.plans import QUICK, SECTIONS, Plan
+from reuse_nets.bench import memory, runners, soak, study_profile
+from reuse_nets.bench.plans import DEFAULT_SECTIONS, QUICK, Plan
 from reuse_nets.bench.sweeps import pruning, startup, sweep_overhead
 from reuse_nets.bench.training_speed import matmul_ceiling, training_speed
 from reuse_nets.store import provenance
@@ -36,7 +40,7 @@ from reuse_nets.train import data, execution
 SCHEMA_VERSION = 2
 
 
-def measure(plan: Plan, source: data.DataSource, say=print, sections: tuple[str, ...] = SECTIONS) -> dict:
+def measure(plan: Plan, source: data.DataSource, say=print, sections: tuple[str, ...] = DEFAULT_SECTIONS) -> dict:
     """Runs `sections` of `plan` (`workers` needs `profile`); the JSON-able result."""
     started = time.monotonic()
     result = {"schema": SCHEMA_VERSION, "machine": machine(), "quick": plan is QUICK}
@@ -79,6 +83,12 @@ def measure(plan: Plan, source: data.DataSource, say=print, sections: tuple[str,
         if "soak" in sections:
             say("soak: many short trials in one process, its resident memory sampled")
             result["soak"] = soak.soak(plan, source, Path(scratch) / "soak")
+        if "memory" in sections:
+            say("memory: short trials in one probed process, the growth attributed")
+            result["memory"] = memory.memory(plan, source, Path(scratch) / "memory")
+        if "runners" in sections:
+            say(f"runners: {plan.runners} runners at once on one study (PostgreSQL, mlflow server)")
+            result["runners"] = runners.runners(plan, source, Path(scratch) / "runners")
     result["device"] = device()
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -150,7 +160,7 @@ def markdown(result: dict) -> str:
             f"{best['gflops']} ({best['ceiling_fraction']:.0%})",
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    if any(key in result for key in ("sweep", "startup", "pruning", "profile", "workers", "soak")):
+    if any(key in result for key in ("sweep", "startup", "pruning", "profile", "workers", "soak", "memory", "runners")):
         lines += ["", "| measure | value |", "|---|---|"]
     if "sweep" in result:
         s = result["sweep"]
@@ -185,6 +195,24 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| soak: {so['trials']} trials in one process, RSS after {so['warm_up_trials']} / largest after / last | "
             f"{so['rss_mb_warm']} / {so['rss_mb_max_after']} / {so['rss_mb_last']} MiB ({so['growth']:+.1%}) |"
+        )
+    if "memory" in result:
+        me = result["memory"]
+        grew, explained = me["growth_mb"], me["explained_share"]
+        lines.append(
+            f"| memory: growth over trials {me['warm_up_trials']}-{me['trials']} of one process, RSS (per trial) / Python heap / malloc in use | "
+            f"{grew['rss']} MiB ({me['per_trial_mb']['rss']}) / {grew['python_heap']} MiB / {grew['malloc_in_use']} MiB; "
+            f"explained {'-' if explained is None else f'{explained:.0%}'} |"
+        )
+    if "runners" in result:
+        ru = result["runners"]
+        optuna, tracking = ru["latency_ms"]["optuna"]["all"], ru["latency_ms"]["mlflow"]["all"]
+        lines.append(
+            f"| runners: {ru['runners']} at once on one study of {ru['slots']} slots (PostgreSQL, `mlflow server`) | "
+            f"every slot once: {'yes' if ru['every_slot_once'] else 'NO'}; failed runners: {ru['failed_runners']}; "
+            f"{ru['trials_per_minute']} trials/min ({ru['trials_per_minute_training']} while training); "
+            f"store latency median / p95: Optuna {optuna.get('median')} / {optuna.get('p95')} ms, "
+            f"MLflow {tracking.get('median')} / {tracking.get('p95')} ms |"
         )
     if "profile" in result:
         pr = result["profile"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 # The benchmark's sections, in the order it runs them (see `bench.benchmark`).
-SECTIONS = ("ceiling", "training", "sweep", "startup", "pruning", "profile", "workers", "soak")
+SECTIONS = ("ceiling", "training", "sweep", "startup", "pruning", "profile", "workers", "soak", "memory", "runners")
+# Run only when named in `--sections`: `memory` probes a runner for minutes, `runners`
+# starts PostgreSQL, `mlflow server` and many runners.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("memory", "runners"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,32 @@ class Plan:
     profile_overrides: tuple[str, ...] = ()
     soak_study: str = "residual_depth"  # soak: many short trials in one process (`bench.soak`)
     soak_overrides: tuple[str, ...] = ()
+    memory_study: str = "residual_depth"  # memory: short trials in one probed process (`bench.memory`)
+    memory_overrides: tuple[str, ...] = ()
+    runners: int = 8  # runners: processes at once on one study, via PostgreSQL and `mlflow server` (`bench.runners`)
+    runners_study: str = "smoke"
+    runners_overrides: tuple[str, ...] = ()
+
+
+def runners_overrides(strategies: str, seeds: int) -> tuple[str, ...]:
+    """smoke's `strategies` at depth 1 x `seeds` final runs: one epoch on 500 images each, no tuning.
+
+    The project's default heartbeat (every 10 s, dead after 40 s), not smoke's 2 s and 8 s:
+    many runners share few cores here.
+    """
+    return (
+        "name=runners",
+        f"compare.strategy=[{strategies}]",
+        "compare.depth=[1]",
+        "base.width=16",
+        "base.epochs=1",
+        "base.dataset.train_split=train[:500]",
+        "base.dataset.validation_split=train[50000:50200]",
+        "base.dataset.test_split=test[:200]",
+        f"final.seeds=[{', '.join(map(str, range(seeds)))}]",
+        "execution.heartbeat_interval=10",
+        "execution.grace_period=40",
+    )
 
 
 def soak_overrides(trials_per_cell: int) -> tuple[str, ...]:
@@ -83,6 +112,9 @@ FULL = Plan(
         "final.seeds=[1,2]",
     ),
     soak_overrides=soak_overrides(100),  # 202 trials
+    memory_overrides=soak_overrides(100),  # the soak's study, probed
+    runners=8,
+    runners_overrides=runners_overrides("plain, residual", 32),  # 64 slots
 )
 QUICK = Plan(
     sizes=(Size(2, 32, 2048),),
@@ -117,4 +149,7 @@ QUICK = Plan(
         "final.seeds=[1]",
     ),
     soak_overrides=soak_overrides(10),  # 22 trials
+    memory_overrides=soak_overrides(3),  # 8 trials
+    runners=2,
+    runners_overrides=runners_overrides("plain", 4),  # 4 slots
 )

@@ -106,16 +106,24 @@ def command(*args: str) -> list[str]:
     return [sys.executable, os.fspath(PROJECT_ROOT / "sweeps" / "run.py"), *args]
 
 
-def study_command(study: str, overrides, folder: Path, source: data.DataSource, *flags: str) -> list[str]:
-    """`sweeps/run.py` on `study` with `overrides`, its stores and reports in `folder`."""
+def study_command(
+    study: str,
+    overrides,
+    folder: Path,
+    source: data.DataSource,
+    *flags: str,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+) -> list[str]:
+    """`sweeps/run.py` on `study` with `overrides`, its reports and (unless given) its stores in `folder`."""
     return command(
         "--study",
         study,
         *flags,
         "--storage",
-        f"sqlite:///{folder}/optuna.db",
+        storage or f"sqlite:///{folder}/optuna.db",
         "--tracking-uri",
-        f"sqlite:///{folder}/mlflow.db",
+        tracking_uri or f"sqlite:///{folder}/mlflow.db",
         "--reports",
         os.fspath(folder / "reports"),
         *[a for o in overrides for a in ("--set", o)],

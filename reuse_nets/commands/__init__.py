@@ -48,4 +48,7 @@ def main(argv=None) -> int:
     # another module's business.
     module = importlib.import_module(f"reuse_nets.commands.{MODULES.get(args.command, args.command)}")
     interrupted = getattr(module, "INTERRUPTED", common.SWEEP_INTERRUPTED)
-    return common.main_guard(lambda: module.main(args.args), interrupted)
+    code = common.main_guard(lambda: module.main(args.args), interrupted)
+    if argv is None:  # the process's own command line (the `reuse-nets` script): its exit is ours
+        common.exit_with(code)
+    return code

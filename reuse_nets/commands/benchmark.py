@@ -3,7 +3,9 @@
 Plain `keras.Model.fit` vs this project's training at depth 8/64 x width 128/512,
 a sweep vs bare fits, start-up, pruning, a depth-heavy study's profile with the
 compile cache off and on, 1 vs 2 workers and the matmul ceiling,
-side by side in one process. Writes JSON (`--output`) and a Markdown table beside
+side by side in one process; when named in `--sections`, also where a runner's
+memory grows (`memory`) and many runners on one study through PostgreSQL and
+`mlflow server` (`runners`). Writes JSON (`--output`) and a Markdown table beside
 it (same name, .md), and prints the table. All stores live in a temporary folder.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reuse_nets.bench.plans import SECTIONS
+from reuse_nets.bench.plans import DEFAULT_SECTIONS, SECTIONS
 from reuse_nets.commands import common
 
 DEFAULT_OUTPUT = Path("reports") / "benchmark" / "benchmark.json"
@@ -28,8 +30,9 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)}; workers also runs profile)",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} "
+        f"(default: {','.join(DEFAULT_SECTIONS)}; workers also runs profile)",
     )
     common.add_data_args(parser)
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from reuse_nets.runtime import noise
 
@@ -103,17 +104,32 @@ def is_user_error(error: BaseException) -> bool:
     return isinstance(error, UserError)
 
 
+def exit_with(code: int) -> NoReturn:
+    """Ends a command's process with `code`, what `main_guard` returned.
+
+    After an interruption, at once (`interrupts.exit_at_once`): its runs are closed and
+    its message printed, and Python's teardown of TensorFlow and MLflow would hold the
+    process seconds longer, past a scheduler's grace on a loaded machine.
+    """
+    from reuse_nets.runtime import interrupts
+
+    if code == interrupts.INTERRUPTED_EXIT:
+        interrupts.exit_at_once(code)
+    sys.exit(code)
+
+
 def main_guard(main, interrupted: str = SWEEP_INTERRUPTED) -> int:
     """Runs `main()`; user errors become one line on stderr and exit code 2."""
-    from reuse_nets.runtime import interrupts
+    from reuse_nets.runtime import disk, interrupts
 
     prepare_process()
     interrupts.stop_on_signals()
+    disk.quiet_in_threads()  # a background thread's full disk is the main thread's to report
     try:
         return main() or 0
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
-        return 130
+        return interrupts.INTERRUPTED_EXIT
     except Exception as error:
         if not is_user_error(error):
             raise

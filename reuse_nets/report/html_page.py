@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 
 from reuse_nets.errors import first_line
+from reuse_nets.runtime import disk
 from reuse_nets.spec import plan
 from reuse_nets.spec.studies import Range, StudySpec
 from reuse_nets.store import optuna_store
@@ -198,9 +199,8 @@ def write_html(spec: StudySpec, storage, markdown: str, selection: dict, out: Pa
     if figures:
         from plotly.offline import get_plotlyjs
 
-        (out / PLOTLY_JS).write_text(get_plotlyjs(), encoding="utf-8")
+        disk.write_text(out / PLOTLY_JS, get_plotlyjs())
         written.append(PLOTLY_JS)
-    (out / HTML_FILE).write_text(
-        document(f"Study {spec.name}: reuse-nets report", body, bool(figures)), encoding="utf-8"
-    )
+    page = document(f"Study {spec.name}: reuse-nets report", body, bool(figures))
+    disk.write_text(out / HTML_FILE, page, point="html", context=spec.name)  # whole or not at all
     return written

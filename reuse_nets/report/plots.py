@@ -10,7 +10,10 @@ from pathlib import Path
 
 from reuse_nets.report import analysis
 from reuse_nets.report.analysis import FinalRun
+from reuse_nets.runtime import disk
 from reuse_nets.spec.studies import StudySpec
+
+PNG_DPI = 110  # the report's plots
 
 
 def x_axis(spec: StudySpec) -> str | None:
@@ -129,7 +132,7 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         axes[0].set_ylabel("epoch-mean gradient norm (last epoch)")
         axes[0].legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(out / "grad_norm_vs_depth.png", dpi=110)
+        _save_png(fig, out / "grad_norm_vs_depth.png")
         plt.close(fig)
         made.append("grad_norm_vs_depth.png")
     return made
@@ -163,7 +166,7 @@ def _learning_curves(spec: StudySpec, runs: list[FinalRun], x: str | None, out: 
     axes[0][0].set_ylabel(f"{spec.objective.metric} (mean, 95% band)")
     axes[0][0].legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
+    _save_png(fig, out / "learning_curves.png")
     plt.close(fig)
     return "learning_curves.png"
 
@@ -174,6 +177,11 @@ def _save(fig, ax, path: Path) -> str:
 
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_png(fig, path)
     plt.close(fig)
     return path.name
+
+
+def _save_png(fig, path: Path) -> None:
+    """Saves `fig` as `path`, replacing an older plot only once whole (`disk.write_atomically`)."""
+    disk.write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=PNG_DPI, format="png"))

@@ -3,8 +3,10 @@
 Each cell's best final run (on the selection metric, validation: never the test split)
 becomes a version of the registered model named after the study, with an alias naming
 its cell; the best of them all also gets `best`. Versions carry tags linking back to
-the study, cell and run. The logged models are self-contained pyfuncs, so
-`mlflow.pyfunc.load_model("models:/STUDY@ALIAS")` works where this project is absent.
+the study, cell and run. The logged models are self-contained pyfuncs with a `keras`
+flavour too, so `mlflow.pyfunc.load_model("models:/STUDY@ALIAS")` works where this
+project is absent, and `mlflow.keras.load_model("models:/STUDY@ALIAS")` where it is
+installed (docs/results.md, "Getting the Keras model back").
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from reuse_nets.nn import capacity
 from reuse_nets.report import analysis
 from reuse_nets.report import html_page as report_html
 from reuse_nets.report.analysis import FinalRun
+from reuse_nets.runtime import disk
 from reuse_nets.spec import datasets, plan
 from reuse_nets.spec.config import TrialConfig
 from reuse_nets.spec.studies import REPEAT_SEED_STRIDE, StudySpec
@@ -442,8 +443,14 @@ def artifact_link(run_id: str, path: str) -> str:
 def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPORT_ROOT) -> str:
     """Writes `reports/<study>/report.{md,html}` and PNGs (see `report_html`); logs them to the parent run.
 
+    Each file is replaced only once whole: a full disk leaves the previous report's
+    files as they were (`runtime.disk.write_atomically`).
+
     Returns:
         The report folder.
+
+    Raises:
+        DiskFull: no space left for the report folder, the parent run's artifacts or its stores.
     """
     import mlflow
     from mlflow.entities import RunTag
@@ -456,12 +463,16 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     runs = collect_final_runs(spec, parent_run_id, storage)
     final = optuna_store.load_existing(storage, plan.final_study_name(spec))
     selection = (optuna_store.stored_selection(final) if final is not None else None) or {}
-    images = report_plots.write_plots(spec, runs, out) if runs else []
-    markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images)
-    (out / "report.md").write_text(markdown, encoding="utf-8")
-    (out / "learning_curves.csv").write_text(learning_curves_csv(spec, runs), encoding="utf-8")
-    report_html.write_html(spec, storage, markdown, selection, out)
-    client.log_artifacts(parent_run_id, str(out), artifact_path="report")
+    with disk.guard(f"the report folder {out.absolute()}", out):
+        images = report_plots.write_plots(spec, runs, out) if runs else []
+        markdown = build_markdown(
+            spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images
+        )
+        disk.write_text(out / "report.md", markdown, point="report", context=spec.name)
+        disk.write_text(out / "learning_curves.csv", learning_curves_csv(spec, runs))
+        report_html.write_html(spec, storage, markdown, selection, out)
+    with disk.guard(f"the artifacts of MLflow run {parent_run_id} (the report)"):
+        client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     # The parent run's description in the UI; MLflow keeps at most 8000 characters of a tag.
     # Its plots point at the logged copies, served by the UI's own server.
     for name in images:

@@ -60,6 +60,8 @@ class Outcome:
     tolerance: float
     seconds: float = 0.0
     settings: str = ""  # the execution settings the reproduction ran with
+    # The kernel instruction sets differ (`provenance.isa_difference`): the last bits may too.
+    isa_difference: str | None = None
 
     @property
     def agree(self) -> bool:
@@ -77,8 +79,9 @@ class Outcome:
         lines = [
             f"{'metric':24s} {'original':>12s} {'reproduced':>12s} {'final diff':>11s} {'max epoch diff':>15s} {'at epoch':>8s}"
         ]
+        beyond = "  <- beyond tolerance (instruction sets differ)" if self.isa_difference else "  <- differs"
         for row in self.rows:
-            flag = "" if self._within(row) else "  <- differs"
+            flag = "" if self._within(row) else beyond
             epoch = "-" if row.worst_epoch is None else str(row.worst_epoch)
             lines.append(
                 f"{row.name:24s} {row.original:12.6g} {row.reproduced:12.6g} {row.final_diff:11.3g} "
@@ -94,6 +97,13 @@ class Outcome:
         if worst is None:
             return "DISAGREE: nothing was compared"
         where = "" if worst.worst_epoch is None else f" at epoch {worst.worst_epoch}"
+        if self.isa_difference:
+            # Not "differs" unexplained: the kernels were not the same, so the bits need not be.
+            return (
+                f"DISAGREE ACROSS INSTRUCTION SETS: {worst.name} measured {max(worst.final_diff, worst.max_epoch_diff):.3g} "
+                f"from the original{where}, beyond tolerance {self.tolerance:g}; bit-exact agreement needs the same "
+                "instruction set (see the instruction-set warning above)"
+            )
         return f"DISAGREE: {worst.name} differs by {max(worst.final_diff, worst.max_epoch_diff):.3g}{where} (tolerance {self.tolerance:g})"
 
 
@@ -323,13 +333,16 @@ def reproduce(
     )
     dataset = data.load(config.dataset, source)
     problems = check_provenance(run, config, dataset)
+    isa_difference = provenance.isa_difference(run.data.tags)
     for problem in problems:
         say(f"warning: {problem}")
     if problems and strict:
         raise ReproduceError(f"{len(problems)} provenance difference(s) and --strict: " + "; ".join(problems))
     if evaluate_only:
         rows = _evaluate(run, config, dataset)
-        return Outcome(run_id, None, problems, rows, tolerance, time.monotonic() - started, pinned.describe())
+        return Outcome(
+            run_id, None, problems, rows, tolerance, time.monotonic() - started, pinned.describe(), isa_difference
+        )
     from reuse_nets.train import training
 
     outcome = run.data.tags.get(OUTCOME_TAG, RunOutcome.COMPLETED)
@@ -359,7 +372,14 @@ def reproduce(
         pass  # the planned stop: the run is closed with the original's outcome
     rows = compare_runs(run_id, reproduction.run_id)
     return Outcome(
-        run_id, reproduction.run_id, problems, rows, tolerance, time.monotonic() - started, pinned.describe()
+        run_id,
+        reproduction.run_id,
+        problems,
+        rows,
+        tolerance,
+        time.monotonic() - started,
+        pinned.describe(),
+        isa_difference,
     )
 
 

@@ -214,6 +214,7 @@ def study_table(rows: list[StudyRow]) -> str:
         lines.append(
             f"{row.run_name[:40]:40s} {row.metric:14s} {original} {reproduced} {biggest:9.3g} {where[:24]:24s} "
             + ("AGREE" if row.outcome.agree else "DISAGREE")
+            + (" (other ISA)" if row.outcome.isa_difference and not row.outcome.agree else "")
         )
     agreed = sum(row.agree for row in rows)
     lines.append(

@@ -27,6 +27,9 @@ ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "ERROR",  # MLflow sets its loggers up on import, from this
 }
 LOGGERS = ("tensorflow", "absl", "alembic", "mlflow", "optuna", "git")
+# Loggers that print, traceback and all, an error their library then raises to us (MLflow's
+# SQL store re-raises every database error as an MlflowException): we report it once, ourselves.
+RERAISING_LOGGERS = ("mlflow.store.db.utils",)
 # What TensorFlow's C++ libraries print on import whatever TF_CPP_MIN_LOG_LEVEL says.
 TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
 
@@ -51,6 +54,8 @@ def quiet_environment() -> None:
     # One process trains many models, so e.g. tf.function retracing warnings are expected.
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in RERAISING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def quiet_libraries() -> None:

@@ -15,7 +15,7 @@ import time
 import warnings
 
 from reuse_nets.errors import SweepError, TrialFailed, first_line
-from reuse_nets.names import IDENTITY_ATTR, OUTCOME_ATTR, RESULT_OUTCOMES, SELECTION_ATTR, SLOT_ATTR, Outcome
+from reuse_nets.names import FAILED_WITH_RESULT, IDENTITY_ATTR, OUTCOME_ATTR, SELECTION_ATTR, SLOT_ATTR, Outcome
 from reuse_nets.spec.studies import ExecutionSpec
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # in the working directory, beside mlflow.db
@@ -242,11 +242,12 @@ def load_existing(storage, name: str):
 def is_finished(trial) -> bool:
     """A trial that produced a result: complete, pruned, or failed with a reason.
 
-    A failed trial without an outcome died or was interrupted and gets retried.
+    A failed trial without an outcome died or was interrupted and gets retried; so
+    does one marked `completed` (it died between recording its result and COMPLETE).
     """
     state = trial.state.name
     return state in ("COMPLETE", "PRUNED") or (
-        state == "FAIL" and trial.user_attrs.get(OUTCOME_ATTR) in RESULT_OUTCOMES
+        state == "FAIL" and trial.user_attrs.get(OUTCOME_ATTR) in FAILED_WITH_RESULT
     )
 
 
@@ -265,12 +266,12 @@ def slot_trials(study) -> dict[int, list]:
 
 
 def deaths(trials) -> int:
-    """Lost attempts at a slot: its process died (FAIL, no outcome) or a storage error
-    cut it short (`Outcome.TRANSIENT`). Both are retried, at most `max_retry` times."""
+    """Lost attempts at a slot: its process died (FAIL, no outcome, or `completed` but never
+    COMPLETE) or a storage error cut it short (`Outcome.TRANSIENT`). All are retried, at most
+    `max_retry` times."""
+    lost = (Outcome.TRANSIENT, Outcome.COMPLETED)
     return sum(
-        1
-        for t in trials
-        if t.state.name == "FAIL" and t.user_attrs.get(OUTCOME_ATTR, Outcome.TRANSIENT) == Outcome.TRANSIENT
+        1 for t in trials if t.state.name == "FAIL" and t.user_attrs.get(OUTCOME_ATTR, Outcome.TRANSIENT) in lost
     )
 
 

@@ -1,4 +1,4 @@
-"""Where a run came from: code commit, lock file, libraries, command line, CPU.
+"""Where a run came from: code commit, lock file, libraries, command line, CPU and its instruction set.
 
 Recorded as tags on every study parent run and trial run so that `reproduce`
 can name what differs between the run's world and this one before it trains.
@@ -18,13 +18,18 @@ from pathlib import Path
 from reuse_nets.errors import redact
 from reuse_nets.names import (
     COMMAND_TAG,
+    CPU_FAMILY_MODEL_TAG,
+    CPU_FEATURES_TAG,
     CPU_TAG,
+    CPU_VENDOR_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     GIT_SOURCE_TAG,
+    KERNEL_ISA_TAG,
     LOCK_TAG,
     VERSION_TAG_PREFIX,
 )
+from reuse_nets.runtime import instruction_set
 from reuse_nets.runtime.paths import PROJECT_ROOT
 
 LOCK_FILE = PROJECT_ROOT / "uv.lock"
@@ -98,6 +103,37 @@ def command_line() -> str:
     return shlex.join([Path(sys.executable).name, *args])[:TAG_VALUE_LIMIT]
 
 
+def cpu_tags() -> dict[str, str]:
+    """The CPU as it picks kernels: vendor, family/model/stepping, features, oneDNN's ISA."""
+    cpu = instruction_set.this_cpu()
+    return {
+        CPU_VENDOR_TAG: cpu.vendor,
+        CPU_FAMILY_MODEL_TAG: cpu.family_model,
+        CPU_FEATURES_TAG: " ".join(cpu.features),
+        KERNEL_ISA_TAG: cpu.kernel_isa,
+    }
+
+
+def isa_difference(tags: dict[str, str]) -> str | None:
+    """How the run's kernel instruction set differs from this process's (None: same, or not recorded).
+
+    Different kernels sum in a different order: the results may then differ in
+    their last bits, so bit-exact agreement is not to be expected.
+    """
+    then, now = tags.get(KERNEL_ISA_TAG), instruction_set.this_cpu().kernel_isa
+    if then is None or then == now:
+        return None
+    advice = ""
+    names = [name for name, _, _ in instruction_set.ONEDNN_ISAS]
+    if then in names and now in names and names.index(then) > names.index(now):
+        # This CPU can run the original's narrower kernels: oneDNN takes a ceiling.
+        advice = f"; to use the run's kernels here, set {instruction_set.ISA_CAP_ENVS[0]}={then} before starting"
+    return (
+        f"instruction set: the run used {then} kernels (its CPU: {tags.get(CPU_FEATURES_TAG) or 'features not recorded'}), "
+        f"this process uses {now}; results may differ in their last bits{advice}"
+    )
+
+
 def provenance_tags() -> dict[str, str]:
     """Tags that say which code, environment and command produced a run."""
     git = git_state()
@@ -108,6 +144,7 @@ def provenance_tags() -> dict[str, str]:
         LOCK_TAG: lock_hash(),
         COMMAND_TAG: command_line(),
         CPU_TAG: cpu_model(),
+        **cpu_tags(),
     }
     tags.update({VERSION_TAG_PREFIX + name: version for name, version in library_versions().items()})
     return tags
@@ -134,7 +171,15 @@ def differences(tags: dict[str, str]) -> list[str]:
         then, version = tags.get(VERSION_TAG_PREFIX + name), now.get(name, "absent")
         if then is not None and then != version:
             problems.append(f"{name}: run used {then}, this environment has {version}")
-    cpu = tags.get(CPU_TAG)
-    if cpu is not None and cpu != cpu_model():
-        problems.append(f"CPU: run used {cpu!r}, this machine has {cpu_model()!r} (kernels may round differently)")
+    isa = isa_difference(tags)
+    if isa is not None:
+        problems.append(isa)
+    cpu, here = tags.get(CPU_TAG), cpu_model()
+    then_id = (tags.get(CPU_VENDOR_TAG), tags.get(CPU_FAMILY_MODEL_TAG))
+    now_id = (instruction_set.this_cpu().vendor, instruction_set.this_cpu().family_model)
+    if cpu is not None and (cpu != here or (None not in then_id and then_id != now_id)):
+        problems.append(
+            f"CPU: run used {cpu!r} ({' '.join(filter(None, then_id)) or 'family not recorded'}), "
+            f"this machine has {here!r} ({' '.join(now_id)})"
+        )
     return problems

@@ -3,7 +3,8 @@
 MLflow executes this file when the model loads; the library never imports it.
 The `reuse_nets` package ships inside the model (`code_paths`), so the custom
 layers load in a process that has no checkout of this project, and the Keras
-file loads with `safe_mode=True`: no pickles, no Lambda layers.
+file loads with `safe_mode=True`: no pickles, no Lambda layers. There, the Keras
+model is `mlflow.pyfunc.load_model(uri).unwrap_python_model().model`.
 """
 
 import mlflow

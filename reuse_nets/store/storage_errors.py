@@ -4,9 +4,15 @@ A locked SQLite database, a dropped database connection or a tracking server
 that does not answer for a moment say nothing about the trial: such a trial is
 *lost*, like one whose process died, and its slot is retried (with a growing
 pause, at most `execution.max_retry` times) instead of counting as an error.
+
+A full disk is not passing trouble, though SQLAlchemy reports SQLite's "database
+or disk is full" with the same type as a locked database: retrying would only meet
+it again. It stops the study instead (`runtime.disk`).
 """
 
 from __future__ import annotations
+
+from reuse_nets.runtime import disk
 
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubled per lost attempt of a slot
 BACKOFF_MAX = 60.0
@@ -26,7 +32,9 @@ TRANSIENT_MLFLOW_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 def is_transient(error: BaseException | None) -> bool:
-    """A storage or tracking-server failure that may well not happen again."""
+    """A storage or tracking-server failure that may well not happen again (never a full disk)."""
+    if disk.is_disk_full(error):
+        return False
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))

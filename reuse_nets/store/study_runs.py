@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -18,23 +20,30 @@ from reuse_nets import names
 from reuse_nets.errors import SweepError, first_line, plain_text
 from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, STUDY_TAG, Kind
 from reuse_nets.spec.studies import StudySpec
-from reuse_nets.store import provenance
+from reuse_nets.store import dataset_inputs, provenance
+
+if TYPE_CHECKING:
+    from reuse_nets.train.data import Dataset
 
 
 def check_experiment(spec: StudySpec) -> None:
     """Refuses, before anything is written, an experiment of this name we cannot use.
 
     Raises:
-        SweepError: it was deleted (MLflow still holds the name), or it holds
+        SweepError: the tracking server refused the login (`refused_logins`), the
+            experiment was deleted (MLflow still holds the name), or it holds
             runs that no reuse-nets study of this name made (a foreign experiment).
     """
     import mlflow
 
     check_server(mlflow.get_tracking_uri())
     try:
-        with patient_requests(), schema_lock(mlflow.get_tracking_uri()):
+        uri = mlflow.get_tracking_uri()
+        with patient_requests(), schema_lock(uri), refused_logins(spec.name, uri):
             client = mlflow.MlflowClient()
             experiment = client.get_experiment_by_name(spec.name)
+    except SweepError:
+        raise
     except Exception as error:  # an unreachable server, a bad URI, a broken database: nothing written
         raise SweepError(
             f"MLflow tracking store {mlflow.get_tracking_uri()} is unusable: {first_line(error)}"
@@ -91,6 +100,46 @@ def check_server(uri: str) -> None:
         raise SweepError(
             f"MLflow tracking server {uri} is unreachable: {first_line(error, type(error).__name__)}"
         ) from None
+
+
+@contextlib.contextmanager
+def refused_logins(study: str, uri: str):
+    """Turns a refusal of the login by tracking server `uri` (HTTP 401 or 403) into a one-line error.
+
+    A server started with `--app-name basic-auth` answers 401 to a request without a
+    valid username and password, and 403 to a user who may not do what was asked
+    (e.g. write runs into an experiment where they have READ permission only).
+
+    Raises:
+        SweepError: the server refused the login; other errors pass unchanged.
+    """
+    import mlflow
+
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as error:
+        message = refusal_message(error.get_http_status_code(), uri, study)
+        if message is None:
+            raise
+        raise SweepError(message) from None
+
+
+def refusal_message(status: int, uri: str, study: str) -> str | None:
+    """What a 401 or 403 reply of the tracking server means and how to fix it; None for other statuses."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user = read_mlflow_creds().username  # MLFLOW_TRACKING_USERNAME, else ~/.mlflow/credentials
+    refused = f"MLflow tracking server {uri} refused the login" + (f" of user {user!r}" if user else "")
+    if status == HTTPStatus.UNAUTHORIZED and not user:
+        return f"{refused} (HTTP 401): no username given; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if status == HTTPStatus.UNAUTHORIZED:
+        return f"{refused} (HTTP 401): wrong username or password (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)"
+    if status == HTTPStatus.FORBIDDEN:
+        return (
+            f"{refused} (HTTP 403): no EDIT permission on experiment {study!r}; ask the server's admin "
+            "for it, or rename the study (--set name=NEW_NAME)"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -207,8 +256,12 @@ def spec_digest(spec: StudySpec) -> str:
     return hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
+def ensure_parent_run(spec: StudySpec, experiment_id: str, dataset: Dataset | None = None) -> str:
     """The study's parent run: reused on resume, created once otherwise; marked RUNNING.
+
+    Like its trials, it carries MLflow's source tags (entry point, type, user, git
+    commit) and, given the study's loaded `dataset`, its splits as dataset inputs, so
+    the study's row in `mlflow ui` says which code ran and on what data.
 
     Raises:
         SweepError: the experiment's parent run belongs to a different spec of
@@ -227,15 +280,20 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
                 f"(parent run {run_id}); rename the study (--set name=NEW_NAME)"
             )
     if not run_id:
+        from mlflow.tracking.context.registry import resolve_tags
+
         run = client.create_run(
             experiment_id,
             run_name=spec.name,
-            tags={
-                KIND_TAG: Kind.STUDY,
-                STUDY_TAG: spec.name,
-                IDENTITY_TAG: spec_digest(spec),
-                **provenance.provenance_tags(),
-            },
+            # resolve_tags: the source tags `mlflow.start_run` gives a trial (ours override).
+            tags=resolve_tags(
+                {
+                    KIND_TAG: Kind.STUDY,
+                    STUDY_TAG: spec.name,
+                    IDENTITY_TAG: spec_digest(spec),
+                    **provenance.provenance_tags(),
+                }
+            ),
         )
         # Runners on several machines may start a new study at once: all of them keep
         # the earliest parent run and delete their own if it lost.
@@ -255,6 +313,8 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str) -> str:
             }
             for key, value in params.items():
                 client.log_param(run_id, key, value)
+            if dataset is not None:
+                dataset_inputs.log_dataset_inputs(run_id, dataset)
     # The latest command that (re)started the study; each trial records its own. Through
     # log_batch: runners on several machines may set these at once (see _set_experiment_tag).
     client.log_batch(

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,20 +42,19 @@ from reuse_nets.names import (
     Outcome,
 )
 from reuse_nets.nn import capacity, models
-from reuse_nets.runtime import noise, profile
+from reuse_nets.runtime import disk, faults, interrupts, noise, profile
 from reuse_nets.runtime.paths import PACKAGE_DIR
 from reuse_nets.spec.config import TrialConfig
-from reuse_nets.store import provenance, storage_errors
+from reuse_nets.store import dataset_inputs, provenance, storage_errors
 from reuse_nets.train import execution, trainers, training
 from reuse_nets.train.data import Dataset
 
 PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
 REASON_LIMIT = 4000  # characters of a failure reason kept in its tag
 MODEL_ARTIFACT = "model"
-INPUT_ATTEMPTS = 3
-UNIQUE_RACE = ("duplicate key value violates unique constraint", "unique constraint failed")  # PostgreSQL, SQLite
 KERAS_FILE = "model.keras"
 KERAS_ARTIFACT = "keras_model"  # as in pyfunc_model.KERAS_ARTIFACT (that file is not importable)
+KERAS_FLAVOR_DATA = "artifacts"  # the pyfunc's artifacts folder, which holds KERAS_FILE
 INPUT_EXAMPLE_SIZE = 4
 
 
@@ -91,38 +89,16 @@ def capacity_metrics(config: TrialConfig, dataset: Dataset) -> dict[str, float]:
     return {key: float(counted.of(measure)) for measure, key in CAPACITY_METRICS.items()}
 
 
-def _log_dataset_inputs(dataset: Dataset) -> None:
-    import mlflow
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
+def _log_model(model, dataset: Dataset, context: str = "") -> str:
+    """Logs `model` as one MLflow model with two flavours; returns its model URI.
 
-    contexts = {"train": "training", "validation": "validation", "test": "testing"}
-    for role, expr in dataset.splits.items():
-        source = HTTPDatasetSource(url=f"https://www.tensorflow.org/datasets/catalog/{dataset.name}")
-        meta = MetaDataset(  # type: ignore[abstract]  # MLflow's stubs mark `profile` abstract; it is optional
-            source=source, name=f"{dataset.name}:{dataset.version}:{expr}", digest=dataset.digest
-        )
-        for attempt in range(1, INPUT_ATTEMPTS + 1):
-            try:
-                mlflow.log_input(
-                    meta, context=contexts[role], tags={"tfds.split": expr, "tfds.version": dataset.version}
-                )
-                break
-            except mlflow.exceptions.MlflowException as error:
-                # Two runs (other workers or machines) logging the same new dataset at once:
-                # MLflow inserts it from both, the database refuses the second, and the
-                # next attempt finds it there. Anything else is a real error.
-                if attempt == INPUT_ATTEMPTS or not any(p in str(error).lower() for p in UNIQUE_RACE):
-                    raise
-                time.sleep(0.2 * attempt)
-
-
-def _log_model(model, dataset: Dataset) -> str:
-    """Logs `model` as a self-contained MLflow pyfunc; returns its model URI.
-
-    The pyfunc is defined from code (`pyfunc_model.py`, no pickles) and ships
-    this package (`code_paths`), so it loads and predicts where this project is
-    not installed: `mlflow.pyfunc.load_model(uri)`, `mlflow models predict`.
+    `python_function`: a self-contained pyfunc, defined from code (`pyfunc_model.py`,
+    no pickles), that ships this package (`code_paths`), so it loads and predicts
+    where this project is not installed: `mlflow.pyfunc.load_model(uri)`,
+    `mlflow models predict`. `keras`: MLflow's Keras flavour on the same `.keras`
+    file, so `mlflow.keras.load_model(uri)` gives the Keras model wherever this
+    package is installed (its start-up hook, `reuse_nets_keras_layers.py`, lets
+    Keras find the layers).
     """
     import keras
     import mlflow
@@ -139,9 +115,14 @@ def _log_model(model, dataset: Dataset) -> str:
     # Offline machines: MLflow would otherwise probe pip while saving the model.
     with tempfile.TemporaryDirectory() as folder, noise.environment(MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true"):
         keras_path = os.path.join(folder, KERAS_FILE)
-        model.save(keras_path)
-        info = mlflow.pyfunc.log_model(
+        with disk.guard(f"the temporary folder {folder}", folder):
+            model.save(keras_path)
+        faults.disk_full("model", context, folder)
+        info = mlflow.models.Model.log(
+            artifact_path=None,
             name=MODEL_ARTIFACT,
+            flavor=_PyfuncAndKeras,
+            flavor_name="pyfunc.ModelFromCode",  # what `mlflow.pyfunc.log_model` would record
             python_model=os.fspath(PYFUNC_FILE),
             artifacts={KERAS_ARTIFACT: keras_path},
             code_paths=[os.fspath(PACKAGE_DIR)],
@@ -153,8 +134,30 @@ def _log_model(model, dataset: Dataset) -> str:
     return info.model_uri
 
 
+class _PyfuncAndKeras:
+    """The flavour module `Model.log` saves with: MLflow's pyfunc, plus a `keras` flavour
+    that names the `.keras` file the pyfunc holds (one file, two flavours)."""
+
+    @staticmethod
+    def save_model(path, mlflow_model, **kwargs):
+        import keras
+        import mlflow
+
+        # `mlflow.keras.load_model` reads `<data>/model.keras` when `data` is a folder:
+        # KERAS_FILE, in the folder where the pyfunc keeps its artifacts.
+        mlflow_model.add_flavor(
+            "keras",
+            data=KERAS_FLAVOR_DATA,
+            keras_version=keras.__version__,
+            keras_backend=keras.backend.backend(),
+            save_exported_model=False,
+        )
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+
+
 def load_logged_model(model_uri: str):
-    """The Keras model inside a logged reuse-nets model (layers from this checkout)."""
+    """The Keras model inside a logged reuse-nets model, with or without its `keras` flavour
+    (models logged before it had one are pyfunc-only); layers from this checkout."""
     import keras
     import mlflow
 
@@ -237,8 +240,8 @@ def close_run(client, run_id: str, outcome: Outcome, reason: str | None = None) 
 class TrialRun:
     """The MLflow run of one training run, open inside `trial_run`."""
 
-    def __init__(self, run_id: str, dataset: Dataset, log_model: bool):
-        self.run_id, self.dataset, self.log_model = run_id, dataset, log_model
+    def __init__(self, run_id: str, dataset: Dataset, log_model: bool, name: str = ""):
+        self.run_id, self.dataset, self.log_model, self.name = run_id, dataset, log_model, name
         self.outcome: Outcome | None = None  # set by `record`
         self.reason: str | None = None
 
@@ -260,16 +263,23 @@ class TrialRun:
         import mlflow
 
         if result.history:
-            with profile.section("mlflow: plots"):
+            with profile.section("mlflow: plots"), self.writing_artifacts():
                 _log_plots(result.history, models.block_names(result.model))
         if result.status == Outcome.DIVERGED:
             self.outcome, self.reason = Outcome.DIVERGED, f"diverged: {result.reason}"
             return
         mlflow.log_metrics(result.test_metrics, step=len(result.history))
         if self.log_model:
-            with profile.section("mlflow: model"):
-                mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset))
+            with profile.section("mlflow: model"), self.writing_artifacts():
+                mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset, self.name))
         self.outcome = Outcome.COMPLETED
+
+    def writing_artifacts(self):
+        """A block that writes this run's artifacts: a full disk there names their folder."""
+        import mlflow
+
+        uri = mlflow.get_artifact_uri()
+        return disk.guard(f"the artifacts of MLflow run {self.run_id} at {uri}", disk.local_path(uri))
 
 
 SYSTEM_METRICS_STOP = 2.0  # seconds a run's end waits for MLflow's system-metrics thread
@@ -336,7 +346,11 @@ def trial_run(
     }
     if parent_run_id:
         run_tags[PARENT_TAG] = parent_run_id
-    with profile.section("mlflow: run start and end"):
+    outcome: Outcome = Outcome.ERROR
+    reason: str | None = "no training result was recorded"
+    # A stop while the run starts would leave it RUNNING, before the `try` that closes it:
+    # it is held back until the run is in hand, and raised a moment later, inside the `try`.
+    with interrupts.held(), profile.section("mlflow: run start and end"):
         # MLflow's own system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes,
         # GPU where present): one sample logged every SYSTEM_METRICS_INTERVAL s, a thread of its own.
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL)
@@ -344,15 +358,15 @@ def trial_run(
         active = mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name, tags=run_tags, log_system_metrics=True
         )
-    run = TrialRun(active.info.run_id, dataset, log_model)
-    outcome: Outcome = Outcome.ERROR
-    reason: str | None = "no training result was recorded"
+        run = TrialRun(active.info.run_id, dataset, log_model, name=active.info.run_name or "")
     try:
         with profile.section("mlflow: run start and end"):
             mlflow.log_params(trial_params(config, dataset))
-            mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
+            with run.writing_artifacts():
+                faults.disk_full("config", run.name)
+                mlflow.log_text(yaml.safe_dump(config.model_dump(), sort_keys=False), "config.yaml")
             mlflow.log_metrics(capacity_metrics(config, dataset), step=0)
-            _log_dataset_inputs(dataset)
+            dataset_inputs.log_dataset_inputs(run.run_id, dataset)
         yield run
         if run.outcome is not None:
             outcome, reason = run.outcome, run.reason
@@ -365,14 +379,33 @@ def trial_run(
         outcome, reason = Outcome.INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"
         raise
     except BaseException as error:
-        outcome = Outcome.TRANSIENT if storage_errors.is_transient(error) else Outcome.ERROR
+        if interrupts.stopping():
+            # The stop surfaced as another error: raised by the signal handler inside a Python
+            # callback of TensorFlow's compiled train step, it made that C++ code fail
+            # ("SystemError: ... bad argument to internal function"). Not the trial's result.
+            outcome, reason = Outcome.INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"
+            raise KeyboardInterrupt(f"stopped, surfacing as {type(error).__name__}: {error}") from error
+        outcome = _outcome_of(error)
         reason = f"{type(error).__name__}: {error}"
         raise
     finally:
+        # On a full disk these writes may fail too: the run is then left RUNNING, and the
+        # next start closes it, as it closes a dead process's run (`phases.reconcile`).
+        closing = contextlib.suppress(Exception) if outcome == Outcome.DISK_FULL else contextlib.nullcontext()
         with profile.section("mlflow: run start and end"):
             _stop_system_metrics(run.run_id)
-            close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
-            mlflow.end_run(status=RUN_END[outcome][0])
+            with closing:
+                close_run(mlflow.MlflowClient(), run.run_id, outcome, reason)
+            with closing:  # ends the run in this process even if its status could not be written
+                mlflow.end_run(status=RUN_END[outcome][0])
+
+
+def _outcome_of(error: BaseException) -> Outcome:
+    """How a trial run that raised `error` ended: a full disk and a passing storage error
+    are not the trial's result (it is run again); anything else is its error."""
+    if disk.is_disk_full(error):
+        return Outcome.DISK_FULL
+    return Outcome.TRANSIENT if storage_errors.is_transient(error) else Outcome.ERROR
 
 
 def read_config(run_id: str) -> dict:

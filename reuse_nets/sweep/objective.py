@@ -32,13 +32,16 @@ from reuse_nets.names import (
     Outcome,
     Phase,
 )
-from reuse_nets.runtime import faults, profile
+from reuse_nets.runtime import disk, faults, profile
 from reuse_nets.spec import studies
 from reuse_nets.spec.plan import REPEAT_PARAM, Job
 from reuse_nets.spec.studies import Cell, StudySpec
 from reuse_nets.store import optuna_store, storage_errors, tracking, ui_links
 from reuse_nets.store.optuna_store import claim_slot, count_finished_slots, optuna
 from reuse_nets.train import training
+
+# In place of an epoch's time on the console: the epoch was replayed from a checkpoint.
+RESTORED_EPOCH = "restored from checkpoint"
 
 
 class PruningHook:
@@ -72,13 +75,16 @@ class Objective:
         parent_run_id: str,
         progress,
         checkpoint_root: Path | None = None,
+        storage_url: str | None = None,
     ):
         """`progress`: where lines and epochs go, a `progress.Progress` or `WorkerLines`.
-        `checkpoint_root`: where each slot's epoch checkpoint lives; None: no checkpoints."""
+        `checkpoint_root`: where each slot's epoch checkpoint lives; None: no checkpoints.
+        `storage_url`: the Optuna storage's URL, named if it is the store a full disk refused."""
         self.spec, self.job, self.dataset = spec, job, dataset
         self.progress, self.say = progress, progress.say
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
-        self.checkpoint_root = checkpoint_root
+        self.checkpoint_root, self.storage_url = checkpoint_root, storage_url
+        self.full_disk: Exception | None = None  # the first full disk a trial met (`errors.DiskFull`)
 
     def checkpoint_of(self, trial, slot: int, config):
         """The slot's checkpoint (shared by all its attempts), or None without a root."""
@@ -144,6 +150,32 @@ class Objective:
         time.sleep(pause)
         raise TrialFailed(f"lost to a storage error: {type(error).__name__}: {error}") from error
 
+    def _stopped_by_full_disk(self, trial, label: str, error: Exception) -> None:
+        """A full disk stops the study, like an interrupt: it is not the trial's result, so
+        the slot is run again on resume, from its checkpoint (kept), without using a retry."""
+        full = disk.describe(error, optuna_storage=self.storage_url)
+        self.full_disk = self.full_disk or full
+        # The Optuna storage may be on the full disk too: the trial is then failed as dead
+        # by the next start, and retried as such.
+        with contextlib.suppress(Exception):
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.DISK_FULL)
+        self.say(f"{label}: STOPPED ({full})")
+        if full is not error:
+            raise full from error
+        raise full
+
+    @staticmethod
+    def _record_result(trial, result) -> None:
+        """The trial's outcome and test scores as Optuna attributes: written while its MLflow
+        run is still open, so that a storage refusing them (a full disk) closes the run as
+        stopped, never as finished with a result Optuna lacks."""
+        if result.status == Outcome.DIVERGED:
+            trial.set_user_attr(OUTCOME_ATTR, Outcome.DIVERGED)
+            return
+        for key, score in result.test_metrics.items():
+            trial.set_user_attr(key, score)
+        trial.set_user_attr(OUTCOME_ATTR, Outcome.COMPLETED)
+
     def __call__(self, trial) -> float:
         slot = claim_slot(trial)
         cell, _ = self.job.slots[slot]
@@ -159,11 +191,14 @@ class Objective:
         self.say(f"{label}: started [{done}/{len(self.job.slots)} of {self.job.label}]")
 
         where = f"{self.job.phase} {cell.key}"
+        restored_epochs = 0  # set on resume: epochs replayed from the checkpoint, not trained now
 
         def progress(epoch: int, metrics: dict) -> None:
             faults.point("epoch", f"{where} epoch {epoch}")
             scores = f"loss={metrics['loss']:.4f} {metric}={metrics.get(metric, float('nan')):.4f}"
-            line = f"  trial {trial.number} epoch {epoch}/{config.epochs}: {scores} ({metrics['epoch_time']:.1f}s)"
+            # A restored epoch's time is the earlier attempt's: show where it came from instead.
+            how = RESTORED_EPOCH if epoch <= restored_epochs else f"{metrics['epoch_time']:.1f}s"
+            line = f"  trial {trial.number} epoch {epoch}/{config.epochs}: {scores} ({how})"
             self.progress.epoch(epoch, line, scores)
 
         self.progress.trial(f"trial {trial.number}", config.epochs)
@@ -186,6 +221,8 @@ class Objective:
         def resumed(restored) -> None:
             import mlflow
 
+            nonlocal restored_epochs
+            restored_epochs = restored.epochs
             mlflow.set_tags({RESUMED_EPOCHS_TAG: str(restored.epochs), RESUMED_FROM_TAG: restored.run_id or ""})
             self.say(f"{label}: resumed after epoch {restored.epochs} from the checkpoint of run {restored.run_id}")
 
@@ -223,6 +260,7 @@ class Objective:
                 )
                 faults.point("model", where)
                 run.record(result)
+                self._record_result(trial, result)
         except training.StopTraining as stop:
             self._ended(checkpoint)
             trial.set_user_attr(OUTCOME_ATTR, stop.outcome)
@@ -234,6 +272,8 @@ class Objective:
             trial.set_user_attr(OUTCOME_ATTR, Outcome.INTERRUPTED)
             raise
         except Exception as error:
+            if disk.is_disk_full(error):
+                self._stopped_by_full_disk(trial, label, error)  # run again on resume, from its checkpoint
             if storage_errors.is_transient(error):
                 self._lost(trial, slot, label, error)  # retried from its checkpoint
             self._ended(checkpoint)
@@ -242,12 +282,8 @@ class Objective:
             raise TrialFailed(f"{type(error).__name__}: {error}") from error
         self._ended(checkpoint)
         if result.status == Outcome.DIVERGED:
-            trial.set_user_attr(OUTCOME_ATTR, Outcome.DIVERGED)
             self.say(f"{label}: FAILED (diverged: {result.reason})")
             raise TrialFailed(f"diverged: {result.reason}")
-        for key, score in result.test_metrics.items():
-            trial.set_user_attr(key, score)
-        trial.set_user_attr(OUTCOME_ATTR, Outcome.COMPLETED)
         value = result.final(metric)
         self.say(f"{label}: {metric}={value:.4f}")
         return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-from reuse_nets.names import OPTUNA_STUDY_TAG, RUN_ID_ATTR, SLOT_ATTR, TRIAL_TAG, Outcome, Phase
+from reuse_nets.names import OPTUNA_STUDY_TAG, OUTCOME_ATTR, RUN_ID_ATTR, SLOT_ATTR, TRIAL_TAG, Outcome, Phase
 from reuse_nets.spec import plan
 from reuse_nets.spec.plan import Job, Selection
 from reuse_nets.spec.studies import StudySpec
@@ -116,6 +116,7 @@ def stored_final_job(spec: StudySpec, storage) -> Job:
 
 
 DIED_REASON = "the trial's process died (no heartbeat); its slot is retried up to execution.max_retry times"
+DISK_FULL_REASON = "a full disk stopped the study, and refused this run's closing writes; its slot is run again"
 
 
 def reconcile(study, experiment_id: str, max_retry: int) -> int:
@@ -141,6 +142,10 @@ def reconcile(study, experiment_id: str, max_retry: int) -> int:
         trial = by_number.get(int(number)) if number is not None else None
         # A RUNNING trial is alive: a dead one was just failed by its stale heartbeat.
         if trial is None or trial.state.name == "RUNNING":
+            continue
+        if trial.user_attrs.get(OUTCOME_ATTR) == Outcome.DISK_FULL:  # stopped, not dead: no retry used
+            tracking.close_run(client, run.info.run_id, Outcome.DISK_FULL, DISK_FULL_REASON)
+            closed += 1
             continue
         # Lost attempts of this slot up to this one: the last allowed one fails it for good.
         attempts = optuna_store.slot_trials(study).get(trial.user_attrs.get(SLOT_ATTR), [trial])

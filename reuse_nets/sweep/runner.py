@@ -11,10 +11,11 @@ where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
-from reuse_nets.runtime import faults, profile
+from reuse_nets.runtime import disk, faults, profile
 from reuse_nets.spec import plan
 from reuse_nets.spec.studies import StudySpec
 from reuse_nets.store import optuna_store, study_runs
@@ -40,7 +41,26 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
     Raises:
         UserError: problems the user can fix, raised before anything is written
             to either store.
+        DiskFull: a disk the study writes to filled. The study stopped as on an
+            interrupt: what was stored is whole, and the same call resumes it once
+            space is freed, running each slot that was cut short again.
     """
+    with disk.guard(optuna_storage=options.storage):
+        return _run_study(spec, options)
+
+
+def _stopped(error: BaseException) -> bool:
+    """An interrupt or a full disk: the study stopped, to be resumed, rather than failed."""
+    return isinstance(error, KeyboardInterrupt) or disk.is_disk_full(error)
+
+
+def _cleaning_up_after(error: BaseException):
+    """Clean-up after `error`. On a full disk its writes may fail too, and are given up:
+    the next start closes what is left open, as it does after a kill."""
+    return contextlib.suppress(Exception) if disk.is_disk_full(error) else contextlib.nullcontext()
+
+
+def _run_study(spec: StudySpec, options: SweepOptions) -> StudyResult:
     from reuse_nets.report import writer
 
     writer.check_report_root(*([Path(options.reports)] if options.reports else []))
@@ -60,8 +80,10 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
         if complete:
             complete = run.run_phase([phases.final_job(spec, run.storage, run.say)], opened)
     except BaseException as error:
-        run.reconcile_all(opened)
-        study_runs.close_parent(run.parent_run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        with _cleaning_up_after(error):
+            run.reconcile_all(opened)
+        with _cleaning_up_after(error):
+            study_runs.close_parent(run.parent_run_id, "KILLED" if _stopped(error) else "FAILED")
         raise
     finally:
         progress.close()
@@ -72,8 +94,9 @@ def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyR
             folders = [Path(options.reports)] if options.reports else []
             with profile.section("report"):
                 report_dir = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
-    except BaseException:
-        study_runs.close_parent(run.parent_run_id, "FAILED")
+    except BaseException as error:
+        with _cleaning_up_after(error):
+            study_runs.close_parent(run.parent_run_id, "KILLED" if disk.is_disk_full(error) else "FAILED")
         raise
     study_runs.close_parent(run.parent_run_id, "FINISHED" if complete else "KILLED")
     return StudyResult(spec.name, run.experiment_id, run.parent_run_id, complete, report_dir)

@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reuse_nets.errors import ExecutionError, SweepError, TrialFailed, first_line
+from reuse_nets.errors import DiskFull, ExecutionError, SweepError, TrialFailed, first_line
 from reuse_nets.names import Phase
-from reuse_nets.runtime import faults, profile
+from reuse_nets.runtime import disk, faults, profile
 from reuse_nets.spec import plan
 from reuse_nets.spec.plan import Job
 from reuse_nets.spec.studies import StudySpec
@@ -68,6 +67,8 @@ class StudyRun:
             SweepError, DataError, ExecutionError: problems the user can fix, raised
                 before anything is written to either store.
         """
+        import mlflow
+
         from reuse_nets.store import tracking
         from reuse_nets.train import data, execution, trainers
 
@@ -98,9 +99,12 @@ class StudyRun:
         for job in plan.tune_jobs(spec):
             optuna_store.check_identity(storage, job.study_name, plan.identity_of(spec, job))
         optuna_store.check_identity(storage, plan.final_study_name(spec), spec.identity())
-        experiment_id = study_runs.experiment_id(spec)
-        parent_run_id = study_runs.ensure_parent_run(spec, experiment_id)
-        study_runs.describe_experiment(spec, experiment_id)
+        # A user who may only read the experiment is refused (403) at the first write,
+        # the parent run's, so nothing is written: one line, as for a refused login (401).
+        with study_runs.refused_logins(spec.name, mlflow.get_tracking_uri()):
+            experiment_id = study_runs.experiment_id(spec)
+            parent_run_id = study_runs.ensure_parent_run(spec, experiment_id, dataset)
+            study_runs.describe_experiment(spec, experiment_id)
         timeout = options.timeout or spec.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         return cls(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, progress)
@@ -151,6 +155,7 @@ class StudyRun:
             self.parent_run_id,
             self.progress,
             checkpoint_root=Path(self.options.checkpoints or checkpoints.DEFAULT_ROOT),
+            storage_url=self.options.storage,
         )
 
         def no_more_waiting(study, trial) -> None:
@@ -164,9 +169,16 @@ class StudyRun:
                 return
             # No forced gc.collect() after each trial (~0.5 s each): Python's own collector
             # frees the old models' reference cycles as trials go.
-            study.optimize(
-                objective, n_trials=waiting, timeout=timeout, catch=(TrialFailed,), callbacks=[no_more_waiting]
-            )
+            try:
+                study.optimize(
+                    objective, n_trials=waiting, timeout=timeout, catch=(TrialFailed,), callbacks=[no_more_waiting]
+                )
+            except Exception as error:
+                # Optuna's own write after the trial (its FAIL state) may meet the full disk
+                # too: the first write refused names the disk, not the clean-up's after it.
+                if objective.full_disk is None or error is objective.full_disk:
+                    raise
+                raise objective.full_disk from error
 
     def reconcile_all(self, studies) -> None:
         """Closes the runs of trials that died, in every opened study (after a failure)."""
@@ -264,30 +276,58 @@ def worker_main(
     phase: Phase,
     parent_run_id: str,
     deadline: float | None,
+    stops=None,
 ) -> None:
     """Entry point of worker `index` of `count`: runs the phase's waiting trials,
-    its own share of the cells first (`phases.worker_order`, `phases.worker_slots`)."""
-    from reuse_nets.runtime import interrupts, noise
+    its own share of the cells first (`phases.worker_order`, `phases.worker_slots`).
+    `stops`: a queue for the message of a full disk, which the parent reports."""
+    from reuse_nets.runtime import interrupts
+
+    interrupts.stop_on_signals()
+    disk.quiet_in_threads()
+    try:
+        with disk.guard(optuna_storage=options.storage):
+            _work(spec_data, options, index, count, phase, parent_run_id, deadline)
+    except KeyboardInterrupt:
+        # Its trial and MLflow run are closed already (interrupted, KILLED); the
+        # parent reports the interruption once, for all workers. At once: Python's
+        # teardown of TensorFlow and MLflow could outlast the parent's grace.
+        interrupts.exit_at_once(workers.INTERRUPTED_EXIT)
+    except DiskFull as full:
+        # Its trial is closed as stopped as far as the disk let it; the parent stops the
+        # other workers and reports the full disk once. At once, as above: Python's teardown
+        # would write (atexit handlers, logs) to the full disk. `stops` is a SimpleQueue: its
+        # put is written to the pipe before it returns.
+        if stops is not None:
+            stops.put(str(full))
+        interrupts.exit_at_once(workers.DISK_FULL_EXIT)
+
+
+def _work(
+    spec_data: dict,
+    options: SweepOptions,
+    index: int,
+    count: int,
+    phase: Phase,
+    parent_run_id: str,
+    deadline: float | None,
+) -> None:
+    """The body of `worker_main`."""
+    from reuse_nets.runtime import noise
     from reuse_nets.sweep.progress import WorkerLines
     from reuse_nets.train import execution
 
-    interrupts.stop_on_signals()
-    try:
-        noise.quiet_environment()  # our own process: as quiet as the command that started it
-        noise.quiet_libraries()
-        profile.started(command=False)
-        execution.place_worker(index)  # one GPU per worker, round robin, where there are GPUs
-        noise.import_tensorflow()
-        spec = StudySpec.model_validate(spec_data)
-        lines = WorkerLines(index, options.verbose)  # the parent shows the counts
-        run = StudyRun.join(spec, options, parent_run_id, deadline, index, lines)
-        jobs = run.jobs(phase)
-        for job in phases.worker_order(jobs, index, count):
-            study = run.open(job)
-            if len(jobs) == 1:  # the final phase: one study whose slots span every cell
-                optuna_store.prefer_slots(study, phases.worker_slots(job, index, count))
-            run.optimize(job, study=study)
-    except KeyboardInterrupt:
-        # Its trial and MLflow run are closed already (interrupted, KILLED); the
-        # parent reports the interruption once, for all workers.
-        sys.exit(workers.INTERRUPTED_EXIT)
+    noise.quiet_environment()  # our own process: as quiet as the command that started it
+    noise.quiet_libraries()
+    profile.started(command=False)
+    execution.place_worker(index)  # one GPU per worker, round robin, where there are GPUs
+    noise.import_tensorflow()
+    spec = StudySpec.model_validate(spec_data)
+    lines = WorkerLines(index, options.verbose)  # the parent shows the counts
+    run = StudyRun.join(spec, options, parent_run_id, deadline, index, lines)
+    jobs = run.jobs(phase)
+    for job in phases.worker_order(jobs, index, count):
+        study = run.open(job)
+        if len(jobs) == 1:  # the final phase: one study whose slots span every cell
+            optuna_store.prefer_slots(study, phases.worker_slots(job, index, count))
+        run.optimize(job, study=study)

@@ -16,32 +16,40 @@ import sys
 import time
 from collections.abc import Callable
 
-from reuse_nets.errors import SweepError
+from reuse_nets.errors import DiskFull, SweepError
 from reuse_nets.runtime.interrupts import SHUTDOWN_GRACE
 
 PROGRESS_POLL = 2.0  # seconds between the parent's counts of finished trials
 INTERRUPTED_EXIT = 130  # a worker that stopped on a signal, its trial closed cleanly
+DISK_FULL_EXIT = 28  # a worker stopped by a full disk (ENOSPC's number); it sent its message first
 
 
 def run_workers(target: Callable, args_of: Callable[[int], tuple], count: int, poll: Callable[[], None]) -> None:
-    """Runs `target(*args_of(i))` in worker processes i = 1..count until they exit.
+    """Runs `target(*args_of(i), stops)` in worker processes i = 1..count until they exit.
 
     Calls `poll()` every PROGRESS_POLL s. Raises SweepError when every worker failed
-    with an error of its own (a bug), not when one was killed by a signal.
+    with an error of its own (a bug), not when one was killed by a signal. A worker
+    stopped by a full disk puts its `DiskFull` message in `stops` and exits with
+    DISK_FULL_EXIT: the others are stopped too, and that message raised here, once.
     """
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=target, args=args_of(i + 1), daemon=False) for i in range(count)]
+    stops = context.SimpleQueue()
+    processes = [context.Process(target=target, args=(*args_of(i + 1), stops), daemon=False) for i in range(count)]
     for process in processes:
         process.start()
     try:
         while alive := [p.sentinel for p in processes if p.is_alive()]:
             multiprocessing.connection.wait(alive, timeout=PROGRESS_POLL)
             poll()
+            if any(p.exitcode == DISK_FULL_EXIT for p in processes):
+                stop_workers(processes)  # the others would meet the same disk: their trials close, resumable
         for process in processes:
             process.join()
     except KeyboardInterrupt:
         stop_workers(processes)
         raise
+    if any(p.exitcode == DISK_FULL_EXIT for p in processes):
+        raise DiskFull(stops.get() if not stops.empty() else "disk full: a worker could not write")
     failed = [p.exitcode for p in processes if p.exitcode]
     # A worker killed by a signal (the OOM killer's SIGKILL) lost its trial: that trial's
     # heartbeat goes stale and its slot is retried, up to execution.max_retry times. A

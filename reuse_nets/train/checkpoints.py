@@ -10,8 +10,9 @@ pipeline reshuffles per epoch from the trial's seed, and a resumed trial draws t
 same orders and drops those of the epochs it skips (`Dataset.resumed_pipeline`).
 
 One folder per slot (`slot_folder`): each epoch replaces the previous checkpoint
-(write, then rename), so a slot never holds more than one. The caller removes it
-when the run ends, unless told to keep it.
+(both files written under temporary names, then renamed), so a slot never holds
+more than one, and a disk that fills while one is written leaves the previous one
+whole. The caller removes it when the run ends, unless told to keep it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from reuse_nets.runtime import disk, faults
 
 FORMAT = 1  # meta.json's "format": checkpoints of another format are ignored
 STATE_FILE = "state.npz"
@@ -62,52 +65,70 @@ class Checkpoint:
 
     def __init__(self, folder: Path, config_json: str, run_id: str | None = None):
         self.folder, self.config_json, self.run_id = Path(folder), config_json, run_id
+        self.restored_from: str | None = None  # the attempt whose checkpoint this one resumed
 
     # --- writing ---------------------------------------------------------------------
 
     def save(self, trainer, history: list[dict]) -> bool:
         """Stores the state after the epochs in `history` (replacing the previous one).
 
-        False, and the trial goes on without it, if it could not be written (a full
-        disk): a checkpoint saves work, its absence loses none of the results.
+        False, and the trial goes on without it, if it could not be written for another
+        reason than a full disk (a checkpoint saves work, its absence loses none of the
+        results). A full disk raises `DiskFull`: the study stops there, before the next
+        write (the run's metrics, its model) meets the same disk, and the previous
+        checkpoint stays whole for the resumed trial.
+
+        Raises:
+            DiskFull: no space left for the checkpoint.
         """
+        temporaries = [self.folder / f"{name}.{os.getpid()}.tmp" for name in (STATE_FILE, META_FILE)]
         try:
-            self._save(trainer, history)
+            with disk.guard(f"the checkpoint {self.folder.absolute()}", self.folder):
+                self._save(trainer, history, *temporaries)
         except OSError:
             return False
+        finally:
+            for temporary in temporaries:  # only a failed save leaves one
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
         return True
 
-    def _save(self, trainer, history: list[dict]) -> None:
+    def _save(self, trainer, history: list[dict], state_temporary: Path, meta_temporary: Path) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = _state_arrays(trainer)
         numpy_state = np.random.get_state()
         arrays["numpy_rng_keys"] = numpy_state[1]
         # Temporary names of this process's own: two attempts of a slot never share one.
-        temporary = self.folder / f"{STATE_FILE}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
+        with open(state_temporary, "wb") as handle:
+            faults.disk_full("checkpoint", f"epoch {len(history)}", state_temporary)
             np.savez(handle, **arrays)
-        os.replace(temporary, self.folder / STATE_FILE)
         meta = {
             "format": FORMAT,
             "config": self.config_json,
             "history": history,
             "run_id": self.run_id,
-            "digest": _digest(self.folder / STATE_FILE),
+            "digest": _digest(state_temporary),
             "python_rng": _python_state(random.getstate()),
             "numpy_rng": [numpy_state[0], int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
         }
-        temporary = self.folder / f"{META_FILE}.{os.getpid()}.tmp"
-        temporary.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(temporary, self.folder / META_FILE)  # last: a checkpoint is complete once this exists
+        meta_temporary.write_text(json.dumps(meta), encoding="utf-8")
+        # Both files written: renaming takes no space. A kill between the two renames leaves
+        # arrays whose digest is not the metadata's, which `restore` refuses.
+        os.replace(state_temporary, self.folder / STATE_FILE)
+        os.replace(meta_temporary, self.folder / META_FILE)  # last: a checkpoint is complete once this exists
 
     def remove(self) -> None:
         """Deletes this slot's checkpoint, unless another attempt of the slot wrote it
-        (one judged dead while it still runs), and the root folder once it is empty."""
+        (one judged dead while it still runs), and the root folder once it is empty.
+
+        The attempt this one resumed counts as this one: resumed after its last epoch
+        (stopped while logging the model), an attempt writes no checkpoint of its own.
+        """
         try:
             writer = json.loads((self.folder / META_FILE).read_text(encoding="utf-8")).get("run_id")
         except (OSError, ValueError):
             writer = None
-        if writer is not None and self.run_id is not None and writer != self.run_id:
+        if writer is not None and self.run_id is not None and writer not in (self.run_id, self.restored_from):
             return
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # another slot's checkpoint is still there
@@ -140,7 +161,8 @@ class Checkpoint:
         random.setstate(_python_tuple(meta["python_rng"]))
         kind, position, has_gauss, gauss = meta["numpy_rng"]
         np.random.set_state((kind, arrays["numpy_rng_keys"], position, has_gauss, gauss))
-        return Restored(history=meta["history"], run_id=meta.get("run_id"))
+        self.restored_from = meta.get("run_id")
+        return Restored(history=meta["history"], run_id=self.restored_from)
 
 
 def _state_variables(trainer) -> dict:

@@ -286,13 +286,15 @@ def _load(name: str, splits: Splits, source: DataSource) -> Dataset:
     import tensorflow_datasets as tfds
 
     builder = _builder(name, source)
+    try:
+        # Builders declare their features in code: a dataset that is not image
+        # classification is refused before anything is downloaded or prepared.
+        input_shape, num_classes = datasets.of_info(builder.info)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     if not builder.is_prepared():
         _prepare(builder, source)
     info = builder.info
-    try:
-        input_shape, num_classes = datasets.of_info(info)
-    except ValueError as error:
-        raise DataError(str(error)) from None
     roles = resolve_splits(list(info.splits.keys()), splits)
     if not splits.allow_overlap:
         _check_disjoint(name, info, roles)

@@ -236,7 +236,7 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
             hook(epoch + 1, metrics)
         if checkpoint is not None and result.status == Outcome.COMPLETED:
             with profile.section("checkpoint"):
-                checkpoint.save(model, history)  # False (not fatal) when the disk refuses it
+                checkpoint.save(model, history)  # False (not fatal) if it failed; a full disk raises DiskFull
 
     return epoch_timer(num_train, on_epoch)
 
