@@ -446,8 +446,11 @@ def test_a_pruned_trial_reproduces_exactly_as_far_as_it_ran(prune_fail):
     assert copy.info.status == "KILLED"
     assert copy.data.tags["reuse_nets.outcome"] == "pruned"
     assert copy.data.tags["optuna.trial_state"] == "PRUNED"
-    assert set(copy.data.metrics) == set(original.data.metrics)
-    for name in original.data.metrics:
+    # MLflow's system/* samples are the machine's, taken every few seconds: a run that
+    # outlasts the interval on a loaded machine has them, a quick one not. Results only.
+    results = {name for name in original.data.metrics if not name.startswith("system/")}
+    assert {name for name in copy.data.metrics if not name.startswith("system/")} == results
+    for name in results:
         if name not in ("epoch_time", "throughput"):
             assert stores.history(copy.info.run_id, name) == stores.history(original.info.run_id, name), name
 

@@ -634,6 +634,7 @@ def test_outcomes_map_to_status_and_optuna_state():
         "diverged": ("FAILED", "FAIL"),
         "error": ("FAILED", "FAIL"),
         "interrupted": ("KILLED", "FAIL"),
+        "disk_full": ("KILLED", "FAIL"),  # stopped like an interrupt: run again on resume
         "died": ("FAILED", "FAIL"),
         "transient": ("FAILED", "FAIL"),  # a storage error cut it short: lost, retried
     }

@@ -198,10 +198,12 @@ def markdown(result: dict) -> str:
         )
     if "memory" in result:
         me = result["memory"]
-        grew, explained = me["growth_mb"], me["explained_share"]
+        grew, per_trial, explained = me["growth_mb"], me["per_trial_mb"], me["explained_share"]
+        untraced = me["untraced"]
         lines.append(
-            f"| memory: growth over trials {me['warm_up_trials']}-{me['trials']} of one process, RSS (per trial) / Python heap / malloc in use | "
-            f"{grew['rss']} MiB ({me['per_trial_mb']['rss']}) / {grew['python_heap']} MiB / {grew['malloc_in_use']} MiB; "
+            f"| memory: trials {untraced['from_trial']}-{untraced['to_trial']} of one process, RSS growth per trial "
+            f"(after malloc_trim) / malloc in use / Python heap (traced) | {per_trial['rss']} ({per_trial['rss_after_malloc_trim']}) / "
+            f"{per_trial['malloc_in_use']} / {per_trial['python_heap']} MiB; RSS +{grew['rss']} MiB, "
             f"explained {'-' if explained is None else f'{explained:.0%}'} |"
         )
     if "runners" in result:

@@ -112,7 +112,7 @@ FULL = Plan(
         "final.seeds=[1,2]",
     ),
     soak_overrides=soak_overrides(100),  # 202 trials
-    memory_overrides=soak_overrides(100),  # the soak's study, probed
+    memory_overrides=soak_overrides(200),  # the soak's study, twice as long: 402 trials
     runners=8,
     runners_overrides=runners_overrides("plain, residual", 32),  # 64 slots
 )
