@@ -22,7 +22,8 @@ import warnings
 
 __version__ = "0.1.0"
 
-# Flat-layout module -> where it lives now (under this package).
+# Flat-layout module -> where it lives now (under this package). `report` and `reproduce`
+# were modules too; they are packages now, found before this finder is asked.
 MOVED = {
     "layers": "nn.layers",
     "models": "nn.models",
@@ -39,10 +40,8 @@ MOVED = {
     "progress": "sweep.progress",
     "provenance": "store.provenance",
     "pyfunc_model": "store.pyfunc_model",
-    "report": "report.writer",
     "report_html": "report.html_page",
     "report_plots": "report.plots",
-    "reproduce": "reproduce.runs",
     "reproduce_study": "reproduce.study",
     "results": "report.results",
     "runner": "sweep.runner",
