@@ -11,7 +11,7 @@ import enum
 
 
 class Phase(enum.StrEnum):
-    """The two phases of a study (see `reuse_nets.spec.plan`)."""
+    """The two phases of a study (see `reuse_nets.design.plan`)."""
 
     TUNE = "tune"
     FINAL = "final"
@@ -40,16 +40,44 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # another trial already owns its slot (never trained)
 
 
+class Verdict(enum.StrEnum):
+    """What the report says of one comparison (cell vs baseline, or a declared contrast)."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    EQUIVALENT = "equivalent"  # within ±report.min_effect, by TOST
+    INCONCLUSIVE = "inconclusive"
+
+
+class RunStatus(enum.StrEnum):
+    """MLflow's run statuses that this project sets or reads (`RunInfo.status`)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class TrialState(enum.StrEnum):
+    """Optuna's trial states, by name (`trial.state.name`; `STATE_TAG` mirrors them)."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+
+
 # How a trial run ended -> (MLflow run status, the Optuna trial state it mirrors).
 RUN_END = {
-    Outcome.COMPLETED: ("FINISHED", "COMPLETE"),
-    Outcome.PRUNED: ("KILLED", "PRUNED"),
-    Outcome.DIVERGED: ("FAILED", "FAIL"),
-    Outcome.ERROR: ("FAILED", "FAIL"),
-    Outcome.INTERRUPTED: ("KILLED", "FAIL"),
-    Outcome.DISK_FULL: ("KILLED", "FAIL"),
-    Outcome.DIED: ("FAILED", "FAIL"),
-    Outcome.TRANSIENT: ("FAILED", "FAIL"),
+    Outcome.COMPLETED: (RunStatus.FINISHED, TrialState.COMPLETE),
+    Outcome.PRUNED: (RunStatus.KILLED, TrialState.PRUNED),
+    Outcome.DIVERGED: (RunStatus.FAILED, TrialState.FAIL),
+    Outcome.ERROR: (RunStatus.FAILED, TrialState.FAIL),
+    Outcome.INTERRUPTED: (RunStatus.KILLED, TrialState.FAIL),
+    Outcome.DISK_FULL: (RunStatus.KILLED, TrialState.FAIL),
+    Outcome.DIED: (RunStatus.FAILED, TrialState.FAIL),
+    Outcome.TRANSIENT: (RunStatus.FAILED, TrialState.FAIL),
 }
 # Outcomes of trials that ran to a result; a FAIL trial without one died and is retried.
 RESULT_OUTCOMES = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED, Outcome.ERROR)
@@ -70,6 +98,13 @@ RECHECKABLE = (Outcome.COMPLETED, Outcome.PRUNED, Outcome.DIVERGED)
 
 # --- Per-epoch metrics `training.train` logs, and what a better value means -----------
 EPOCH_METRICS = {"loss": "minimize", "accuracy": "maximize", "val_loss": "minimize", "val_accuracy": "maximize"}
+# The weights a run ends with (the best epoch's under early stopping, else the last's):
+# which epoch, how many were trained, whether a plateau stopped it (1) or the cap (0),
+# and the epoch metrics of those weights, e.g. "selected/val_accuracy".
+BEST_EPOCH_METRIC = "best_epoch"
+EPOCHS_TRAINED_METRIC = "epochs_trained"
+PLATEAU_METRIC = "stopped_on_plateau"
+SELECTED_PREFIX = "selected/"
 GRAD_NORM_PREFIX = "grad_norm/"  # + "global" or a block name, e.g. "grad_norm/block_01"
 TEST_PREFIX = "test_"  # test_loss, test_accuracy: logged once, after the last epoch
 # Capacity of the trial's network (`nn.capacity`), logged once at step 0 when the run starts

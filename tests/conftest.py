@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from reuse_nets import errors
-from reuse_nets.spec import config as trial_config
+from reuse_nets.design import trial_config
 from reuse_nets.train import data, execution
 
 # What a one-worker sweep pins: before any test runs a TensorFlow op, so that

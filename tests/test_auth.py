@@ -32,12 +32,12 @@ import requests
 import yaml
 from mlflow.entities import ViewType
 from psycopg import sql
+from sweep_helpers import MANUAL_DIR, RUNNER, SMALL_DATA, assert_wrote_nothing, error_line, explain, runner_env
 from test_many_machines import HOST, Postgres, postgres_bin_dir, serving_mlflow, stop_group
-from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, assert_wrote_nothing, error_line, explain, runner_env
 
 from reuse_nets.errors import SweepError, redact
 from reuse_nets.names import COMMAND_TAG, KIND_TAG, Kind
-from reuse_nets.store import optuna_store, study_runs
+from reuse_nets.store import optuna_store, parent_run
 
 pytestmark = pytest.mark.slow
 
@@ -204,7 +204,7 @@ def test_the_tracking_server_refuses_requests_without_a_valid_login(deployment):
         search, params={"max_results": 1}, auth=("runner", deployment.mlflow_password("runner")), timeout=30
     )
     assert answered.status_code == 200, answered.text[:300]
-    # What a runner makes of a refusal (`study_runs.refused_logins`): one line naming the login.
+    # What a runner makes of a refusal (`parent_run.refused_logins`): one line naming the login.
     client = mlflow.MlflowClient(tracking_uri=deployment.tracking_uri)
     refused = f"MLflow tracking server {deployment.tracking_uri} refused the login"
     for user, password, says in (
@@ -212,7 +212,7 @@ def test_the_tracking_server_refuses_requests_without_a_valid_login(deployment):
         ("runner", "not-the-password", f"{refused} of user 'runner' (HTTP 401): wrong username or password"),
     ):
         with logged_in(user, password), pytest.raises(SweepError) as error:
-            with study_runs.refused_logins(STUDY, deployment.tracking_uri):
+            with parent_run.refused_logins(STUDY, deployment.tracking_uri):
                 client.get_experiment_by_name(STUDY)
         assert str(error.value).startswith(says), str(error.value)
 

@@ -44,7 +44,7 @@ def test_counts_equal_the_built_model(strategy, source, norm, family, shape, lea
         strategy, 3, WIDTH, shape, CLASSES, family, reuse_source=source, normalization=norm, **options
     )
     counted = capacity.count(
-        strategy, 3, WIDTH, shape, CLASSES, family, reuse_source=source, normalization=norm, learned_mask=learned
+        strategy, 3, WIDTH, shape, CLASSES, family, reuse_source=source, normalization=norm, **options
     )
     assert counted.trainable == size(model.trainable_weights)
     assert counted.total == size(model.weights)

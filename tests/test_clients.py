@@ -34,9 +34,9 @@ from mlflow.entities import ViewType
 from playwright.sync_api import expect, sync_playwright
 
 from reuse_nets import names
+from reuse_nets.design import study_files
 from reuse_nets.errors import plain_text
 from reuse_nets.report import writer as report
-from reuse_nets.spec import study_files
 from reuse_nets.store import ui_links
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import mlflow
 import pytest
 
 from reuse_nets import names
+from reuse_nets.design import study_files
 from reuse_nets.nn import capacity, models
 from reuse_nets.reproduce import runs as reproduce_runs
-from reuse_nets.spec import study_files
 from reuse_nets.sweep import runner
 
 pytestmark = pytest.mark.slow

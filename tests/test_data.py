@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from reuse_nets.design.trial_config import DatasetConfig
 from reuse_nets.errors import DataError
-from reuse_nets.spec.config import DatasetConfig
 from reuse_nets.train import data
 from reuse_nets.train.data import Splits
 

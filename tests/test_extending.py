@@ -1,7 +1,7 @@
 """Adding a strategy with an option of its own touches three files, as the README says.
 
 The test copies the project, applies the README's three edits (a block class in
-nn/layers.py, a registry line in nn/models.py, a config field in spec/config.py), and runs a
+nn/layers.py, a registry line in nn/models.py, a config field in design/trial_config.py), and runs a
 real study with the new strategy through Optuna, MLflow and TFDS.
 """
 
@@ -44,7 +44,7 @@ class ScaledSkipBlock(ReuseBlock):
         '    "scaled": Strategy("ScaledSkipBlock", ("input", "previous"), ("skip_scale",),\n'
         '                       lambda index, options: {"skip_scale": options["skip_scale"]}),\n',
     ),
-    "reuse_nets/spec/config.py": (
+    "reuse_nets/design/trial_config.py": (
         "    learned_mask: bool = False  # masked: trainable gate instead of a fixed mask\n",
         "    skip_scale: float = 1.0  # scaled: weight of the reused input's mean\n",
     ),

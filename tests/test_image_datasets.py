@@ -1,5 +1,5 @@
 """Every TFDS image-classification dataset a study is likely to name goes through the
-real loading path (`reuse_nets.train.data`, `reuse_nets.spec.datasets`) and through a
+real loading path (`reuse_nets.train.data`, `reuse_nets.design.datasets`) and through a
 real study, on generated examples with the datasets' real features and split sizes
 (`tests/mock_datasets.py`: TFDS's own `tfds.testing.mock_data`; only fashion_mnist's
 archives exist offline). A dataset that is not image classification is refused
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from reuse_nets import errors, names
+from reuse_nets.design import datasets, study_files
+from reuse_nets.design.trial_config import DatasetConfig, TrialConfig
 from reuse_nets.nn import capacity
-from reuse_nets.spec import datasets, study_files
-from reuse_nets.spec.config import DatasetConfig, TrialConfig
 from reuse_nets.store import tracking
 from reuse_nets.sweep import runner
 from reuse_nets.train import data

@@ -29,14 +29,14 @@ import mlflow
 import optuna
 import pytest
 from mlflow.entities import ViewType
-from test_sweeps import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
+from sweep_helpers import MANUAL_DIR, RUNNER, SMALL_DATA, runner_env
 from test_tracking import environment_without_this_project
 
 import reuse_nets.nn.layers  # noqa: F401  (registers the layers a logged model holds)
 from reuse_nets.bench import servers
 from reuse_nets.bench.servers import HOST, Postgres, free_port, serving_mlflow, stop_group
-from reuse_nets.spec import study_files
-from reuse_nets.spec.studies import Cell
+from reuse_nets.design import study_files
+from reuse_nets.design.study_spec import Cell
 
 pytestmark = pytest.mark.slow
 
@@ -400,7 +400,7 @@ def test_a_slurm_job_array_runs_one_study_with_every_slot_once(postgres, mlflow_
     spec = study_files.load_study(STUDY, [f"name={name}", *OVERRIDES])
     final = optuna.load_study(study_name=f"{name}:final", storage=postgres.url("slurm"))
     complete = [t for t in final.get_trials() if t.state.name == "COMPLETE"]
-    assert sorted(t.user_attrs["slot"] for t in complete) == list(range(spec.final_runs))  # each slot once
+    assert sorted(t.user_attrs["slot"] for t in complete) == list(range(spec.n_final_runs))  # each slot once
     # Both tasks ran trials (a runner per task, sharing the study), under one parent run.
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name(name)

@@ -292,12 +292,12 @@ def test_fixed_mask_is_non_trainable_and_does_not_change(family, input_shape):
 
 
 def test_strategy_options_are_trial_config_fields():
-    from reuse_nets.spec.config import TrialConfig
+    from reuse_nets.design.trial_config import TrialConfig
 
     assert models.STRATEGIES["masked"].options == ("keep_ratio", "learned_mask")
-    assert models.STRATEGIES["residual"].options == ("branch_gain_init",)
-    for name in ("plain", "concat"):
-        assert models.STRATEGIES[name].options == (), name
+    assert models.STRATEGIES["residual"].options == ("branch_gain_init", "start_as_identity")
+    assert models.STRATEGIES["plain"].options == ("start_as_identity",)
+    assert models.STRATEGIES["concat"].options == ()
     for name, spec in models.STRATEGIES.items():
         for option in spec.options:
             assert option in TrialConfig.model_fields, f"{name}: option {option!r} is no TrialConfig field"
@@ -306,7 +306,7 @@ def test_strategy_options_are_trial_config_fields():
 def test_every_activation_a_config_allows_builds_and_predicts():
     # The config checks activations by name without Keras; each one it allows must
     # build (residual: shapes must match for the add) and give finite probabilities.
-    from reuse_nets.spec.config import ACTIVATIONS
+    from reuse_nets.design.trial_config import ACTIVATIONS
 
     x = np.random.default_rng(0).normal(size=(BATCH, 10)).astype("float32")
     for activation in ACTIVATIONS:
@@ -557,9 +557,7 @@ def test_saved_models_of_every_strategy_reload_in_a_fresh_process(reloaded_in_fr
 def test_package_root_does_not_import_tensorflow():
     """`import reuse_nets` stays light (CLI errors and --list are fast); importing
     `reuse_nets.nn.layers` is what registers the layers for loading."""
-    script = (
-        "import sys, reuse_nets, reuse_nets.spec.studies; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    )
+    script = "import sys, reuse_nets, reuse_nets.design.study_spec; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
 
@@ -608,3 +606,17 @@ def test_bad_width_raises(width):
 def test_masked_model_bad_keep_ratio_raises(keep_ratio):
     with pytest.raises(ValueError, match=re.escape(f"keep_ratio={keep_ratio!r}")):
         build_model("masked", 2, WIDTH, (10,), NUM_CLASSES, keep_ratio=keep_ratio)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_family_ignores_exactly_the_knobs_family_knobs_says(strategy):
+    """`models.FAMILY_KNOBS` is what a study refuses to compare where it has no effect: it must be true."""
+    values = {"kernel_size": (3, 5)}  # two values of each family-specific knob
+    assert set(values) == set(models.FAMILY_KNOBS)
+    for family in models.FAMILIES:
+        for knob, families in models.FAMILY_KNOBS.items():
+            built = [
+                build_model(strategy, 2, WIDTH, (6, 6, 1), NUM_CLASSES, family, **{knob: value}).get_config()
+                for value in values[knob]
+            ]
+            assert (built[0] == built[1]) == (family not in families), (strategy, family, knob)

@@ -7,11 +7,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from reuse_nets.design import plan, selection, study_files
+from reuse_nets.design.selection import Chosen
+from reuse_nets.design.study_spec import ExecutionSpec
 from reuse_nets.errors import TrialFailed
 from reuse_nets.names import OUTCOME_ATTR, SLOT_ATTR, Outcome
 from reuse_nets.report import writer
-from reuse_nets.spec import plan, study_files
-from reuse_nets.spec.studies import ExecutionSpec
 from reuse_nets.store import optuna_store
 from reuse_nets.sweep import phases
 from reuse_nets.sweep.study_run import StudyRun, SweepOptions
@@ -185,3 +186,14 @@ def test_only_a_live_or_finished_earlier_trial_keeps_a_later_one_off_its_slot(tm
     else:
         assert optuna_store.claim_slot(later) == 0
         assert OUTCOME_ATTR not in later.user_attrs
+
+
+def test_a_selection_is_stored_as_the_json_earlier_versions_wrote_and_read_back_typed():
+    # The stored form is what studies run before the typed selection hold: read it back as is.
+    stored = '{"a": {"params": {"learning_rate": 0.001}, "run_id": "r1", "trial": 3, "value": 0.85}, "b": null}'
+    chosen = selection.from_json(stored)
+    assert chosen == {"a": Chosen(trial=3, value=0.85, params={"learning_rate": 0.001}, run_id="r1"), "b": None}
+    assert selection.to_json(chosen) == stored
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    optuna_store.store_selection(study, chosen)
+    assert optuna_store.stored_selection(study) == chosen

@@ -50,7 +50,7 @@ def run(code: str) -> subprocess.CompletedProcess:
 def test_importing_the_package_or_nn_imports_no_tensorflow():
     done = run(
         "import sys, reuse_nets, reuse_nets.nn\n"
-        "from reuse_nets.nn import models\n"  # spec/ reads its tables: still no TensorFlow
+        "from reuse_nets.nn import models\n"  # design/ reads its tables: still no TensorFlow
         "assert not {'tensorflow', 'keras'} & set(sys.modules), sorted(m for m in sys.modules if 'tensorflow' in m)[:3]\n"
     )
     assert done.returncode == 0, done.stderr[-2000:]

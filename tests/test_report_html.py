@@ -13,9 +13,10 @@ import optuna
 import pytest
 import tiny_study
 
+from reuse_nets.design import plan, study_files
+from reuse_nets.design.selection import Chosen
 from reuse_nets.errors import plain_text
 from reuse_nets.report import html_page as report_html
-from reuse_nets.spec import plan, study_files
 
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input", "col", "source"}
 RAW_TEXT_TAGS = {"script", "style"}  # their content is code, not text a reader sees
@@ -178,7 +179,7 @@ def test_tuning_figures_cover_cells_with_complete_trials_and_skip_the_rest(tmp_p
     plain, residual = spec.cells()
     add_tuning_trials(storage, spec, plain, [(0.002, 0.4), (0.01, 0.5)])
     add_tuning_trials(storage, spec, residual, [(0.004, None)])  # no COMPLETE trial: not drawn
-    selection = {plain.key: {"trial": 1, "value": 0.5, "params": {"learning_rate": 0.01}}, residual.key: None}
+    selection = {plain.key: Chosen(trial=1, value=0.5, params={"learning_rate": 0.01}), residual.key: None}
 
     figures, notes = report_html.tuning_figures(spec, storage, selection)
 

@@ -20,9 +20,9 @@ import yaml
 from mlflow.entities import Metric, Param
 
 from reuse_nets import names
+from reuse_nets.design import study_files
 from reuse_nets.report import writer as report
 from reuse_nets.runtime import instruction_set
-from reuse_nets.spec import study_files
 from reuse_nets.store import provenance
 from reuse_nets.train import execution
 
@@ -290,7 +290,9 @@ def test_a_reproduction_is_not_a_trial_of_the_study(study, reproduction):
     assert parent.info.status == "FINISHED"
     markdown = parent.data.tags[names.NOTE_TAG]  # the report, as the parent run's description
     for cell in SMOKE_CELLS:  # one final run per cell (n = 1): the reproduction is not counted
-        assert re.search(rf"^\| {re.escape(cell)} \| [0-9.]+ \| 1 \| 0 \|", markdown, re.MULTILINE), markdown
+        assert re.search(
+            rf"^\| {re.escape(cell)} \| [0-9.]+ \(1 seed, no interval\) \| 1 \| 0 \|", markdown, re.MULTILINE
+        ), markdown
 
 
 def test_evaluate_only_rescores_the_logged_model(study):

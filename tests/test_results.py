@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import tiny_study
 
+from reuse_nets.design import plan, study_files
 from reuse_nets.errors import StudyError, SweepError
 from reuse_nets.report import results
-from reuse_nets.spec import plan, study_files
 
 pytestmark = pytest.mark.slow  # reads a study run on real data
 

@@ -11,9 +11,9 @@ from statsmodels.stats.weightstats import ttost_paired
 from test_studies import final_runs as runs_from  # final runs with given test metrics, by seed
 
 from reuse_nets import statistics
+from reuse_nets.design import study_files
+from reuse_nets.names import Verdict
 from reuse_nets.report import analysis
-from reuse_nets.report.analysis import Outcome
-from reuse_nets.spec import study_files
 
 SAMPLES = [
     [0.012, 0.021, -0.004, 0.017, 0.009],
@@ -104,7 +104,7 @@ def test_a_a_comparisons_are_rarely_called_better_or_worse():
     rng = np.random.default_rng(0)
     families = 400
     any_claim = sum(
-        any(a.outcome in (Outcome.BETTER, Outcome.WORSE) for a in simulated_family(spec, rng, 0.0, 0.01))
+        any(a.verdict in (Verdict.BETTER, Verdict.WORSE) for a in simulated_family(spec, rng, 0.0, 0.01))
         for _ in range(families)
     )
     # Holm keeps the family-wise error at or below 0.05; 3 standard errors of slack.
@@ -118,21 +118,21 @@ def test_a_a_comparisons_are_rarely_called_better_or_worse():
 def test_a_planted_difference_is_found_and_equivalence_needs_min_effect():
     spec = spec_with("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]", "compare.depth=[1, 2]", "report.min_effect=0.01")
     rng = np.random.default_rng(3)
-    found = [a.outcome for _ in range(50) for a in simulated_family(spec, rng, 0.03, 0.005)]
-    assert found.count(Outcome.BETTER) >= 0.95 * len(found)
-    same = [a.outcome for _ in range(50) for a in simulated_family(spec, rng, 0.0, 0.003)]
-    assert same.count(Outcome.EQUIVALENT) >= 0.8 * len(same)
+    found = [a.verdict for _ in range(50) for a in simulated_family(spec, rng, 0.03, 0.005)]
+    assert found.count(Verdict.BETTER) >= 0.95 * len(found)
+    same = [a.verdict for _ in range(50) for a in simulated_family(spec, rng, 0.0, 0.003)]
+    assert same.count(Verdict.EQUIVALENT) >= 0.8 * len(same)
     # Family-wise error 0.05 per family of 2: a few false claims among 100 are expected.
-    assert same.count(Outcome.BETTER) + same.count(Outcome.WORSE) <= 0.1 * len(same)
+    assert same.count(Verdict.BETTER) + same.count(Verdict.WORSE) <= 0.1 * len(same)
     without = spec_with("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]", "compare.depth=[1, 2]")
-    assert all(a.outcome != Outcome.EQUIVALENT for a in simulated_family(without, rng, 0.0, 0.003))
+    assert all(a.verdict != Verdict.EQUIVALENT for a in simulated_family(without, rng, 0.0, 0.003))
 
 
 def test_the_sign_flip_verdict_cannot_claim_with_five_seeds():
     spec = spec_with("final.seeds=[1, 2, 3, 4, 5]", "compare.depth=[64]", "report.test=sign_flip")
     tests = {"strategy=plain,depth=64": [0.5, 0.6, 0.55, 0.52, 0.58], "strategy=residual,depth=64": [0.85] * 5}
     (assessed,) = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
-    assert assessed.p_sign_flip == pytest.approx(0.0625) and assessed.outcome == Outcome.INCONCLUSIVE
+    assert assessed.p_sign_flip == pytest.approx(0.0625) and assessed.verdict == Verdict.INCONCLUSIVE
     assert "cannot go below p = 0.0625" in analysis.family_text(spec, [assessed])
 
 
@@ -157,7 +157,7 @@ def test_a_detectable_but_negligible_difference_is_equivalent():
     base = [0.80, 0.81, 0.79, 0.80, 0.82, 0.80, 0.81, 0.79]
     tests = {"strategy=plain,depth=64": base, "strategy=residual,depth=64": [b + 0.003 for b in base]}
     (assessed,) = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
-    assert assessed.p_adjusted < 0.05 and assessed.outcome == Outcome.EQUIVALENT
+    assert assessed.p_adjusted < 0.05 and assessed.verdict == Verdict.EQUIVALENT
     assert "detectable, but smaller than the smallest worth caring about" in analysis.verdict(
         spec, assessed, "test_accuracy"
     )
@@ -171,12 +171,12 @@ def test_the_sign_flip_warning_counts_the_family():
         for c in spec.cells()
     }
     assessed = analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
-    assert all(a.p_sign_flip == pytest.approx(2 / 64) and a.outcome == Outcome.INCONCLUSIVE for a in assessed)
+    assert all(a.p_sign_flip == pytest.approx(2 / 64) and a.verdict == Verdict.INCONCLUSIVE for a in assessed)
     assert "0.2188 after adjusting for 7 comparisons" in analysis.family_text(spec, assessed)
 
 
 def test_dry_run_states_the_family_and_the_detectable_difference():
-    from reuse_nets.spec import plan
+    from reuse_nets.design import plan
 
     spec = study_files.load_study("strategy_depth", ["report.assumed_sd=0.005", "report.min_effect=0.01"])
     assert spec.family_size == 12  # 4 depths x 3 strategies against plain
@@ -192,15 +192,18 @@ def test_dry_run_states_the_family_and_the_detectable_difference():
     pairs = study_files.load_study("strategy_depth", ["report.pairs=all"])
     assert pairs.family_size == 4 * 6
     # A measured pilot SD replaces the assumed one; a pilot that gives none says why and falls back.
-    measured = plan.power_lines(spec, (0.002, None, "pilot p"))
+    measured = plan.power_lines(spec, plan.Spread(0.002, None, "pilot p"))
     assert f"{statistics.detectable_difference(5, 0.002, 0.05 / 12):.4f} at alpha/12" in measured[1]
     assert "SD of 0.002 (pilot p)" in measured[1]
     # A pilot that repeated its tuning: with repeats here, a unit's SD adds the tuning's.
     tuned = study_files.load_study("strategy_depth", ["tune.repeats=3"])
-    line = plan.power_lines(tuned, (0.004, 0.003, "pilot q"))[1]
+    line = plan.power_lines(tuned, plan.Spread(0.004, 0.003, "pilot q"))[1]
     assert f"with 3 tuning repeats and a paired-difference SD of {math.sqrt(0.003**2 + 0.004**2 / 5):.4g}" in line
     assert "lower bound" not in line
-    assert "between tuning runs the pilot's SD was 0.003" in plan.power_lines(spec, (0.004, 0.003, "pilot q"))[1]
+    assert (
+        "between tuning runs the pilot's SD was 0.003"
+        in plan.power_lines(spec, plan.Spread(0.004, 0.003, "pilot q"))[1]
+    )
     missing = plan.power_lines(spec, "no MLflow tracking store at sqlite:///x.db")
     assert missing[1] == "power: the pilot gives no SD (no MLflow tracking store at sqlite:///x.db)"
     assert "(report.assumed_sd)" in missing[2]
@@ -213,11 +216,12 @@ def test_dry_run_states_the_family_and_the_detectable_difference():
 
 def test_dry_run_with_an_unrun_pilot_writes_nothing(tmp_path, monkeypatch):
     from reuse_nets.commands import run as run_command
+    from reuse_nets.report import pilot
 
     monkeypatch.chdir(tmp_path)
     assert run_command.main(["--study", "strategy_depth", "--dry-run", "--set", "report.pilot=smoke"]) == 0
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no optuna.db
-    found = run_command.pilot_spread("smoke", None)
+    found = pilot.power_spread("smoke", None)
     assert (
         isinstance(found, str) and found.startswith("no MLflow tracking store at sqlite:///") and "mlflow.db" in found
     )
@@ -302,8 +306,195 @@ def test_tuning_variance_widens_the_interval_and_keeps_a_a_honest():
                 tests[(cell.key, r)] = list(0.8 + rng.normal(0, 0.02) + rng.normal(0, 0.005, size=5))
         differences = analysis.paired_differences(spec, repeated_runs(spec, tests))
         assessed = analysis.assess(spec, differences)
-        clustered += any(a.outcome in (Outcome.BETTER, Outcome.WORSE) for a in assessed)
+        clustered += any(a.verdict in (Verdict.BETTER, Verdict.WORSE) for a in assessed)
         # What one tuning run's seeds alone would say, unadjusted.
         naive += any(statistics.t_test(d.by_repeat[0]) < 0.05 for d in differences)
     assert clustered / families <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / families)
     assert naive / families > 0.5
+
+
+# --- Intervals that agree with the verdicts -------------------------------------------------
+
+
+@pytest.mark.parametrize("diffs", SAMPLES)
+def test_one_sided_tests_and_the_bounds_that_invert_them(diffs):
+    greater = stats.ttest_1samp(diffs, 0.0, alternative="greater").pvalue
+    assert statistics.t_greater(diffs) == pytest.approx(greater, rel=1e-9)
+    low, _ = stats.t.interval(0.9, len(diffs) - 1, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert statistics.t_lower_bound(diffs, 0.05) == pytest.approx(low, rel=1e-9)
+    reference = stats.permutation_test(
+        (np.asarray(diffs),), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="greater"
+    ).pvalue
+    assert statistics.sign_flip_greater(diffs) == pytest.approx(reference, rel=1e-9)
+    # The sign-flip bound at a level is where the test of "mean <= bound" starts to keep its hypothesis.
+    for level in (0.2, 0.4):
+        bound = statistics.sign_flip_lower_bound(diffs, level)
+        shift = 1e-9 * max(1.0, abs(bound))
+        assert statistics.sign_flip_greater(np.asarray(diffs) - bound - shift) >= level
+        assert statistics.sign_flip_greater(np.asarray(diffs) - bound + shift) < level
+    assert statistics.sign_flip_lower_bound(diffs, 0.5 / 2 ** len(diffs)) == -math.inf  # beyond what n seeds can show
+
+
+def with_p(p: float, n: int = 8, sd: float = 0.01) -> list[float]:
+    """Paired differences whose two-sided t-test p-value is `p` (positive mean)."""
+    z = np.linspace(-1.0, 1.0, n)
+    z = (z - z.mean()) / z.std(ddof=1)
+    mean = stats.t.isf(p / 2, n - 1) * sd / math.sqrt(n)
+    return list(mean + sd * z)
+
+
+def assessed_family(spec, diffs_by_depth: dict[int, list[float]]) -> list[analysis.Assessed]:
+    tests = {}
+    for depth, diffs in diffs_by_depth.items():
+        tests[f"strategy=plain,depth={depth}"] = [0.8] * len(diffs)
+        tests[f"strategy=residual,depth={depth}"] = [0.8 + x for x in diffs]
+    return analysis.assess(spec, analysis.paired_differences(spec, runs_from(spec, tests)))
+
+
+def test_a_holm_claim_that_bonferroni_would_not_make_is_bounded_at_0():
+    """p = 0.001, 0.02, 0.5: Holm claims the second (2 x 0.02 < 0.05); Bonferroni (3 x 0.02) does not."""
+    seeds = "final.seeds=[1, 2, 3, 4, 5, 6, 7, 8]"
+    family = {1: with_p(0.001), 2: with_p(0.02), 4: with_p(0.5)}
+    first, second, third = assessed_family(spec_with(seeds, "compare.depth=[1, 2, 4]"), family)
+    assert second.p_t == pytest.approx(0.02) and second.p_adjusted == pytest.approx(0.04)
+    assert second.verdict == Verdict.BETTER
+    # The old Bonferroni interval, printed beside this verdict, contained 0.
+    old_low, _ = statistics.t_interval(family[2], 1 - 0.05 / 3)
+    assert old_low < 0
+    low, high = second.verdict_interval
+    assert low == 0.0 and high > np.mean(family[2])  # bounded at 0 on the claimed side (Strassburger and Bretz)
+    assert first.verdict_interval[0] == 0.0 and third.verdict == Verdict.INCONCLUSIVE
+    # The one left: its lower bound at alpha/2 over the one hypothesis Holm kept, its upper at alpha/2 over all 3.
+    diffs = family[4]
+    assert third.verdict_interval == pytest.approx(
+        (statistics.t_lower_bound(diffs, 0.025), -statistics.t_lower_bound([-x for x in diffs], 0.025 / 3))
+    )
+    line = analysis.verdict_line(spec_with(seeds, "compare.depth=[1, 2, 4]"), second, "test_accuracy")
+    assert "better, " in line and "(simultaneous 95% CI +0.0000 to +0." in line
+    # Bonferroni makes no such claim, and its interval is the Bonferroni one, containing 0.
+    bonferroni = assessed_family(spec_with(seeds, "compare.depth=[1, 2, 4]", "report.adjust=bonferroni"), family)
+    assert bonferroni[1].verdict == Verdict.INCONCLUSIVE
+    assert bonferroni[1].verdict_interval == pytest.approx(statistics.t_interval(family[2], 1 - 0.05 / 3))
+
+
+def test_with_nothing_claimed_the_interval_is_the_bonferroni_one():
+    spec = spec_with("final.seeds=[1, 2, 3, 4, 5, 6]", "compare.depth=[1, 2, 4, 8]")
+    family = {1: with_p(0.03, 6), 2: with_p(0.2, 6), 4: [-x for x in with_p(0.04, 6)], 8: with_p(0.9, 6)}
+    for a, diffs in zip(assessed_family(spec, family), family.values()):
+        assert a.verdict == Verdict.INCONCLUSIVE and a.interval_label == "simultaneous 95% CI"
+        assert a.verdict_interval == pytest.approx(statistics.t_interval(diffs, 1 - 0.05 / 4), rel=1e-9)
+    # Bonferroni's interval is the Bonferroni one whatever is claimed.
+    family[1] = with_p(1e-4, 6)
+    bonferroni = assessed_family(
+        spec_with("final.seeds=[1, 2, 3, 4, 5, 6]", "compare.depth=[1, 2, 4, 8]", "report.adjust=bonferroni"), family
+    )
+    assert bonferroni[0].verdict == Verdict.BETTER
+    for a, diffs in zip(bonferroni, family.values()):
+        assert a.verdict_interval == pytest.approx(statistics.t_interval(diffs, 1 - 0.05 / 4), rel=1e-9)
+
+
+def read_verdict(a: analysis.Assessed, min_effect: float | None, maximize: bool) -> Verdict:
+    """The verdict its interval says: inside ±min_effect, at or above 0, at or below 0, or neither."""
+    low, high = a.verdict_interval
+    if min_effect is not None and -min_effect < low and high < min_effect:
+        return Verdict.EQUIVALENT
+    if low >= 0:
+        return Verdict.BETTER if maximize else Verdict.WORSE
+    if high <= 0:
+        return Verdict.WORSE if maximize else Verdict.BETTER
+    return Verdict.INCONCLUSIVE
+
+
+@pytest.mark.parametrize("test", ["t", "sign_flip"])
+@pytest.mark.parametrize("adjust", ["holm", "bonferroni"])
+@pytest.mark.parametrize("min_effect", [None, 0.01])
+def test_every_verdict_can_be_read_off_its_interval(test, adjust, min_effect):
+    """Random families with mixed effects: each verdict is the one its printed interval shows."""
+    overrides = [f"report.test={test}", f"report.adjust={adjust}", "compare.depth=[1, 2, 4, 8]"]
+    overrides.append("final.seeds=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]")
+    if min_effect:
+        overrides.append(f"report.min_effect={min_effect}")
+    rng = np.random.default_rng([len(test), len(adjust), int(bool(min_effect))])
+    seen: dict[Verdict, int] = {}
+    for family in range(60):
+        maximize = family % 3 != 0
+        objective = [] if maximize else ["objective.metric=val_loss", "objective.direction=minimize"]
+        spec = spec_with(*overrides, *objective)
+        effects = rng.choice([-0.03, -0.008, 0.0, 0.0, 0.003, 0.012, 0.04], size=4)
+        assessed = assessed_family(spec, {d: list(e + rng.normal(0, 0.01, 10)) for d, e in zip([1, 2, 4, 8], effects)})
+        for a in assessed:
+            assert a.verdict == read_verdict(a, min_effect, maximize), (a.verdict, a.verdict_interval, a.p_adjusted)
+            seen[a.verdict] = seen.get(a.verdict, 0) + 1
+        if test == "t" and adjust == "holm":
+            # Where Holm over the two-sided p-values claims one way only, the claims are the same.
+            two_sided = {i for i, p in enumerate(statistics.holm([a.p_t for a in assessed])) if p < 0.05}
+            signs = {np.sign(assessed[i].difference.interval.mean) for i in two_sided}
+            if len(signs) <= 1:
+                assert {i for i, a in enumerate(assessed) if a.p_adjusted < 0.05} == two_sided
+    kinds = [Verdict.BETTER, Verdict.WORSE, Verdict.INCONCLUSIVE] + [Verdict.EQUIVALENT] * bool(min_effect)
+    assert all(seen.get(k, 0) >= 5 for k in kinds), seen
+
+
+def test_an_interval_inside_the_margin_without_equivalence_is_widened():
+    """Three comparisons are worse, so Holm bounds the fourth's upper side at alpha/2 alone: inside ±0.01,
+    though TOST (4 x p = 0.07) does not show equivalence. Its upper side is widened to TOST's interval."""
+    spec = spec_with(
+        "final.seeds=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "compare.depth=[1, 2, 4, 8]", "report.min_effect=0.01"
+    )
+    z = np.linspace(-1.0, 1.0, 10)
+    z = (z - z.mean()) / z.std(ddof=1)
+    small = list(0.0063 + 0.0015 * math.sqrt(10) * z)  # mean 0.0063, standard error 0.0015
+    family = {1: list(-0.05 + 0.01 * z), 2: list(-0.06 + 0.01 * z), 4: list(-0.05 + 0.02 * z), 8: small}
+    *worse, a = assessed_family(spec, family)
+    assert all(w.verdict == Verdict.WORSE for w in worse) and a.verdict == Verdict.BETTER
+    assert 4 * statistics.tost_p(small, 0.01) > 0.05
+    assert -statistics.t_lower_bound([-x for x in small], 0.025) < 0.01  # the compatible upper bound
+    assert a.verdict_interval == pytest.approx((0.0, statistics.t_interval(small, 1 - 2 * 0.05 / 4)[1]))
+    assert a.verdict_interval[1] >= 0.01
+
+
+def test_the_intervals_cover_every_mean_together():
+    """Simultaneous coverage at 95%, with some hypotheses rejected (Holm's smaller levels) or all of them."""
+    rng = np.random.default_rng(5)
+    families = 1000
+    for effects in ([0.05, 0.05, -0.05, 0.0, 0.0, 0.0], [0.03, 0.04, 0.05, 0.02]):
+        covered = 0
+        for _ in range(families):
+            samples = [list(e + rng.normal(0, 0.01, 6)) for e in effects]
+            decided = statistics.directional(samples, 0.05)
+            # A claim's bound of 0 is exclusive: the mean is above (or below) 0.
+            covered += all(
+                d.interval[0] <= e <= d.interval[1] and d.sign in (0, np.sign(e)) for d, e in zip(decided, effects)
+            )
+        assert covered / families >= 0.95 - 3 * math.sqrt(0.05 * 0.95 / families)
+
+
+def test_step_divisors():
+    assert statistics.step_divisors([0.001, 0.02, 0.5], 0.05) == [3, 2, 1]
+    assert statistics.step_divisors([0.03, 0.02, 0.5], 0.05) == [3, 3, 3]
+    assert statistics.step_divisors([0.001, 0.02, 0.5], 0.05, step_down=False) == [3, 3, 3]
+
+
+@pytest.mark.parametrize("n, alpha", [(2, 0.05), (5, 0.05 / 12), (10, 0.05)])
+def test_equivalence_margin_has_the_power_it_claims(n, alpha):
+    """At the returned margin, TOST at `alpha` shows equivalence in 80% of simulated null studies."""
+    sd = 0.01
+    margin = statistics.equivalence_margin(n, sd, alpha)
+    draws = np.random.default_rng(n).normal(0, sd, size=(40_000, n))
+    mean, se = draws.mean(axis=1), draws.std(axis=1, ddof=1) / math.sqrt(n)
+    tost = np.maximum(stats.t.sf((mean + margin) / se, n - 1), stats.t.cdf((mean - margin) / se, n - 1))
+    assert tost[0] == pytest.approx(statistics.tost_p(draws[0], margin))
+    assert np.mean(tost < alpha) == pytest.approx(0.8, abs=3 * math.sqrt(0.16 / 40_000))
+    # With many seeds the normal approximation (z_alpha + z_0.1) sd / sqrt(n) is close.
+    approximate = (stats.norm.isf(alpha) + stats.norm.isf(0.1)) * sd / math.sqrt(n)
+    assert margin > approximate
+
+
+def test_dry_run_states_the_equivalence_margin():
+    from reuse_nets.design import plan
+
+    spec = study_files.load_study("strategy_depth", ["report.assumed_sd=0.005", "report.min_effect=0.01"])
+    margin = statistics.equivalence_margin(5, 0.005, 0.05 / 12)
+    lines = plan.power_lines(spec)
+    assert f"TOST shows equivalence within ±{margin:.4f} at alpha/12" in lines[1]
+    assert "warning: report.min_effect (0.01) is below the margin TOST shows with 80% power" in lines[-1]

@@ -9,9 +9,10 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from reuse_nets.spec import study_files
+from reuse_nets.design import study_files
 from reuse_nets.store import storage_errors, tracking
-from reuse_nets.sweep import phases, runner
+from reuse_nets.sweep import reconcile as reconciliation
+from reuse_nets.sweep import runner
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +46,9 @@ def failing_first(times: int, real):
 
 def test_transient_storage_errors_never_lose_a_point(tmp_path, monkeypatch, data_source, capsys):
     spec = study_files.load_study("smoke", OVERRIDES)
-    reconcile = failing_first(2, phases.reconcile)  # the runner's bookkeeping, twice
+    reconcile = failing_first(2, reconciliation.reconcile)  # the runner's bookkeeping, twice
     log_model = failing_first(1, tracking._log_model)  # one trial's model logging, once
-    monkeypatch.setattr(phases, "reconcile", reconcile)
+    monkeypatch.setattr(reconciliation, "reconcile", reconcile)
     monkeypatch.setattr(tracking, "_log_model", log_model)
     monkeypatch.setattr(storage_errors, "BACKOFF_BASE", 0.2)  # the pauses, shortened
     monkeypatch.chdir(tmp_path)  # the report goes to ./reports

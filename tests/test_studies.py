@@ -4,19 +4,26 @@ the two phases (cells, tuning slots, selection, final runs) and the report's sta
 Fast: no training and no tracking store; Optuna studies live in memory.
 """
 
+import dataclasses
+import hashlib
+import json
 import math
+import re
 
+import numpy as np
 import optuna
 import pytest
 import yaml
 
-from reuse_nets.errors import StudyError
+from reuse_nets.design import plan, study_files
+from reuse_nets.design.selection import Chosen
+from reuse_nets.design.study_spec import Choices, Range, StudySpec, suggest_tuned
+from reuse_nets.design.trial_config import TrialConfig
+from reuse_nets.errors import StudyError, SweepError
 from reuse_nets.names import EPOCH_METRICS, RUN_ID_ATTR
 from reuse_nets.report import analysis
 from reuse_nets.report.analysis import FinalRun
-from reuse_nets.spec import plan, study_files
-from reuse_nets.spec.config import TrialConfig
-from reuse_nets.spec.studies import Choices, Range, StudySpec, suggest_tuned
+from reuse_nets.store import optuna_store, parent_run
 from reuse_nets.sweep import phases
 
 SHIPPED = sorted(path.stem for path in study_files.EXPERIMENTS_DIR.glob("*.yaml"))
@@ -84,8 +91,8 @@ def test_shipped_study_has_a_dry_run_plan(name):
 
 @pytest.mark.parametrize("name, shape", [("conv_depth", (28, 28, 1)), ("cifar10_conv_depth", (32, 32, 3))])
 def test_the_conv_studies_match_conv_nets_on_grey_and_colour_images(name, shape):
+    from reuse_nets.design import datasets
     from reuse_nets.nn import capacity
-    from reuse_nets.spec import datasets
 
     spec = load(name)
     assert spec.base.family == "conv" and spec.match is not None
@@ -119,8 +126,8 @@ def test_residual_depth_is_the_designed_comparison():
     assert spec.tune.pruner.type == "median"
     assert (spec.contrast, spec.baseline) == ("strategy", "plain")
     assert spec.base.seed not in spec.final.seeds  # final seeds are fresh
-    assert spec.tuning_trials == 14 * spec.tune.trials_per_cell
-    assert spec.final_runs == 14 * len(spec.final.seeds)
+    assert spec.n_tuning_trials == 14 * spec.tune.trials_per_cell
+    assert spec.n_final_runs == 14 * len(spec.final.seeds)
 
 
 def test_cells_cross_the_compared_values_in_a_stable_order():
@@ -136,7 +143,7 @@ def test_cells_cross_the_compared_values_in_a_stable_order():
 
 def test_smoke_is_a_plain_grid():
     spec = load("smoke")
-    assert spec.tune is None and spec.tuning_trials == 0
+    assert spec.tune is None and spec.n_tuning_trials == 0
     assert [c.key for c in spec.cells()][:2] == ["strategy=plain,depth=1", "strategy=plain,depth=2"]
     assert plan.tune_jobs(spec) == []
 
@@ -357,10 +364,10 @@ def test_selection_takes_the_best_complete_trial_per_cell_on_validation():
     studies = {c.key: _tuned_study(spec, c, values.get(c.key, [0.5]), storage) for c in cells}
     selection = phases.select_best(spec, storage)
     first = selection[cells[0].key]
-    assert (first["trial"], first["value"]) == (1, 0.85)
-    assert first["params"] == studies[cells[0].key].trials[1].params
-    assert first["run_id"] == f"run-{cells[0].key}-1"
-    assert selection[cells[1].key]["trial"] == 0
+    assert (first.trial, first.value) == (1, 0.85)
+    assert first.params == studies[cells[0].key].trials[1].params
+    assert first.run_id == f"run-{cells[0].key}-1"
+    assert selection[cells[1].key].trial == 0
     assert selection[cells[2].key] is None  # every trial pruned: nothing to retrain
     job = plan.final_job(spec, selection)
     by_cell = {}
@@ -372,7 +379,7 @@ def test_selection_takes_the_best_complete_trial_per_cell_on_validation():
         for params in runs:
             # exactly the selected config: compared values + selected tuned values + seed
             cell = next(c for c in cells if c.key == key)
-            assert params == {**cell.values, **selection[key]["params"], "seed": params["seed"]}
+            assert params == {**cell.values, **selection[key].params, "seed": params["seed"]}
 
 
 def test_selection_minimises_a_loss():
@@ -387,7 +394,7 @@ def test_selection_minimises_a_loss():
         trial = study.ask()
         trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
         study.tell(trial, value)
-    assert phases.select_best(spec, storage)[cell.key]["trial"] == 1  # ties: the lowest number
+    assert phases.select_best(spec, storage)[cell.key].trial == 1  # ties: the lowest number
 
 
 def test_plain_grid_final_runs_are_cells_times_seeds():
@@ -451,6 +458,11 @@ def test_paired_differences_pair_by_seed_per_condition():
     assessed = {a.difference.condition["depth"]: a for a in analysis.assess(spec, list(diffs.values()))}
     assert "depth 64: residual is better than plain" in analysis.verdict(spec, assessed[64], "test_accuracy")
     assert "depth 1: inconclusive between residual and plain" in analysis.verdict(spec, assessed[1], "test_accuracy")
+    assert re.fullmatch(
+        r"strategy=residual,depth=64 vs strategy=plain: better, \+0\.3100 test_accuracy "
+        r"\(simultaneous 95% CI \+0\.\d{4} to \+0\.\d{4}\), Holm-adjusted p = 0\.0\d+",
+        analysis.verdict_line(spec, assessed[64], "test_accuracy"),
+    )
 
 
 def test_unpaired_seeds_are_left_out():
@@ -464,9 +476,11 @@ def test_a_range_edge_selection_is_warned_about():
     spec = load("residual_depth", ["tune.search_space.learning_rate={low: 1.0e-4, high: 1.0e-2, log: true}"])
     cells = spec.cells()
     selection = {
-        cells[0].key: {"params": {"learning_rate": 1.05e-4}},  # low edge of [1e-4, 1e-2] in log space
-        cells[1].key: {"params": {"learning_rate": 1e-3}},  # the middle
-        cells[2].key: {"params": {"learning_rate": 9.5e-3}},
+        cells[0].key: Chosen(
+            trial=0, value=0.5, params={"learning_rate": 1.05e-4}
+        ),  # low edge of [1e-4, 1e-2] in log space
+        cells[1].key: Chosen(trial=0, value=0.5, params={"learning_rate": 1e-3}),  # the middle
+        cells[2].key: Chosen(trial=0, value=0.5, params={"learning_rate": 9.5e-3}),
         cells[3].key: None,
     }
     warnings = analysis.edge_warnings(spec, selection)
@@ -479,9 +493,42 @@ def test_param_kinds():
     assert isinstance(load("residual_depth").tune.search_space["learning_rate"], Range)
     spec = load("residual_depth", ["tune.search_space.width=[64, 128, 256]"])
     assert isinstance(spec.tune.search_space["width"], Choices)
-    assert analysis.edge_warnings(spec, {spec.cells()[0].key: {"params": {"learning_rate": 1e-3, "width": 256}}}) == [
-        "strategy=plain,depth=1: selected width=256 is the largest choice"
+    assert analysis.edge_warnings(
+        spec, {spec.cells()[0].key: Chosen(trial=0, value=0.5, params={"learning_rate": 1e-3, "width": 256})}
+    ) == [
+        "strategy=plain,depth=1: selected width=256 is the largest choice; the best value may lie outside the search space"
     ]
+
+
+def test_a_verdict_on_a_cell_selected_at_an_edge_says_so_even_on_a_grid_of_2_points():
+    spec = load(
+        "smoke",
+        ["compare.depth=[1]", "final.seeds=[1, 2, 3, 4]", "tune={search_space: {learning_rate: [0.001, 0.01]}}"],
+    )
+    plain, concat, residual, masked = (c.key for c in spec.cells())
+    selection = {
+        plain: Chosen(trial=1, value=0.8, params={"learning_rate": 0.01}),  # the largest of 2 choices
+        concat: Chosen(trial=0, value=0.8, params={"learning_rate": 0.001}),  # the smallest
+        residual: None,
+        masked: None,
+    }
+    assert analysis.edge_notes(spec, selection) == {
+        plain: ["learning_rate=0.01 is the largest choice"],
+        concat: ["learning_rate=0.001 is the smallest choice"],
+    }
+    runs = final_runs(spec, {plain: [0.80, 0.81, 0.79, 0.80], concat: [0.85, 0.87, 0.86, 0.88]})
+    (assessed, *_) = analysis.assess(spec, analysis.paired_differences(spec, runs))
+    edges = analysis.edge_notes(spec, selection)
+    sentence = analysis.verdict(spec, assessed, "test_accuracy", edges)
+    assert sentence.startswith("depth 1: concat is better than plain")
+    assert sentence.endswith(
+        f"(selected at a search edge: {concat}: learning_rate=0.001 is the smallest choice; "
+        f"{plain}: learning_rate=0.01 is the largest choice)."
+    )
+    line = analysis.verdict_line(spec, assessed, "test_accuracy", edges)
+    assert line.endswith(f"{plain}: learning_rate=0.01 is the largest choice)")
+    # Without edges nothing is added.
+    assert "search edge" not in analysis.verdict(spec, assessed, "test_accuracy", {})
 
 
 def test_samplers_draw_new_values_in_each_worker_and_after_a_resume():
@@ -540,12 +587,42 @@ def test_the_report_warns_about_failed_and_missing_final_runs():
     assert "**Incomplete:** 1 final run(s) have not run yet" in report.build_markdown(spec, runs, [], {}, status, [])
 
 
+def test_one_seed_shows_its_value_and_no_interval_in_the_report_and_the_console():
+    from reuse_nets.report import writer as report
+
+    spec = load("residual_depth", ["compare.depth=[64]", "final.seeds=[1]"])
+    runs = final_runs(spec, {"strategy=plain,depth=64": [0.80], "strategy=residual,depth=64": [0.81]})
+    status = {cell.key: {"complete": 1, "failed": 0, "pending": 0} for cell in spec.cells()}
+    markdown = report.build_markdown(spec, runs, [], {}, status, [])
+    assert "| strategy=residual,depth=64 | 0.8100 (1 seed, no interval) | 1 | 0 | 0.8100 |" in markdown
+    assert "| depth=64 | residual | +0.0100 | 1 seed, no interval | n/a |" in markdown
+    assert "depth 64: residual - plain = +0.0100 test_accuracy (1 seed, no interval); inconclusive." in markdown
+    assert "[+0.0100, +0.0100]" not in markdown  # a zero-width interval is no interval
+    assert report.findings(spec, runs, {}, status) == [
+        "strategy=residual,depth=64 vs strategy=plain: inconclusive, +0.0100 test_accuracy (1 seed, no interval)"
+    ]
+
+
+def test_report_headers_name_each_metric_once():
+    from reuse_nets.report import writer as report
+
+    spec = load("residual_depth", ["compare.depth=[64]", "final.seeds=[1, 2]"])
+    runs = final_runs(spec, {"strategy=plain,depth=64": [0.5, 0.6], "strategy=residual,depth=64": [0.8, 0.9]})
+    runs = [dataclasses.replace(run, curve=(0.4, run.val), width=64) for run in runs]
+    status = {cell.key: {"complete": 2, "failed": 0, "pending": 0} for cell in spec.cells()}
+    budget = [{"cell": c.key, "complete": 2, "pruned": 0, "failed": 0, "died": 0, "stopped": []} for c in spec.cells()]
+    markdown = report.build_markdown(spec, runs, budget, {}, status, [])
+    headers = [line for line in markdown.splitlines() if line.startswith("| cell |")]
+    assert len(headers) == 3  # tuning budget, final per cell, capacity and convergence
+    assert all(line.count("val_accuracy") == 1 and "val val_" not in line for line in headers), headers
+
+
 # --- Capacity matching ------------------------------------------------------------------------
 
 
 def test_strategy_depth_matches_every_cell_to_plain_at_its_depth():
+    from reuse_nets.design import datasets
     from reuse_nets.nn import capacity
-    from reuse_nets.spec import datasets
 
     spec = load("strategy_depth")
     shape, classes = datasets.features(spec.base.dataset.name)
@@ -574,14 +651,16 @@ def test_matched_widths_reach_tuning_and_final_configs():
     assert width < 128
     assert spec.cell_config(cell, {"learning_rate": 1e-3}, seed=3).width == width
     assert spec.matched(cell) == {"width": width}
-    job = plan.final_job(spec, {c.key: {"params": {"learning_rate": 1e-3}} for c in spec.cells()})
+    job = plan.final_job(
+        spec, {c.key: Chosen(trial=0, value=0.5, params={"learning_rate": 1e-3}) for c in spec.cells()}
+    )
     configs = [spec.cell_config(c, {k: v for k, v in p.items() if k not in c.values}) for c, p in job.slots]
     assert {c.width for c in configs if c.strategy == "concat" and c.depth == 64} == {width}
 
 
 def test_matching_on_flops_and_total_params():
+    from reuse_nets.design import datasets
     from reuse_nets.nn import capacity
-    from reuse_nets.spec import datasets
 
     shape, classes = datasets.features("fashion_mnist")
     for measure in ("flops", "total_params"):
@@ -622,8 +701,8 @@ def test_sobol_points_cover_integer_and_stepped_ranges_evenly():
 
 
 def test_the_width_solver_finds_the_nearest_width_where_counts_are_not_monotone():
+    from reuse_nets.design import matching
     from reuse_nets.nn import capacity
-    from reuse_nets.spec import matching
 
     # A residual block reusing the input needs no shortcut at width 784: fewer parameters than at 783.
     config = TrialConfig(strategy="residual", depth=8, reuse_source="input")
@@ -645,11 +724,14 @@ def test_tuning_repeats_shift_every_seed_and_get_their_own_studies():
     for job in jobs:
         assert [params for _, params in job.slots] == spec.tune.points(job.repeat)
     assert spec.tune.points(0) != spec.tune.points(1)
-    assert spec.tuning_trials == 4 * 3 * spec.tune.trials_per_cell and spec.final_runs == 4 * 3 * 2
+    assert spec.n_tuning_trials == 4 * 3 * spec.tune.trials_per_cell and spec.n_final_runs == 4 * 3 * 2
     # The final phase retrains each repeat's own selection with that repeat's seeds.
-    selection = {plan.unit_key(spec, c, r): {"params": {"learning_rate": 0.001 * (r + 1)}} for c, r in plan.units(spec)}
+    selection = {
+        plan.unit_key(spec, c, r): Chosen(trial=0, value=0.5, params={"learning_rate": 0.001 * (r + 1)})
+        for c, r in plan.units(spec)
+    }
     slots = plan.final_job(spec, selection).slots
-    assert len(slots) == spec.final_runs
+    assert len(slots) == spec.n_final_runs
     for _, params in slots:
         r = params["repeat"]
         assert params["seed"] in spec.final_seeds(r) and params["learning_rate"] == 0.001 * (r + 1)
@@ -659,9 +741,7 @@ def test_tuning_repeats_shift_every_seed_and_get_their_own_studies():
     one = load("residual_depth", ["tune.repeats=1"])
     before = load("residual_depth")
     assert one.identity() == before.identity() and "repeats" not in str(before.identity())
-    assert [plan.identity_of(one, j) for j in plan.tune_jobs(one)] == [
-        plan.identity_of(before, j) for j in plan.tune_jobs(before)
-    ]
+    assert [j.identity for j in plan.tune_jobs(one)] == [j.identity for j in plan.tune_jobs(before)]
     assert plan.tune_study_name(one, one.cells()[0]) == f"residual_depth:tune:{one.cells()[0].key}"
 
 
@@ -675,3 +755,225 @@ def test_tuning_repeats_shift_every_seed_and_get_their_own_studies():
 )
 def test_bad_repeats_are_one_line_errors(overrides, expected):
     assert expected in load_error("residual_depth", overrides)
+
+
+# --- Compared knobs must change the networks ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "expected"),
+    [
+        (
+            "smoke",
+            ["compare.kernel_size=[3, 5]"],
+            "compare.kernel_size: kernel_size has no effect on family 'mlp' networks; "
+            "the cells would train identical networks",
+        ),
+        (  # a masked-only option, compared in cells of strategies that do not read it
+            "smoke",
+            ["compare.strategy=[plain, residual]", "compare.keep_ratio=[0.25, 0.5]"],
+            "compare.keep_ratio: keep_ratio has no effect on strategy 'plain' or strategy 'residual' networks; "
+            "the cells would train identical networks",
+        ),
+        (  # null is the strategy's default reuse source: the same network
+            "smoke",
+            ["compare.strategy=[plain, residual]", "compare.reuse_source=[null, previous]"],
+            "compare.reuse_source: its values [None, 'previous'] make no difference to the networks; "
+            "the cells would train identical networks",
+        ),
+    ],
+)
+def test_a_compared_knob_without_effect_is_refused(name, overrides, expected):
+    message = load_error(name, overrides)
+    assert message.endswith(f"{name}.yaml: {expected}"), message
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("conv_depth", ["compare.kernel_size=[3, 5]"]),  # conv networks read it
+        # keep_ratio changes the masked cells; that the plain ones are alike is no reason to refuse.
+        ("smoke", ["compare.strategy=[plain, masked]", "compare.keep_ratio=[0.25, 0.5]"]),
+        # Tuned over strategies, some of each cell's trials are masked.
+        (
+            "smoke",
+            [
+                "compare={keep_ratio: [0.25, 0.5]}",
+                "tune={search_space: {strategy: [plain, masked]}}",
+                "final.seeds=[1]",
+            ],
+        ),
+    ],
+)
+def test_a_compared_knob_that_changes_some_cells_is_allowed(name, overrides):
+    spec = load(name, overrides)
+    assert len(spec.cells()) >= 2
+
+
+# --- The default sampler: reproducible ----------------------------------------------------
+
+# Each shipped study's identity digest (`parent_run.spec_digest`) and the digest of its tune
+# jobs' identities, computed before the default sampler changed (2026-12-08): the identities
+# of studies stored before this change. A regression pin: they must never change.
+STORED_IDENTITIES = {
+    "cifar10_conv_depth": ("31a60e9399f27742", "4273b6bd4e77b721"),
+    "conv_depth": ("d3f37573fbb85627", "8bb98f44ff27597c"),
+    "masked_keep_ratio": ("7484d7c04858a22d", "b7c7ed0537a725cb"),
+    "pruning_check": ("7edee0d4cb4d275a", "89c6c24e984ebf12"),
+    "residual_depth": ("ff142006cfb4fbfe", "657181634357ae7d"),
+    "reuse_init": ("36832441d9d919b5", "87d4f84e63697fd3"),
+    "smoke": ("d73c4f5c7b30bf0f", "4f53cda18c2baa0c"),
+    "strategy_depth": ("5bc17181432d835c", "4dabc1980f6d20e5"),
+    "tuning_variance": ("b3996e4c9db8cbf0", "0e185a1b862eaf51"),
+}
+# residual_depth without a sampler, stored when the default was tpe (same pin).
+IMPLICIT_TPE_IDENTITY = ("32317988a7f06d36", "a9955647d350e55e")
+
+
+def identity_digests(spec: StudySpec) -> tuple[str, str]:
+    tune = hashlib.sha256(json.dumps([j.identity for j in plan.tune_jobs(spec)], sort_keys=True).encode())
+    return parent_run.spec_digest(spec), tune.hexdigest()[:16]
+
+
+def test_shipped_studies_keep_their_stored_identities():
+    assert set(STORED_IDENTITIES) <= set(SHIPPED)  # studies added later have no identity stored before
+    assert {name: identity_digests(load(name)) for name in STORED_IDENTITIES} == STORED_IDENTITIES
+
+
+def test_a_study_that_names_no_sampler_is_reproducible():
+    ranged = load("residual_depth", ["tune.sampler={}"])
+    assert ranged.tune.sampler.type == "sobol"
+    assert ranged.identity() == load("residual_depth").identity()  # as if it named sobol
+    choices = load("strategy_depth", ["tune.sampler={}"])
+    assert choices.tune.sampler.type == "grid" and choices.tune.trials_per_cell == 6
+    text = plan.describe_plan(ranged, "sqlite:///x.db", None, 1, 1)
+    assert "sampler sobol (seed 0: slot k tries the k-th quasi-random point" in text
+    assert "sampler grid (every point once" in plan.describe_plan(choices, "sqlite:///x.db", None, 1, 1)
+    assert load("residual_depth", ["tune.sampler={type: tpe}"]).tune.sampler.type == "tpe"  # when named
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "expected"),
+    [
+        (
+            "residual_depth",
+            ["tune.sampler={}", "tune.trials_per_cell=null"],
+            "tune: trials_per_cell is required with sampler type 'sobol', "
+            "the default sampler when a knob is searched over a range",
+        ),
+        (
+            "strategy_depth",
+            ["tune.sampler={}", "tune.trials_per_cell=3"],
+            "tune: trials_per_cell is 3 but the grid has 6 points (grid is the default sampler",
+        ),
+    ],
+)
+def test_the_default_sampler_says_what_it_needs(name, overrides, expected):
+    assert expected in load_error(name, overrides)
+
+
+def test_a_study_stored_with_the_old_default_resumes_once_it_names_tpe():
+    old = load("residual_depth", ["tune.sampler={type: tpe}"])  # what the file without a sampler was
+    assert identity_digests(old) == IMPLICIT_TPE_IDENTITY
+    storage = optuna.storages.InMemoryStorage()
+    for job in [*plan.tune_jobs(old)[:1], plan.final_job(old, {})]:
+        optuna_store.open_study(storage, job.study_name, job.identity, direction="maximize", sampler=None, pruner=None)
+        optuna_store.check_identity(storage, job.study_name, job.identity)  # the file names tpe: it resumes
+    now = load("residual_depth", ["tune.sampler={}"])  # the same file, read with the new default
+    for job in [*plan.tune_jobs(now)[:1], plan.final_job(now, {})]:
+        with pytest.raises(SweepError) as excinfo:
+            optuna_store.check_identity(storage, job.study_name, job.identity)
+        assert f"Optuna study {job.study_name!r} ran with sampler 'tpe', not 'sobol'; to resume it, name it in " in (
+            message := one_line_error(excinfo)
+        )
+        assert message.endswith("(tune.sampler.type: tpe) or --set tune.sampler.type=tpe")
+    other = load("residual_depth", ["tune.sampler={}", "base.epochs=2"])  # more than the sampler differs
+    with pytest.raises(SweepError, match="with a different spec; rename the study"):
+        optuna_store.check_identity(storage, plan.final_study_name(other), other.identity())
+
+
+# --- Declared contrasts: main effects and interactions -------------------------------------------
+
+FACTORIAL = [
+    "compare={strategy: [plain, residual], start_as_identity: [false, true], depth: [2, 4]}",
+    "report.contrasts=[{name: skip x identity, of: [strategy, start_as_identity]}, "
+    "{name: identity start, of: [start_as_identity], average: [strategy]}]",
+    "final.seeds=[1, 2, 3, 4]",
+]
+
+
+def test_an_interaction_is_a_difference_of_differences_paired_by_seed_in_the_holm_family():
+    spec = load("smoke", FACTORIAL)
+    key = {(s, i, d): f"strategy={s},start_as_identity={i},depth={d}" for s in ("plain", "residual")
+           for i in (False, True) for d in (2, 4)}  # fmt: skip
+    rng = np.random.default_rng(7)
+    tests = {}
+    for (strategy, identity, depth), cell in key.items():
+        # A planted interaction of +0.04 at depth 4 only, on top of seed noise shared by a seed's cells.
+        effect = 0.04 if (strategy, identity, depth) == ("residual", True, 4) else 0.0
+        tests[cell] = [0.8 + effect + 0.01 * seed_noise for seed_noise in (0.3, -0.2, 0.5, -0.1)]
+        tests[cell] = [t + rng.normal(0, 0.002) for t in tests[cell]]
+    runs = final_runs(spec, tests)
+    differences = analysis.paired_differences(spec, runs)
+    declared = [d for d in differences if d.declared]
+    assert spec.family_size == len(differences) == 2 * 2 + 2 * 2  # 2 pairs x 2 conditions, 2 contrasts x 2 depths
+    interaction = {d.condition["depth"]: d for d in declared if d.value == "skip x identity"}
+    for depth, d in interaction.items():
+        expected = [
+            (tests[key["residual", True, depth]][i] - tests[key["residual", False, depth]][i])
+            - (tests[key["plain", True, depth]][i] - tests[key["plain", False, depth]][i])
+            for i in range(4)
+        ]
+        assert d.diffs == pytest.approx(expected, abs=1e-12) and d.label == "skip x identity"
+    main = next(d for d in declared if d.value == "identity start" and d.condition == {"depth": 4})
+    assert main.interval.mean == pytest.approx(0.02, abs=0.005)  # half the planted +0.04: averaged over strategy
+    assessed = analysis.assess(spec, differences)
+    by_label = {(a.difference.label, a.difference.condition.get("depth")): a for a in assessed}
+    deep, shallow = by_label[("skip x identity", 4)], by_label[("skip x identity", 2)]
+    assert deep.verdict == "better" and shallow.verdict != "better"
+    # The adjusted p is Holm's over the whole family: at least the raw p times the number not yet rejected.
+    assert deep.p_adjusted >= deep.p_t and deep.p_adjusted < spec.report.alpha
+    line = analysis.verdict_line(spec, deep, spec.objective.test_metric)
+    assert line.startswith("contrast skip x identity at depth=4: better, +0.04")
+
+
+@pytest.mark.parametrize(
+    "contrast, message",
+    [
+        ("{name: a, of: [width]}", "'width' is not compared"),
+        ("{name: a, of: [depth]}", "'depth' has 3 compared values; a factor of a contrast has 2"),
+        ("{name: a, of: [strategy], average: [strategy]}", "a knob is named twice"),
+    ],
+)
+def test_a_contrast_of_unknown_or_many_valued_knobs_is_refused(contrast, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        load("smoke", ["compare={strategy: [plain, residual], depth: [1, 2, 4]}", f"report.contrasts=[{contrast}]"])
+
+
+def test_the_tuning_table_lists_each_pruned_and_failed_trial():
+    from reuse_nets.names import OUTCOME_ATTR, SLOT_ATTR
+    from reuse_nets.report import writer
+
+    spec = load("residual_depth", ["compare.depth=[1]"])
+    storage = optuna.storages.InMemoryStorage()
+    cell = spec.cells()[0]
+    study = optuna.create_study(study_name=plan.tune_study_name(spec, cell), storage=storage, direction="maximize")
+    for slot, end in enumerate(["complete", "pruned", "diverged"]):
+        trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)})
+        trial.set_user_attr(SLOT_ATTR, slot)
+        trial.report(0.5, 1)
+        trial.report(0.4, 2)
+        if end == "complete":
+            study.tell(trial, 0.6)
+        elif end == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.set_user_attr(OUTCOME_ATTR, end)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (row, *_) = writer.budget_rows(spec, storage)
+    assert (row["complete"], row["pruned"], row["failed"]) == (1, 1, 1)
+    lrs = [t.params["learning_rate"] for t in study.trials]
+    assert row["stopped"] == [
+        f"trial 1 (learning_rate={lrs[1]:.4g}): pruned after epoch 2",
+        f"trial 2 (learning_rate={lrs[2]:.4g}): diverged",
+    ]

@@ -23,8 +23,8 @@ from mlflow.entities import ViewType
 from PIL import Image
 
 from reuse_nets import names
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.runtime import interrupts
-from reuse_nets.spec.config import TrialConfig
 from reuse_nets.store import dataset_inputs, provenance, tracking
 from reuse_nets.train import training
 
@@ -703,10 +703,10 @@ def test_a_real_mlflow_error_while_logging_inputs_is_not_retried(tracking_store,
 
 RACE_SCRIPT = """
 import sys
-from reuse_nets.spec import study_files
-from reuse_nets.store import study_runs, tracking
+from reuse_nets.design import study_files
+from reuse_nets.store import parent_run, tracking
 tracking.set_tracking_uri(sys.argv[1])
-study_runs.check_experiment(study_files.load_study("smoke", []))
+parent_run.check_experiment(study_files.load_study("smoke", []))
 print("opened")
 """
 

@@ -5,8 +5,8 @@ import contextlib
 import numpy as np
 import pytest
 
-from reuse_nets.spec.config import TrialConfig
-from reuse_nets.spec.studies import ExecutionSpec
+from reuse_nets.design.study_spec import ExecutionSpec
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.train import trainers, training
 
 TIMING_METRICS = {"epoch_time", "throughput"}

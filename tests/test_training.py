@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from reuse_nets import names
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.names import GRAD_NORM_PREFIX
 from reuse_nets.nn import layers, models
-from reuse_nets.spec.config import TrialConfig
 from reuse_nets.train import execution, training
 
 TIMING_METRICS = {"epoch_time", "throughput"}
@@ -285,7 +285,7 @@ def test_xla_training_repeats_bit_exactly_in_a_fresh_process(
         execution.pin(previous)
     script = (
         "import dataclasses, json, sys\n"
-        "from reuse_nets.spec import config\nfrom reuse_nets.train import data, execution, training\n"
+        "from reuse_nets.design import trial_config as config\nfrom reuse_nets.train import data, execution, training\n"
         "args = json.loads(sys.argv[1])\n"
         "execution.pin(execution.Settings(**args['settings']))\n"
         "dataset = data.load_dataset('fashion_mnist', data.Splits(**args['splits']), data.DataSource(**args['source']))\n"

@@ -1,8 +1,9 @@
-"""One vocabulary: tag names, outcomes and phases are spelled only in `reuse_nets/names.py`.
+"""One vocabulary: tag names, attributes and status words are spelled only in `reuse_nets/names.py`.
 
 Scans every module's string constants (docstrings aside): a literal equal to a
-tag name, an outcome or a phase, or a `reuse_nets.`-prefixed string that is not
-a module path, is a second spelling that could drift from the first.
+tag name, an Optuna attribute, an outcome, phase, kind or verdict, an MLflow run
+status or Optuna trial state, or a `reuse_nets.`-prefixed string that is not a
+module path, is a second spelling that could drift from the first.
 """
 
 import ast
@@ -11,8 +12,15 @@ from pathlib import Path
 from reuse_nets import names
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reuse_nets"
-TAGS = {value for key, value in vars(names).items() if key.endswith(("_TAG", "_TAG_PREFIX")) and isinstance(value, str)}
-WORDS = {str(member) for enum in (names.Outcome, names.Phase) for member in enum}
+TAGS = {
+    value
+    for key, value in vars(names).items()
+    if isinstance(value, str) and (key.endswith(("_TAG", "_TAG_PREFIX")) or (key.endswith("_ATTR") and "_" in value))
+}
+# Kinds ("study", "trial") and one-word attributes ("phase", "slot") double as table columns and
+# fault points; the status words below never do.
+STATUS_ENUMS = (names.Outcome, names.Phase, names.Verdict, names.RunStatus, names.TrialState)
+WORDS = {str(member) for enum in STATUS_ENUMS for member in enum}
 MODULE_PATHS = {
     ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
     for path in PACKAGE.rglob("*.py")
@@ -39,6 +47,8 @@ def field_names(tree) -> set[int]:
             ids.add(id(node.slice))
         elif isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.In, ast.NotIn)):
             ids.add(id(node.left))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            ids.update(id(arg) for arg in node.args[:1])  # mapping.get("key"): a key, as mapping["key"] is
     return ids
 
 
@@ -60,7 +70,7 @@ def second_spellings(source: str) -> list[str]:
     return found
 
 
-def test_no_tag_outcome_or_phase_literal_outside_names():
+def test_no_tag_attribute_or_status_literal_outside_names():
     offenders = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "names.py" and path.parent == PACKAGE:
@@ -75,8 +85,12 @@ def test_the_scan_finds_a_second_spelling():
     # The check must be able to fail: each kind of literal it looks for is caught.
     source = 'x = {"reuse_nets.outcome": "completed"}\ny = f"{a}" + "final"\nz = "reuse_nets.made_up_tag"\n'
     assert sorted(second_spellings(source)) == ["completed", "final", "reuse_nets.made_up_tag", "reuse_nets.outcome"]
+    # MLflow's and Optuna's status words, verdicts and Optuna attributes too.
+    source = 'a = run.info.status == "FINISHED"\nb = t.state.name == "WAITING"\nc = "inconclusive"\nd = t.user_attrs.get("mlflow_run_id")\n'
+    assert sorted(second_spellings(source)) == ["FINISHED", "WAITING", "inconclusive", "mlflow_run_id"]
     # A JSON field or table column that happens to share a word is not an outcome.
     assert second_spellings('counts = {"pruned": 0}\ncounts["died"] += 1\nok = "error" in answer\n') == []
+    assert second_spellings('spec = identity.get("tune")\n') == []
     assert second_spellings('"""A docstring may say "completed"."""\nimport reuse_nets.nn.layers\n') == []
 
 

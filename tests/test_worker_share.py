@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from reuse_nets.spec import plan, study_files
-from reuse_nets.sweep import phases
+from reuse_nets.design import plan, study_files
+from reuse_nets.sweep import worker_share
 from reuse_nets.train import execution
 
 
@@ -19,7 +19,7 @@ def test_workers_start_on_disjoint_shares_and_each_sees_every_job(count):
     _, jobs = jobs_of()
     firsts = []
     for index in range(1, count + 1):
-        order = phases.worker_order(jobs, index, count)
+        order = worker_share.worker_order(jobs, index, count)
         assert sorted(j.study_name for j in order) == sorted(j.study_name for j in jobs)
         firsts.append(order[0].study_name)
     assert len(set(firsts)) == min(count, len(jobs))
@@ -28,7 +28,7 @@ def test_workers_start_on_disjoint_shares_and_each_sees_every_job(count):
 def test_the_final_slots_are_split_by_cell_over_the_workers():
     spec = study_files.load_study("smoke", ["final.seeds=[1, 2, 3]"])
     job = plan.final_job(spec, {})
-    shares = [phases.worker_slots(job, index, 3) for index in (1, 2, 3)]
+    shares = [worker_share.worker_slots(job, index, 3) for index in (1, 2, 3)]
     assert set().union(*shares) == set(range(len(job.slots)))
     assert sum(len(share) for share in shares) == len(job.slots)  # disjoint
     # Every seed of a cell goes to the same worker.

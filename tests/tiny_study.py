@@ -17,8 +17,8 @@ from pathlib import Path
 
 from conftest import fashion_mnist_manual_dir
 
-from reuse_nets.spec import study_files
-from reuse_nets.spec.studies import StudySpec
+from reuse_nets.design import study_files
+from reuse_nets.design.study_spec import StudySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_FILE = ROOT / "tests" / "studies" / "tiny_tuned.yaml"

@@ -29,6 +29,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from reuse_nets.bench import memory, runners, soak, study_profile
 from reuse_nets.bench.plans import DEFAULT_SECTIONS, QUICK, Plan
@@ -43,7 +44,7 @@ SCHEMA_VERSION = 2
 def measure(plan: Plan, source: data.DataSource, say=print, sections: tuple[str, ...] = DEFAULT_SECTIONS) -> dict:
     """Runs `sections` of `plan` (`workers` needs `profile`); the JSON-able result."""
     started = time.monotonic()
-    result = {"schema": SCHEMA_VERSION, "machine": machine(), "quick": plan is QUICK}
+    result: dict[str, Any] = {"schema": SCHEMA_VERSION, "machine": machine(), "quick": plan is QUICK}
     settings = execution.pin(execution.for_workers(1))
     result["execution"] = settings.describe()
     import mlflow

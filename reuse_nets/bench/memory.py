@@ -284,15 +284,15 @@ def windows(total: int, last_cell_starts: int, warm_up: int) -> tuple[int, int, 
 
 def memory(plan: Plan, source: data.DataSource, folder: Path) -> dict:
     """The plan's memory study in one probed runner process: growth per trial after warm-up, attributed."""
-    from reuse_nets.spec import plan as study_plan
-    from reuse_nets.spec import study_files
+    from reuse_nets.design import plan as study_plan
+    from reuse_nets.design import study_files
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = study_files.load_study(plan.memory_study, list(plan.memory_overrides))
-    total = spec.tuning_trials + spec.final_runs
+    total = spec.n_tuning_trials + spec.n_final_runs
     warm_up = max(1, round(WARM_UP * total))  # trials, as the soak's
     units = len(study_plan.units(spec))
-    last_cell_starts = (units - 1) * (spec.tuning_trials // units) + 1 if units else 1
+    last_cell_starts = (units - 1) * (spec.n_tuning_trials // units) + 1 if units else 1
     at = windows(total, last_cell_starts, warm_up)
     run_args = study_command(plan.memory_study, plan.memory_overrides, folder, source, "--quiet")[2:]
     out = folder / "memory.json"

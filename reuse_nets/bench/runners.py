@@ -27,7 +27,7 @@ from pathlib import Path
 from reuse_nets.bench import servers
 from reuse_nets.bench.plans import Plan
 from reuse_nets.bench.sweeps import study_command
-from reuse_nets.names import KIND_TAG, OUTCOME_ATTR, RUN_ID_ATTR, SLOT_ATTR, Kind
+from reuse_nets.names import OUTCOME_ATTR, RUN_ID_ATTR, SLOT_ATTR, RunStatus, TrialState
 from reuse_nets.train import data
 
 RUNNERS_TIMEOUT = 1800  # seconds for all runners together
@@ -37,7 +37,7 @@ STARTED = ": started ["  # the runner's line as a trial starts
 
 def runners(plan: Plan, source: data.DataSource, folder: Path) -> dict:
     """`plan.runners` runners at once on the plan's runners study; what the stores hold, throughput, latency."""
-    from reuse_nets.spec import study_files
+    from reuse_nets.design import study_files
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = study_files.load_study(plan.runners_study, list(plan.runners_overrides))
@@ -66,7 +66,7 @@ def runners(plan: Plan, source: data.DataSource, folder: Path) -> dict:
         "study": plan.runners_study,
         "overrides": list(plan.runners_overrides),
         "runners": plan.runners,
-        "slots": spec.tuning_trials + spec.final_runs,
+        "slots": spec.n_tuning_trials + spec.n_final_runs,
         **run,
         **stores,
         "servers_start_s": round(servers_s, 1),
@@ -124,10 +124,9 @@ def _load_calls(path: Path) -> dict[str, dict[str, list[float]]]:
 def _check_stores(spec, storage: str, tracking_uri: str) -> dict:
     """Every slot once? Read back from the Optuna storage and, through the tracking server, from MLflow."""
     import mlflow
-    from mlflow.entities import ViewType
 
-    from reuse_nets.spec import plan as study_plan
-    from reuse_nets.store import optuna_store
+    from reuse_nets.design import plan as study_plan
+    from reuse_nets.store import optuna_store, readback
 
     names = [study_plan.tune_study_name(spec, cell, repeat) for cell, repeat in study_plan.units(spec)]
     names.append(study_plan.final_study_name(spec))
@@ -137,22 +136,25 @@ def _check_stores(spec, storage: str, tracking_uri: str) -> dict:
         study = optuna_store.load_existing(storage, name)
         for trial in study.get_trials(deepcopy=False) if study is not None else ():
             trials.append(trial)
-            if trial.state.name == "COMPLETE":
+            if trial.state.name == TrialState.COMPLETE:
                 slots_of[(name, trial.user_attrs.get(SLOT_ATTR))] += 1
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    expected = spec.tuning_trials + spec.final_runs
+    complete = [t for t in trials if t.state.name == TrialState.COMPLETE]
+    expected = spec.n_tuning_trials + spec.n_final_runs
     states = collections.Counter(t.state.name for t in trials)
-    outcomes = collections.Counter(str(t.user_attrs.get(OUTCOME_ATTR)) for t in trials if t.state.name != "COMPLETE")
+    outcomes = collections.Counter(
+        str(t.user_attrs.get(OUTCOME_ATTR)) for t in trials if t.state.name != TrialState.COMPLETE
+    )
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(spec.name)
-    runs = (
-        []
-        if experiment is None
-        else client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=10000)
+    # Every parent run, not only the one readers use: runners racing to start the study must leave one.
+    parents = (
+        client.search_runs([experiment.experiment_id], readback.parent_filter(spec.name), max_results=100)
+        if experiment is not None
+        else []
     )
-    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == Kind.STUDY]
-    finished = {r.info.run_id for r in runs if r.data.tags.get(KIND_TAG) == Kind.TRIAL and r.info.status == "FINISHED"}
+    runs = readback.trial_runs(client, experiment.experiment_id) if experiment is not None else []
+    finished = {r.info.run_id for r in runs if r.info.status == RunStatus.FINISHED}
     by_run = collections.Counter(t.user_attrs.get(RUN_ID_ATTR) for t in complete)
     span = max(t.datetime_complete for t in complete) - min(t.datetime_start for t in complete) if complete else None
     optuna_once = len(slots_of) == expected == len(complete)
@@ -171,9 +173,7 @@ def _check_stores(spec, storage: str, tracking_uri: str) -> dict:
             "parent_runs": len(parents),
             "finished_trial_runs": len(finished),
             "complete_trials_with_their_run": sum(run_id in finished for run_id in by_run),
-            "unfinished_trial_runs": sum(
-                r.data.tags.get(KIND_TAG) == Kind.TRIAL and r.info.status != "FINISHED" for r in runs
-            ),
+            "unfinished_trial_runs": sum(r.info.status != RunStatus.FINISHED for r in runs),
         },
         "training_span_s": span.total_seconds() if span else float("nan"),
     }

@@ -48,11 +48,13 @@ def _trials(folder: Path) -> dict:
     """How many trial runs the study logged, and how many traced their own steps."""
     import mlflow
 
+    from reuse_nets.store import readback
+
     client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
     runs = [
         run
         for experiment in client.search_experiments()
-        for run in client.search_runs([experiment.experiment_id], max_results=10000)
+        for run in readback.trial_runs(client, experiment.experiment_id)
         if TRAINER_REUSED_TAG in run.data.tags
     ]
     return {"trials": len(runs), "traced": sum(r.data.tags[TRAINER_REUSED_TAG] == "false" for r in runs)}

@@ -13,18 +13,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from reuse_nets.bench.plans import Plan
 from reuse_nets.bench.training_speed import plain_pipeline
-from reuse_nets.names import PHASE_TAG, Phase
+from reuse_nets.design import plan
+from reuse_nets.design.trial_config import TrialConfig
+from reuse_nets.names import Phase
 from reuse_nets.runtime.paths import PROJECT_ROOT
-from reuse_nets.spec import plan
-from reuse_nets.spec.config import TrialConfig
 from reuse_nets.train import data
 
 
 def _study(name: str, overrides: tuple[str, ...], tag: str):
-    from reuse_nets.spec import study_files
+    from reuse_nets.design import study_files
 
     spec = study_files.load_study(os.fspath(PROJECT_ROOT / "experiments" / f"{name}.yaml"), list(overrides))
     # Its own study name per measurement: separate Optuna studies and experiments.
@@ -149,6 +150,8 @@ def startup(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
     """
     import mlflow
 
+    from reuse_nets.store import readback
+
     scratch.mkdir(parents=True, exist_ok=True)
     dry = []
     for _ in range(plan.startup_repeats):
@@ -173,10 +176,10 @@ def startup(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
         start = time.time()
         subprocess.run(command(*args), cwd=scratch, check=True, capture_output=True)
         client = mlflow.MlflowClient(tracking_uri)
-        runs = client.search_runs(
-            [client.get_experiment_by_name("smoke").experiment_id],
-            filter_string=f"tags.`{PHASE_TAG}` = '{Phase.FINAL}'",
-        )
+        experiment = client.get_experiment_by_name("smoke")
+        if experiment is None:
+            raise RuntimeError(f"benchmark study smoke logged no experiment to {tracking_uri}")
+        runs = readback.trial_runs(client, experiment.experiment_id, phase=Phase.FINAL)
         [epoch_time] = client.get_metric_history(runs[0].info.run_id, "epoch_time")
         first_step.append(epoch_time.timestamp / 1000 - epoch_time.value - start)
     return {
@@ -191,7 +194,7 @@ def _epochs_and_best(spec, scratch: Path) -> tuple[int, str]:
     import mlflow
 
     from reuse_nets.report import writer as report
-    from reuse_nets.store import optuna_store, study_runs
+    from reuse_nets.store import optuna_store, readback
 
     storage = optuna_store.make_storage(f"sqlite:///{scratch}/optuna.db", spec.execution)
     epochs = 0
@@ -199,8 +202,12 @@ def _epochs_and_best(spec, scratch: Path) -> tuple[int, str]:
         study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell, repeat))
         epochs += sum(len(trial.intermediate_values) for trial in study.get_trials(deepcopy=False))
     mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
-    experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
-    runs = report.collect_final_runs(spec, study_runs.find_parent_run(spec, experiment.experiment_id), storage)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(spec.name)
+    parent = readback.parent(client, experiment.experiment_id, spec.name) if experiment is not None else None
+    if parent is None:
+        raise RuntimeError(f"benchmark study {spec.name} logged no parent run")
+    runs = report.collect_final_runs(spec, parent.info.run_id, storage)
     by_cell: dict[str, list[float]] = {}
     for run in runs:
         by_cell.setdefault(run.cell, []).append(run.test)
@@ -211,14 +218,14 @@ def _epochs_and_best(spec, scratch: Path) -> tuple[int, str]:
 
 def pruning(plan: Plan, source: data.DataSource, scratch: Path) -> dict:
     """experiments/pruning_check.yaml run with its median pruner and with none (one worker)."""
-    result = {"study": "pruning_check", "overrides": list(plan.study_overrides)}
+    result: dict[str, Any] = {"study": "pruning_check", "overrides": list(plan.study_overrides)}
     variants = {"pruned": (), "unpruned": ("tune.pruner.type=none",)}  # JSON fields
     for label, pruner in variants.items():
         spec = _study("pruning_check", plan.study_overrides + pruner, label)
         folder = scratch / label
         seconds = _run(spec, folder, source)
         epochs, best = _epochs_and_best(spec, folder)
-        trials = spec.tuning_trials + spec.final_runs
+        trials = spec.n_tuning_trials + spec.n_final_runs
         result[label] = {"tuning_epochs": epochs, "wall_s": round(seconds, 1), "trials": trials, "best_cell": best}
     result["epochs_saved"] = round(1 - result["pruned"]["tuning_epochs"] / result["unpruned"]["tuning_epochs"], 3)
     result["time_saved"] = round(1 - result["pruned"]["wall_s"] / result["unpruned"]["wall_s"], 3)

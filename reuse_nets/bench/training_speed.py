@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import Any
 
 from reuse_nets.bench.plans import Plan, Size
-from reuse_nets.spec.config import DatasetConfig, TrialConfig
+from reuse_nets.design.trial_config import DatasetConfig, TrialConfig
 from reuse_nets.train import data, execution
 
 VALIDATION_SPLIT = "train[50000:51000]"  # disjoint from every benchmarked train slice
@@ -148,8 +149,8 @@ def training_speed(size: Size, plan: Plan, source: data.DataSource, ceiling_gflo
     }
     if plan.xla:
         variants["framework_xla"] = lambda: _framework_fit(config, dataset, xla=True)
-    rates = {name: [] for name in variants}
-    first = {name: [] for name in variants}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    first: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(plan.repeats):
         for name, fit in variants.items():
             epoch_rates, seconds = fit()
@@ -159,7 +160,7 @@ def training_speed(size: Size, plan: Plan, source: data.DataSource, ceiling_gflo
                 f"  depth {size.depth} width {size.width} repeat {repeat + 1}/{plan.repeats} {name}: {statistics.median(epoch_rates[1:]):.0f} examples/s"
             )
     flops = training_flops_per_example(training.build(config, dataset))
-    entry = {
+    entry: dict[str, Any] = {
         "depth": size.depth,
         "width": size.width,
         "batch_size": plan.batch_size,

@@ -14,7 +14,9 @@ import sys
 from reuse_nets.commands import common
 
 # name: what it does, for `reuse-nets --help`; the module reuse_nets.commands.<name>
-# (list: list_studies, since a submodule named `list` would shadow the builtin here).
+# unless MODULES names another (list: list_studies, since a submodule named `list`
+# would shadow the builtin here; benchmark: the bench package, which stands above
+# the commands it measures).
 COMMANDS = {
     "run": "run or resume a study (tuning, final runs, report)",
     "report": "rebuild a study's ablation report from the Optuna and MLflow stores",
@@ -23,7 +25,7 @@ COMMANDS = {
     "list": "list the studies in experiments/",
     "benchmark": "measure training speed (e.g. the cost of gradient-norm tracking)",
 }
-MODULES = {"list": "list_studies"}
+MODULES = {"list": "reuse_nets.commands.list_studies", "benchmark": "reuse_nets.bench.command"}
 
 
 def _parser() -> common.ArgumentParser:
@@ -40,13 +42,17 @@ def _parser() -> common.ArgumentParser:
     return parser
 
 
+def command_module(name: str) -> str:
+    """The module whose `main` runs command `name`."""
+    return MODULES.get(name, f"reuse_nets.commands.{name}")
+
+
 def main(argv=None) -> int:
     """`reuse-nets COMMAND ARGS...`: runs the command; its exit code."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     common.PROG = f"reuse-nets {args.command}"
-    # Imported only now: each command imports what it needs, and `benchmark` is
-    # another module's business.
-    module = importlib.import_module(f"reuse_nets.commands.{MODULES.get(args.command, args.command)}")
+    # Imported only now: each command imports what it needs.
+    module = importlib.import_module(command_module(args.command))
     interrupted = getattr(module, "INTERRUPTED", common.SWEEP_INTERRUPTED)
     code = common.main_guard(lambda: module.main(args.args), interrupted)
     if argv is None:  # the process's own command line (the `reuse-nets` script): its exit is ours

@@ -61,6 +61,13 @@ def add_data_args(parser) -> None:
     parser.add_argument("--download", action="store_true", help="let TFDS download data that is not prepared yet")
 
 
+# --set of the commands that act on a study once run (report, register): see `parent_run.ran_spec`.
+RAN_SPEC_SET_HELP = (
+    "optional: the spec the study ran with (its --set included) is read from its parent run; a --set here may "
+    "change only what keeps the study the same, e.g. report.alpha=0.01"
+)
+
+
 def add_overrides_arg(parser, help: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 

@@ -10,7 +10,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from reuse_nets.spec import study_files
+    from reuse_nets.design import study_files
 
     parse_args(argv)
     for name, description in study_files.list_studies():

@@ -16,7 +16,7 @@ def parse_args(argv):
     parser.add_argument("--study", required=True, help="study name in experiments/ or path to a study YAML file")
     parser.add_argument("--storage", help="Optuna RDB URL the study ran with (default: sqlite:///optuna.db here)")
     parser.add_argument("--name", help="registered model name (default: the study's name)")
-    common.add_overrides_arg(parser, "the overrides the study was run with, if any")
+    common.add_overrides_arg(parser, common.RAN_SPEC_SET_HELP)
     common.add_tracking_args(parser)
     return parser.parse_args(argv)
 
@@ -24,10 +24,10 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from reuse_nets.report import registry, writer
-    from reuse_nets.spec import study_files
-    from reuse_nets.store import optuna_store
+    from reuse_nets.store import optuna_store, parent_run, tracking
 
-    spec = study_files.load_study(args.study, args.overrides)
+    tracking.set_tracking_uri(args.tracking_uri)
+    spec = parent_run.ran_spec(args.study, args.overrides)
     storage = args.storage or optuna_store.DEFAULT_STORAGE
     runs = writer.final_runs_of(spec, storage, args.tracking_uri)
     for entry in registry.register(spec, runs, args.name):

@@ -10,8 +10,8 @@ import re
 
 from reuse_nets import names
 from reuse_nets.commands import common
+from reuse_nets.design import plan
 from reuse_nets.runtime import noise, profile
-from reuse_nets.spec import plan
 
 MAX_WORKERS = 64  # processes on one machine; more runners belong on more machines
 
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         from reuse_nets.commands import list_studies
 
         return list_studies.main([])
-    from reuse_nets.spec import study_files
+    from reuse_nets.design import study_files
     from reuse_nets.store import optuna_store
     from reuse_nets.sweep import runner
 
@@ -69,11 +69,12 @@ def main(argv=None) -> int:
         reports=args.reports or None,  # "" (MLproject's default): ./reports
     )
     if args.dry_run:
+        from reuse_nets.report import pilot as pilots
         from reuse_nets.train import execution
 
         # Not `for_workers`: that imports TensorFlow (seconds) to read the oneDNN switch.
         threads = execution.threads_per_worker(args.workers)
-        pilot = pilot_spread(spec.report.pilot, options.tracking_uri) if spec.report.pilot else None
+        pilot = pilots.power_spread(spec.report.pilot, options.tracking_uri) if spec.report.pilot else None
         from reuse_nets.errors import redact
 
         print(redact(plan.describe_plan(spec, options.storage, options.tracking_uri, args.workers, threads, pilot)))
@@ -86,21 +87,3 @@ def main(argv=None) -> int:
 
     print(redact(runner.summary(result)))  # its MLflow hint names the tracking URI
     return 0 if result.complete else 1
-
-
-def pilot_spread(pilot: str, tracking_uri: str | None) -> plan.Spread:
-    """`report.pilot`'s measured paired-difference SD for the power line, or why there is none."""
-    from reuse_nets.errors import SweepError
-    from reuse_nets.report import pilot as pilots
-
-    try:
-        found = pilots.spread(pilot, tracking_uri)
-    except SweepError as error:
-        return str(error)
-    return (
-        found.seed_sd,
-        found.tuning_sd,
-        (
-            f"between seeds, pooled over {found.comparisons} comparisons of pilot {found.study!r}, {found.runs} final runs"
-        ),
-    )

@@ -4,7 +4,7 @@ The public names, importable from here (docs/layers-and-models.md, "Public impor
 
     from reuse_nets.nn import ResidualBlock, build_model, count_capacity
 
-They load on first use: `spec/` reads `reuse_nets.nn.models`' tables without
+They load on first use: `design/` reads `reuse_nets.nn.models`' tables without
 importing TensorFlow, and the command line stays quick to start.
 """
 

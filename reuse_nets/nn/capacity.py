@@ -83,16 +83,26 @@ def count(
     num_classes: int,
     family: str = "mlp",
     *,
+    activation: str = "relu",
     kernel_size: int = 3,
     reuse_source: str | None = None,
+    kernel_initializer: str = "he_normal",
     normalization: str = "none",
-    keep_ratio: float = 0.5,
-    learned_mask: bool = False,
     seed: int = 0,
+    **options,
 ) -> Capacity:
-    """The `Capacity` of `models.build_model` called with the same arguments."""
+    """The `Capacity` of `models.build_model` called with the same arguments.
+
+    The activation, the initializer and a strategy's start (`branch_gain_init`,
+    `start_as_identity`) change no count; masked's `keep_ratio` and `learned_mask`
+    (default 0.5 and False, as the layer's) do.
+    """
     from reuse_nets.nn import models
 
+    unknown = sorted(set(options) - set(models.STRATEGIES[strategy].options))
+    if unknown:
+        raise ValueError(f"strategy {strategy!r} takes no option(s) {unknown}")
+    keep_ratio, learned_mask = options.get("keep_ratio", 0.5), options.get("learned_mask", False)
     source = reuse_source or models.STRATEGIES[strategy].reuse_sources[0]
     input_shape = tuple(int(d) for d in input_shape)
     conv = family == "conv"
@@ -158,20 +168,7 @@ def count(
 
 def of_config(config, input_shape, num_classes: int) -> Capacity:
     """The `Capacity` of the network a `TrialConfig` describes."""
-    return count(
-        config.strategy,
-        config.depth,
-        config.width,
-        input_shape,
-        num_classes,
-        config.family,
-        kernel_size=config.kernel_size,
-        reuse_source=config.reuse_source,
-        normalization=config.normalization,
-        keep_ratio=config.keep_ratio,
-        learned_mask=config.learned_mask,
-        seed=config.seed,
-    )
+    return count(input_shape=input_shape, num_classes=num_classes, **config.model_arguments())
 
 
 def human(n: int) -> str:

@@ -176,6 +176,32 @@ class ReuseBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class IdentityKernel(keras.initializers.Initializer):
+    """A transform kernel that starts as the identity map: `eye` for a dense kernel,
+    the centre tap's `eye` for a convolution (a Dirac kernel).
+
+    With zero biases and an activation that is the identity on its inputs (relu on the
+    non-negative outputs of the block before), a plain block then passes its input
+    through unchanged at initialisation, as an IRNN's recurrent kernel does (Le et al.,
+    2015), or a residual block whose branch gain starts at 0. Only for square kernels
+    (input features = units).
+
+    Example:
+    >>> IdentityKernel()((3, 3)).numpy().tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+
+    def __call__(self, shape, dtype=None):
+        *window, in_dim, units = shape
+        if in_dim != units or any(size % 2 == 0 for size in window):
+            raise ValueError(f"an identity kernel needs as many inputs as units and odd windows; got shape {shape}")
+        kernel = np.zeros(shape, dtype="float32")
+        centre = tuple(size // 2 for size in window)
+        kernel[(*centre, slice(None), slice(None))] = np.eye(units, dtype="float32")
+        return ops.convert_to_tensor(kernel, dtype=dtype or keras.config.floatx())
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class PlainBlock(ReuseBlock):
     """Baseline block with no reuse: `activation(x @ kernel + bias)`.
 

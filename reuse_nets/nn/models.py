@@ -62,7 +62,19 @@ def _masked_options(index, options):
     return kwargs
 
 
+def _plain_options(index, options):
+    # Blocks after the first map width to width: they may start as the identity. The first
+    # maps the input's features and keeps the study's initializer, as the head does.
+    if options.get("start_as_identity") and index > 1:
+        return {"kernel_initializer": "reuse_nets>IdentityKernel"}
+    return {}
+
+
 def _residual_options(index, options):
+    # start_as_identity, when given, is the branch gain's start: 0 (the identity) or 1 (classic).
+    start = options.get("start_as_identity")
+    if start is not None:
+        return {"branch_gain_init": 0.0 if start else 1.0}
     return {"branch_gain_init": options["branch_gain_init"]} if "branch_gain_init" in options else {}
 
 
@@ -90,11 +102,37 @@ class Strategy:
 # A new strategy is one block class in `layers.py` and one line here (plus a
 # `TrialConfig` field for each option of its own).
 STRATEGIES: dict[str, Strategy] = {
-    "plain": Strategy("PlainBlock", ("previous",)),
+    "plain": Strategy("PlainBlock", ("previous",), ("start_as_identity",), _plain_options),
     "concat": Strategy("FeatureAugmentationLayer", ("input", "stem")),
-    "residual": Strategy("ResidualBlock", ("previous", "input", "stem"), ("branch_gain_init",), _residual_options),
+    "residual": Strategy(
+        "ResidualBlock", ("previous", "input", "stem"), ("branch_gain_init", "start_as_identity"), _residual_options
+    ),
     "masked": Strategy("MaskedReuseBlock", ("input", "stem"), ("keep_ratio", "learned_mask"), _masked_options),
 }
+
+# Knobs that only some families' networks read (`build_model` gives the others' blocks None); every
+# other knob shapes every family's network. A strategy's own knobs are its `Strategy.options`.
+FAMILY_KNOBS: dict[str, tuple[str, ...]] = {"kernel_size": ("conv",)}
+
+
+def ignored_knobs(strategy: str, family: str) -> dict[str, str]:
+    """The trial knobs a `strategy` network of `family` never reads, with why: `{"kernel_size": "family 'mlp'"}`."""
+    ignored = {knob: f"family {family!r}" for knob, families in FAMILY_KNOBS.items() if family not in families}
+    options = {option for other in STRATEGIES.values() for option in other.options} - set(STRATEGIES[strategy].options)
+    return ignored | {option: f"strategy {strategy!r}" for option in sorted(options)}
+
+
+def effective_knobs(knobs: dict) -> dict:
+    """A trial's knobs (`TrialConfig` fields) as its training sees them: the ones its network never reads left
+    out, `reuse_source` resolved, the strategy's own options as its blocks get them (`Strategy.block_options`).
+    Two trials with equal effective knobs train identical networks."""
+    strategy = STRATEGIES[knobs["strategy"]]
+    left_out = {*ignored_knobs(knobs["strategy"], knobs["family"]), *strategy.options}
+    seen = {knob: value for knob, value in knobs.items() if knob not in left_out}
+    seen["reuse_source"] = knobs["reuse_source"] or strategy.reuse_sources[0]
+    options = {**{option: knobs[option] for option in strategy.options}, "seed": knobs["seed"], "mask_shape": None}
+    seen["blocks"] = [strategy.block_options(index, options) for index in range(1, knobs["depth"] + 1)]
+    return seen
 
 
 def block_name(index: int) -> str:
@@ -148,7 +186,9 @@ def build_model(
         name: Model name; defaults to `"{strategy}_{family}_d{depth}"`.
         **options: The strategy's own options (`Strategy.options`), e.g.
             `keep_ratio=0.25, learned_mask=True` for "masked",
-            `branch_gain_init=1.0` for "residual".
+            `branch_gain_init=1.0` for "residual", `start_as_identity=True` for
+            "plain" (blocks after the first start as the identity map) and
+            "residual" (the branch gain starts at 0; False: at 1).
 
     Returns:
         A `keras.Model` mapping a batch of inputs to class probabilities.
@@ -199,15 +239,15 @@ def build_model(
         "mask_shape": (*input_shape[:-1], reused.shape[-1]) if family == "conv" else None,
     }
     for index in range(1, depth + 1):
-        block = getattr(layers, spec.block)(
-            width,
-            activation=activation,
-            kernel_size=kernel_size if family == "conv" else None,
-            kernel_initializer=kernel_initializer,
-            normalization=None if normalization == "none" else normalization,
-            name=block_name(index),
-            **spec.block_options(index, options),
-        )
+        arguments = {
+            "activation": activation,
+            "kernel_size": kernel_size if family in FAMILY_KNOBS["kernel_size"] else None,
+            "kernel_initializer": kernel_initializer,
+            "normalization": None if normalization == "none" else normalization,
+            "name": block_name(index),
+            **spec.block_options(index, options),  # a strategy's own start may replace the initializer
+        }
+        block = getattr(layers, spec.block)(width, **arguments)
         x = block(x) if source == "previous" else block([x, reused])
     if family == "conv":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from reuse_nets import statistics
-from reuse_nets.spec.studies import Cell, Choices, Range, StudySpec
+from reuse_nets.design import plan
+from reuse_nets.design.selection import Selection
+from reuse_nets.design.study_spec import Cell, Choices, Range, StudySpec
+from reuse_nets.names import Verdict
 
 CONFIDENCE = 0.95
 EDGE_FRACTION = 0.1  # a selected value this close to a range end (in its own scale) is "at the edge"
@@ -27,7 +31,7 @@ class FinalRun:
     values: dict[str, Any]  # compared values
     seed: int
     test: float  # the report metric (test split)
-    val: float  # the selection metric at the last epoch (validation split)
+    val: float  # the selection metric of the weights the run ended with (the best epoch's under early stopping)
     grad_first: float  # block_01 gradient norm, last epoch mean
     grad_last: float  # last block's gradient norm, last epoch mean
     curve: tuple[float, ...] = ()  # the selection metric at every epoch (validation split)
@@ -36,6 +40,9 @@ class FinalRun:
     effective_params: int | None = None  # trainable minus those that never learn (behind a fixed mask)
     flops: int | None = None  # per example, forward pass
     repeat: int = 0  # the tuning repeat whose selection it retrained (`tune.repeats`)
+    patience: int | None = None  # early stopping's patience; None: a fixed budget (or logged before it existed)
+    epochs_trained: int | None = None
+    plateaued: bool | None = None  # early stopping: a plateau stopped it (True) or the epoch cap did (False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,20 +71,17 @@ class Difference:
     diffs: tuple[float, ...]  # the units the tests use: per seed, or per tuning repeat (its seeds' mean)
     reference: Any = None  # the value subtracted: the baseline, or another value (`report.pairs: all`)
     by_repeat: tuple[tuple[float, ...], ...] = ()  # per tuning repeat, its per-seed differences
+    declared: bool = False  # a declared contrast (`report.contrasts`): `value` is its name
+
+    @property
+    def label(self) -> str:
+        """What is compared: a declared contrast's name, or `value − reference`."""
+        return str(self.value) if self.declared else f"{self.value} − {self.reference}"
 
     @property
     def unit(self) -> str:
         """What one of `diffs` is: a seed's difference, or a tuning repeat's mean difference."""
         return "tuning repeat" if self.by_repeat else "seed"
-
-
-class Outcome:
-    """What a verdict can say about one comparison."""
-
-    BETTER = "better"
-    WORSE = "worse"
-    EQUIVALENT = "equivalent"
-    INCONCLUSIVE = "inconclusive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +91,18 @@ class Assessed:
     difference: Difference
     p_t: float  # paired t-test, two-sided, unadjusted
     p_sign_flip: float  # exact paired sign-flip test, two-sided, unadjusted
-    p_adjusted: float  # the verdict's test, adjusted across the family
-    simultaneous: tuple[float, float]  # t interval at 1 - alpha/m (Bonferroni-simultaneous)
+    p_adjusted: float  # the verdict's test in the direction of the mean, adjusted within that direction's family
+    verdict_interval: tuple[float, float]  # the interval the verdict can be read from (`interval_label`)
+    verdict_confidence: float  # 1 - alpha (simultaneous); for "equivalent", TOST's 1 - 2 alpha / h
     bootstrap: tuple[float, float]  # percentile bootstrap interval of the mean (95%)
     equivalence_p: float | None  # TOST within ±min_effect, adjusted across the family; None: no min_effect
-    outcome: str  # an `Outcome`
+    verdict: Verdict
+
+    @property
+    def interval_label(self) -> str:
+        """What `verdict_interval` is: the simultaneous interval, or for "equivalent" TOST's interval."""
+        kind = "equivalence" if self.verdict == Verdict.EQUIVALENT else "simultaneous"
+        return f"{kind} {100 * self.verdict_confidence:.4g}% CI"
 
 
 def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Interval:
@@ -122,7 +133,7 @@ def by_repeat(runs: list[FinalRun], key: str = "test") -> dict[str, list[list[fl
     return {cell: [repeats[r] for r in sorted(repeats)] for cell, repeats in cells.items()}
 
 
-def units_of(groups: list[list[float]] | tuple[tuple[float, ...], ...], repeated: bool) -> list[float]:
+def units_of(groups: Sequence[Sequence[float]], repeated: bool) -> list[float]:
     """The values inference treats as independent: the seeds (one tuning run), or each
     repeat's mean (`repeated`), even when only some repeats have finished runs.
 
@@ -147,25 +158,34 @@ def cell_key(spec: StudySpec, condition: dict[str, Any], value: Any) -> str:
 
 
 def paired_differences(spec: StudySpec, runs: list[FinalRun]) -> list[Difference]:
-    """Every contrast of the family (`StudySpec.contrast_pairs`), per condition, over shared seeds."""
-    maximize = spec.objective.direction == "maximize"
+    """Every comparison of the family, over shared seeds: the contrast pairs (`StudySpec.contrast_pairs`)
+    per condition, then each declared contrast (`report.contrasts`) per condition."""
     tests = {(r.cell, r.repeat, r.seed): r.test for r in runs}
     found = []
     for condition in conditions(spec):
         for value, reference in spec.contrast_pairs():
-            key, base_key = cell_key(spec, condition, value), cell_key(spec, condition, reference)
-            per_repeat = []
-            for repeat in range(spec.repeats):
-                # Repeat r of both cells shares its tuning seeds, and each final seed: pairs.
-                seeds = [
-                    s for s in spec.final_seeds(repeat) if (key, repeat, s) in tests and (base_key, repeat, s) in tests
-                ]
-                per_repeat.append(tuple(tests[(key, repeat, s)] - tests[(base_key, repeat, s)] for s in seeds))
-            diffs = tuple(units_of(per_repeat, spec.repeats > 1))
-            wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
-            grouped = tuple(per_repeat) if spec.repeats > 1 else ()
-            found.append(Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference, grouped))
+            weights = {cell_key(spec, condition, value): 1.0, cell_key(spec, condition, reference): -1.0}
+            found.append(_difference(spec, tests, weights, condition, value, reference))
+    for contrast in spec.report.contrasts:
+        for condition in spec.contrast_conditions(contrast):
+            weights = spec.contrast_weights(contrast, condition)
+            found.append(_difference(spec, tests, weights, condition, contrast.name, None, declared=True))
     return found
+
+
+def _difference(spec, tests, weights: dict[str, float], condition, value, reference, declared=False) -> Difference:
+    """The weighted sum of cells' test metrics per seed (a difference: weights +1 and -1), paired
+    by repeat and seed over the seeds every weighted cell finished."""
+    maximize = spec.objective.direction == "maximize"
+    per_repeat = []
+    for repeat in range(spec.repeats):
+        # Repeat r of every cell shares its tuning seeds, and each final seed: pairs.
+        seeds = [s for s in spec.final_seeds(repeat) if all((key, repeat, s) in tests for key in weights)]
+        per_repeat.append(tuple(sum(w * tests[(key, repeat, s)] for key, w in weights.items()) for s in seeds))
+    diffs = tuple(units_of(per_repeat, spec.repeats > 1))
+    wins = sum(1 for d in diffs if (d > 0 if maximize else d < 0))
+    grouped = tuple(per_repeat) if spec.repeats > 1 else ()
+    return Difference(condition, value, mean_interval(list(diffs)), wins, diffs, reference, grouped, declared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,44 +231,72 @@ def assess(spec: StudySpec, differences: list[Difference]) -> list[Assessed]:
     Equivalence (TOST within ±min_effect) takes precedence over a significant
     difference: a real difference smaller than the smallest one worth caring about is
     called equivalent (the sentence says it is detectable).
+
+    Better or worse: Holm (or Bonferroni) within each direction, at alpha/2 each
+    (`statistics.directional`). Every verdict's interval agrees with it: an equivalent
+    one's lies inside ±min_effect, any other's does not; a better or worse one's is
+    bounded at 0 or beyond on its side; an inconclusive one's contains 0.
     """
     report = spec.report
-    m = max(len(differences), 1)
+    step_down = report.adjust == "holm"
 
     def tested(p: float, d: Difference) -> float:
         return p if d.interval.n >= 2 and not math.isnan(p) else 1.0
 
     p_t = [statistics.t_test(d.diffs) for d in differences]
     p_sign = [statistics.sign_flip_p(d.diffs) if d.diffs else math.nan for d in differences]
-    adjust = statistics.holm if report.adjust == "holm" else statistics.bonferroni
-    p_adjusted = adjust([tested(p, d) for p, d in zip(p_t if report.test == "t" else p_sign, differences)])
+    decided = statistics.directional([d.diffs for d in differences], report.alpha, report.test, step_down)
     equivalence: list[float | None] = [None] * len(differences)
+    divisors = [len(differences)] * len(differences)
     if report.min_effect is not None:
         tost = [tested(statistics.tost_p(d.diffs, report.min_effect), d) for d in differences]
-        equivalence = list(adjust(tost))
+        equivalence = list((statistics.holm if step_down else statistics.bonferroni)(tost))
+        divisors = statistics.step_divisors(tost, report.alpha, step_down)
     maximize = spec.objective.direction == "maximize"
     assessed = []
     for i, d in enumerate(differences):
-        outcome = Outcome.INCONCLUSIVE
-        if d.interval.n < 2:
-            pass
-        elif equivalence[i] is not None and equivalence[i] < report.alpha:
-            outcome = Outcome.EQUIVALENT
-        elif p_adjusted[i] < report.alpha:
-            outcome = Outcome.BETTER if (d.interval.mean > 0) == maximize else Outcome.WORSE
+        decision, equivalence_p = decided[i], equivalence[i]
+        verdict, interval, confidence = Verdict.INCONCLUSIVE, decision.interval, 1 - report.alpha
+        if d.interval.n >= 2:
+            if decision.sign:
+                verdict = Verdict.BETTER if (decision.sign > 0) == maximize else Verdict.WORSE
+            if report.min_effect is not None and equivalence_p is not None:
+                # TOST's interval at the step that decided it lies inside ±min_effect exactly when it is equivalent.
+                tost_confidence = 1 - 2 * report.alpha / divisors[i]
+                tost_interval = statistics.t_interval(d.diffs, tost_confidence)
+                if equivalence_p < report.alpha:
+                    verdict, interval, confidence = Verdict.EQUIVALENT, tost_interval, tost_confidence
+                else:
+                    interval = outside_margin(interval, tost_interval, report.min_effect, decision.sign)
         assessed.append(
             Assessed(
                 difference=d,
                 p_t=p_t[i],
                 p_sign_flip=p_sign[i],
-                p_adjusted=p_adjusted[i],
-                simultaneous=statistics.t_interval(d.diffs, 1 - report.alpha / m),
+                p_adjusted=decision.p_adjusted,
+                verdict_interval=interval,
+                verdict_confidence=confidence,
                 bootstrap=statistics.bootstrap_interval(d.diffs, CONFIDENCE),
                 equivalence_p=equivalence[i],
-                outcome=outcome,
+                verdict=verdict,
             )
         )
     return assessed
+
+
+def outside_margin(
+    interval: tuple[float, float], tost_interval: tuple[float, float], margin: float, sign: int
+) -> tuple[float, float]:
+    """A verdict's interval that TOST did not call equivalent, widened if it lies inside ±margin.
+
+    It is widened out to TOST's interval at the step that kept it (which reaches ±margin then),
+    on the sides its directional decision leaves open: after a claim (`sign`), only the side
+    away from 0. Widening keeps its coverage and its agreement with the directional decision.
+    """
+    low, high = interval
+    if not -margin < low <= high < margin:
+        return interval
+    return (low if sign > 0 else min(low, tost_interval[0]), high if sign < 0 else max(high, tost_interval[1]))
 
 
 def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
@@ -264,12 +312,18 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     text = (
         f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s){missing}), "
         f"decided together: better or worse when the {report.adjust.capitalize()}-adjusted p-value of the {test} "
-        f"is below {report.alpha} (family-wise error rate); the {other} p-value and a bootstrap interval are shown beside. "
+        f"is below {report.alpha}, adjusted within each direction (the one-sided tests of a difference above 0 form "
+        f"one family, those below 0 another, each at {report.alpha}/2), so the chance of any false or wrong-way claim "
+        f"stays below {report.alpha}. Each verdict's simultaneous {100 * (1 - report.alpha):.4g}% interval is "
+        "compatible with it (Strassburger and Bretz 2008): a better or worse one's is bounded at 0 or beyond on its "
+        f"side, an inconclusive one's contains 0. The {other} p-value and a bootstrap interval are shown beside. "
     )
     if report.min_effect is not None:
         text += (
             f"Equivalent: both one-sided t-tests (TOST) reject a difference of ±{report.min_effect} or more, "
-            f"{report.adjust.capitalize()}-adjusted. "
+            f"{report.adjust.capitalize()}-adjusted; its interval is the t interval at 1 - 2 x {report.alpha}/h, h the "
+            f"divisor of the step that decided it, which lies inside ±{report.min_effect} exactly when TOST shows "
+            f"equivalence (another verdict's interval that would lie inside is widened out to it). "
         )
     else:
         text += "No `report.min_effect` is declared, so no comparison can be called equivalent. "
@@ -290,41 +344,77 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     return text.rstrip()
 
 
-def verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
-    """One sentence: better / worse / equivalent / inconclusive, by how much, and how sure."""
+def verdict(spec: StudySpec, assessed: Assessed, metric: str, edges: dict[str, list[str]] | None = None) -> str:
+    """One sentence: better / worse / equivalent / inconclusive, by how much, and how sure; it
+    names a cell of the comparison whose selection sat at an edge of the search space (`edge_notes`)."""
+    return _verdict(spec, assessed, metric).removesuffix(".") + edge_note(spec, assessed.difference, edges) + "."
+
+
+def _verdict(spec: StudySpec, assessed: Assessed, metric: str) -> str:
     difference = assessed.difference
     reference = spec.baseline if difference.reference is None else difference.reference
     where = ", ".join(f"{n} {v}" for n, v in difference.condition.items()) or "overall"
+    # A declared contrast is read as a value: positive is better (for a metric to maximize).
+    subject, versus = (f"contrast {difference.value}", "0") if difference.declared else (difference.value, reference)
     i, n = difference.interval, difference.interval.n
     if n == 0:
-        return f"{where}: {difference.value} vs {reference}: no paired runs."
+        return f"{where}: {subject} vs {versus}: no paired runs."
     if n < 2:
-        return (
-            f"{where}: {difference.value} - {reference} = {i.mean:+.4f} {metric} on one {difference.unit}; "
-            "no interval, inconclusive."
-        )
+        named = difference.label if difference.declared else f"{subject} - {versus}"
+        return f"{where}: {named} = {i.mean:+.4f} {metric} ({no_interval(difference.unit)}); inconclusive."
     test = "t-test" if spec.report.test == "t" else "sign-flip"
-    low, high = assessed.simultaneous
+    low, high = assessed.verdict_interval
     sized = (
-        f"{difference.value} - {reference} = {i.mean:+.4f} {metric} (simultaneous {1 - spec.report.alpha:.0%} CI "
-        f"{low:+.4f} to {high:+.4f}; adjusted p = {assessed.p_adjusted:.3g} by {test}; "
+        f"{difference.label if difference.declared else f'{subject} - {versus}'} = {i.mean:+.4f} {metric} "
+        f"({assessed.interval_label} {low:+.4f} to {high:+.4f}; adjusted p = {assessed.p_adjusted:.3g} by {test}; "
         f"better on {difference.wins}/{n} {difference.unit}s)"
     )
-    if assessed.outcome == Outcome.BETTER:
-        return f"{where}: {difference.value} is better than {reference}: {sized}."
-    if assessed.outcome == Outcome.WORSE:
-        return f"{where}: {difference.value} is worse than {reference}: {sized}."
-    if assessed.outcome == Outcome.EQUIVALENT:
+    if assessed.verdict == Verdict.BETTER:
+        return f"{where}: {subject} is better than {versus}: {sized}."
+    if assessed.verdict == Verdict.WORSE:
+        return f"{where}: {subject} is worse than {versus}: {sized}."
+    if assessed.verdict == Verdict.EQUIVALENT:
         detectable = (
             " (the difference is detectable, but smaller than the smallest worth caring about)"
             if assessed.p_adjusted < spec.report.alpha
             else ""
         )
         return (
-            f"{where}: {difference.value} and {reference} are equivalent within ±{spec.report.min_effect}{detectable}: "
+            f"{where}: {subject} and {versus} are equivalent within ±{spec.report.min_effect}{detectable}: "
             f"{sized}; TOST adjusted p = {assessed.equivalence_p:.3g}."
         )
-    return f"{where}: inconclusive between {difference.value} and {reference}: {sized}."
+    return f"{where}: inconclusive between {subject} and {versus}: {sized}."
+
+
+def no_interval(unit: str = "seed") -> str:
+    """What stands for an interval over one value: a zero-width interval would not be one."""
+    return f"1 {unit}, no interval"
+
+
+def verdict_line(spec: StudySpec, assessed: Assessed, metric: str, edges: dict[str, list[str]] | None = None) -> str:
+    """One plain-text line for a terminal: cell vs reference, verdict, difference and its interval, adjusted p,
+    and the comparison's cells selected at an edge of the search space (`edge_notes`)."""
+    return _verdict_line(spec, assessed, metric) + edge_note(spec, assessed.difference, edges)
+
+
+def _verdict_line(spec: StudySpec, assessed: Assessed, metric: str) -> str:
+    d = assessed.difference
+    reference = spec.baseline if d.reference is None else d.reference
+    where = ",".join(f"{n}={v}" for n, v in d.condition.items())
+    if d.declared:
+        compared = f"contrast {d.value}" + (f" at {where}" if where else "")
+    else:
+        compared = f"{cell_key(spec, d.condition, d.value)} vs {spec.contrast}={reference}"
+    i = d.interval
+    if i.n == 0:
+        return f"{compared}: no paired runs"
+    if i.n < 2:
+        return f"{compared}: {Verdict.INCONCLUSIVE}, {i.mean:+.4f} {metric} ({no_interval(d.unit)})"
+    low, high = assessed.verdict_interval
+    return (
+        f"{compared}: {assessed.verdict}, {i.mean:+.4f} {metric} ({assessed.interval_label} "
+        f"{low:+.4f} to {high:+.4f}), {spec.report.adjust.capitalize()}-adjusted p = {assessed.p_adjusted:.3g}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,12 +444,40 @@ def learning_curves(runs: list[FinalRun]) -> dict[str, list[Interval]]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+    """How a cell's early-stopped final runs ended: epochs trained, and plateau versus cap."""
+
+    epochs: Interval  # epochs trained, over the cell's final runs
+    fewest: int
+    most: int
+    plateaued: int  # runs a plateau stopped (patience epochs without improvement)
+    capped: int  # runs that reached the epoch cap still improving within their patience
+
+
+def stopping(runs: list[FinalRun]) -> dict[str, Stopping]:
+    """Per cell whose final runs stopped early on a plateau (`patience`): how they ended."""
+    by_cell: dict[str, list[FinalRun]] = {}
+    for run in runs:
+        if run.patience is not None and run.epochs_trained is not None:
+            by_cell.setdefault(run.cell, []).append(run)
+    found = {}
+    for cell, cell_runs in by_cell.items():
+        epochs = [r.epochs_trained for r in cell_runs if r.epochs_trained is not None]
+        plateaued = sum(bool(r.plateaued) for r in cell_runs)
+        found[cell] = Stopping(
+            mean_interval([float(e) for e in epochs]), min(epochs), max(epochs), plateaued, len(cell_runs) - plateaued
+        )
+    return found
+
+
 def convergence(spec: StudySpec, runs: list[FinalRun]) -> dict[str, Convergence]:
-    """Per cell: the last-epoch metric and whether it was still improving (`Convergence`)."""
+    """Per cell trained on a fixed budget: the last-epoch metric and whether it was still improving
+    (`Convergence`). Early-stopped cells say how they ended instead (`stopping`)."""
     sign = 1.0 if spec.objective.direction == "maximize" else -1.0
     curves: dict[str, list[tuple[float, ...]]] = {}
     for run in runs:
-        if len(run.curve) >= 2:
+        if len(run.curve) >= 2 and run.patience is None:
             curves.setdefault(run.cell, []).append(run.curve)
     found = {}
     for cell, cell_curves in curves.items():
@@ -370,31 +488,58 @@ def convergence(spec: StudySpec, runs: list[FinalRun]) -> dict[str, Convergence]
     return found
 
 
-def edge_warnings(spec: StudySpec, selection: dict[str, dict | None]) -> list[str]:
-    """Cells whose selected tuned value lies at the edge of its search range."""
+def edge_warnings(spec: StudySpec, selection: Selection) -> list[str]:
+    """Units whose selected tuned value lies at an edge of its search space (`edge_text`)."""
     if not spec.tune:
         return []
     warnings = []
-    for cell_name, chosen in selection.items():
-        if chosen is None:
-            continue
-        for name, param in spec.tune.search_space.items():
-            value = chosen["params"].get(name)
-            if value is None:
-                continue
-            if isinstance(param, Range) and param.high > param.low:
-                scale = (lambda v: math.log(v)) if param.log else (lambda v: v)
-                position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
-                if position < EDGE_FRACTION or position > 1 - EDGE_FRACTION:
-                    side = "low" if position < 0.5 else "high"
-                    warnings.append(
-                        f"{cell_name}: selected {name}={value:.4g} lies at the {side} edge of [{param.low}, {param.high}]; "
-                        "the best value may lie outside the range"
-                    )
-            elif isinstance(param, Choices) and len(param.choices) >= 3:
-                numeric = [c for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-                if len(numeric) == len(param.choices) and value in (min(numeric), max(numeric)):
-                    warnings.append(
-                        f"{cell_name}: selected {name}={value} is the {'smallest' if value == min(numeric) else 'largest'} choice"
-                    )
+    for unit, chosen in selection.items():
+        for text in _edges(spec, chosen):
+            warnings.append(f"{unit}: selected {text}; the best value may lie outside the search space")
     return warnings
+
+
+def edge_notes(spec: StudySpec, selection: Selection) -> dict[str, list[str]]:
+    """Per cell key: its selections (any tuning repeat) at an edge of the search space."""
+    notes: dict[str, list[str]] = {}
+    for cell, repeat in plan.units(spec):
+        for text in _edges(spec, selection.get(plan.unit_key(spec, cell, repeat))):
+            notes.setdefault(cell.key, []).append(text)
+    return notes
+
+
+def _edges(spec: StudySpec, chosen) -> list[str]:
+    """A selection's tuned values at an edge: within EDGE_FRACTION of a range's end (in its own
+    scale), or a grid's smallest or largest numeric choice (a grid of 2 points included)."""
+    if chosen is None or not spec.tune:
+        return []
+    found = []
+    for name, param in spec.tune.search_space.items():
+        value = chosen.params.get(name)
+        if value is None:
+            continue
+        if isinstance(param, Range) and param.high > param.low:
+            scale = (lambda v: math.log(v)) if param.log else (lambda v: v)
+            position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
+            if position < EDGE_FRACTION or position > 1 - EDGE_FRACTION:
+                side = "low" if position < 0.5 else "high"
+                found.append(f"{name}={value:.4g} lies at the {side} edge of [{param.low}, {param.high}]")
+        elif isinstance(param, Choices) and len(param.choices) >= 2:
+            numeric = [c for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            if len(numeric) == len(param.choices) and value in (min(numeric), max(numeric)):
+                found.append(f"{name}={value} is the {'smallest' if value == min(numeric) else 'largest'} choice")
+    return found
+
+
+def comparison_cells(spec: StudySpec, d: Difference) -> list[str]:
+    """The cells a comparison is computed from: its two cells, or a declared contrast's weighted ones."""
+    if d.declared:
+        contrast = next(c for c in spec.report.contrasts if c.name == d.value)
+        return list(spec.contrast_weights(contrast, d.condition))
+    return [cell_key(spec, d.condition, d.value), cell_key(spec, d.condition, d.reference)]
+
+
+def edge_note(spec: StudySpec, d: Difference, notes: dict[str, list[str]] | None) -> str:
+    """` (selected at a search edge: cell: learning_rate=..., ...)` when a cell of the comparison was."""
+    found = [f"{cell}: {text}" for cell in comparison_cells(spec, d) for text in (notes or {}).get(cell, [])]
+    return f" (selected at a search edge: {'; '.join(found)})" if found else ""

@@ -8,14 +8,21 @@ and where the selected value lies in the searched range.
 
 from __future__ import annotations
 
+import functools
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from reuse_nets.design import plan
+from reuse_nets.design.selection import Selection
+from reuse_nets.design.study_spec import Range, StudySpec
 from reuse_nets.errors import first_line
+from reuse_nets.names import TrialState
 from reuse_nets.runtime import disk
-from reuse_nets.spec import plan
-from reuse_nets.spec.studies import Range, StudySpec
 from reuse_nets.store import optuna_store
+
+if TYPE_CHECKING:
+    import optuna
 
 HTML_FILE = "report.html"
 PLOTLY_JS = "plotly.min.js"  # plotly's bundle, written beside the page when it has figures
@@ -48,7 +55,7 @@ def render_markdown(markdown: str) -> str:
         for child in token.children or ():
             # The page works offline and loads nothing: an image that is not a file
             # beside the report (a URL, scheme or protocol-relative) becomes its alt text.
-            if child.type == "image" and not _local(child.attrGet("src") or ""):
+            if child.type == "image" and not _local(str(child.attrGet("src") or "")):
                 child.type, child.tag, child.attrs = "text", "", {}
                 child.content = child.content or "(image)"
                 child.children = None
@@ -74,17 +81,17 @@ def document(title: str, body: str, with_plotly: bool) -> str:
     )
 
 
-def _tune_studies(spec: StudySpec, storage) -> dict[str, object]:
+def _tune_studies(spec: StudySpec, storage) -> dict[str, optuna.Study]:
     """Unit key (cell, and repeat) -> its Optuna tuning study, for those with at least one COMPLETE trial."""
-    studies = {}
+    studies: dict[str, optuna.Study] = {}
     for cell, repeat in plan.units(spec) if spec.tune else ():
         study = optuna_store.load_existing(storage, plan.tune_study_name(spec, cell, repeat))
-        if study is not None and optuna_store.trials_in(study, "COMPLETE"):
+        if study is not None and optuna_store.trials_in(study, TrialState.COMPLETE):
             studies[plan.unit_key(spec, cell, repeat)] = study
     return studies
 
 
-def history_figure(spec: StudySpec, studies: dict[str, object]):
+def history_figure(spec: StudySpec, studies: dict[str, optuna.Study]):
     """Optuna's optimization history of every cell in one figure, traces named by cell."""
     from optuna.visualization import plot_optimization_history
 
@@ -98,7 +105,7 @@ def history_figure(spec: StudySpec, studies: dict[str, object]):
     return figure
 
 
-def knob_figure(spec: StudySpec, studies: dict[str, object], name: str, selection: dict):
+def knob_figure(spec: StudySpec, studies: dict[str, optuna.Study], name: str, selection: Selection):
     """The objective of every COMPLETE tuning trial against one tuned knob, by cell.
 
     Shows whether the cells were searched over the same range and whether the
@@ -109,7 +116,7 @@ def knob_figure(spec: StudySpec, studies: dict[str, object], name: str, selectio
 
     figure = go.Figure()
     for index, (key, study) in enumerate(studies.items()):
-        trials = optuna_store.trials_in(study, "COMPLETE")
+        trials = optuna_store.trials_in(study, TrialState.COMPLETE)
         color = qualitative.Plotly[index % len(qualitative.Plotly)]  # the cell's trials and its star alike
         figure.add_trace(
             go.Scatter(
@@ -123,19 +130,21 @@ def knob_figure(spec: StudySpec, studies: dict[str, object], name: str, selectio
             )
         )
         chosen = selection.get(key)
-        if chosen and name in chosen.get("params", {}):
+        if chosen and name in chosen.params:
             figure.add_trace(
                 go.Scatter(
-                    x=[chosen["params"][name]],
-                    y=[chosen["value"]],
+                    x=[chosen.params[name]],
+                    y=[chosen.value],
                     mode="markers",
                     name=f"{key} (selected)",
                     legendgroup=key,
                     showlegend=False,
                     marker={"size": SELECTED_MARKER_SIZE, "symbol": "star", "color": color},
-                    text=[f"selected: trial {chosen['trial']}"],
+                    text=[f"selected: trial {chosen.trial}"],
                 )
             )
+    if spec.tune is None:  # tuning studies come from a study's `tune` section
+        raise ValueError(f"study {spec.name!r} has no tune section, so no tuned knob {name!r}")
     param = spec.tune.search_space[name]
     figure.update_xaxes(title=name, type="log" if isinstance(param, Range) and param.log else None)
     figure.update_yaxes(title=spec.objective.metric)
@@ -143,17 +152,17 @@ def knob_figure(spec: StudySpec, studies: dict[str, object], name: str, selectio
     return figure
 
 
-def tuning_figures(spec: StudySpec, storage, selection: dict) -> tuple[list, list[str]]:
+def tuning_figures(spec: StudySpec, storage, selection: Selection) -> tuple[list, list[str]]:
     """The interactive tuning figures, and one note per figure that could not be drawn.
 
     A plain grid, or a study whose tuning trials none completed, has none.
     """
     studies = _tune_studies(spec, storage)
-    if not studies:
+    if not studies or spec.tune is None:  # no `tune` section: no tuning studies either
         return [], []
     builders = [("search progress", lambda: history_figure(spec, studies))]
     builders += [
-        (f"{spec.objective.metric} vs {name}", lambda name=name: knob_figure(spec, studies, name, selection))
+        (f"{spec.objective.metric} vs {name}", functools.partial(knob_figure, spec, studies, name, selection))
         for name in list(spec.tune.search_space)[:MAX_PARAM_FIGURES]
     ]
     figures, notes = [], []
@@ -181,7 +190,7 @@ def figures_html(figures: list, notes: list[str]) -> str:
     return "\n".join(parts)
 
 
-def write_html(spec: StudySpec, storage, markdown: str, selection: dict, out: Path) -> list[str]:
+def write_html(spec: StudySpec, storage, markdown: str, selection: Selection, out: Path) -> list[str]:
     """Writes `out/report.html` (and `out/plotly.min.js` when it has figures).
 
     Returns:

@@ -11,10 +11,10 @@ import dataclasses
 import math
 
 from reuse_nets import statistics
+from reuse_nets.design import plan, study_files
 from reuse_nets.errors import StudyError, SweepError
-from reuse_nets.names import Phase
+from reuse_nets.names import Phase, TrialState
 from reuse_nets.report import analysis, results
-from reuse_nets.spec import study_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ def spread(pilot: str, tracking_uri: str | None) -> PilotSpread:
     except StudyError as error:
         raise SweepError(f"report.pilot: {error}") from None
     frame = results.trials(spec, Phase.FINAL, tracking_uri=tracking_uri)
-    complete = frame[frame["state"] == "COMPLETE"]
+    complete = frame[frame["state"] == TrialState.COMPLETE]
     cells = {cell.key: cell for cell in spec.cells()}
     runs = [
         analysis.FinalRun(
@@ -79,3 +79,15 @@ def _pooled(groups) -> float:
     if df == 0:
         return math.nan
     return sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups if len(g) > 1) / df
+
+
+def power_spread(pilot: str, tracking_uri: str | None) -> plan.Spread | str:
+    """`report.pilot`'s measured paired-difference SD for the power line, or why there is none."""
+    try:
+        found = spread(pilot, tracking_uri)
+    except SweepError as error:
+        return str(error)
+    source = (
+        f"between seeds, pooled over {found.comparisons} comparisons of pilot {found.study!r}, {found.runs} final runs"
+    )
+    return plan.Spread(found.seed_sd, found.tuning_sd, source)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reuse_nets.design.study_spec import StudySpec
 from reuse_nets.report import analysis
 from reuse_nets.report.analysis import FinalRun
 from reuse_nets.runtime import disk
-from reuse_nets.spec.studies import StudySpec
 
 PNG_DPI = 110  # the report's plots
 
@@ -77,10 +77,10 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
     differences = analysis.paired_differences(spec, runs)
     if differences:
         fig, ax = plt.subplots(figsize=(7, 4.4))
-        labels = {}
+        labels: dict[str, list[analysis.Difference]] = {}
         for d in differences:
             rest = ", ".join(f"{n}={v}" for n, v in d.condition.items() if n != x)
-            labels.setdefault(f"{d.value} − {d.reference}" + (f" ({rest})" if rest else ""), []).append(d)
+            labels.setdefault(d.label + (f" ({rest})" if rest else ""), []).append(d)
         xs_all = []
         for label, diffs in labels.items():
             diffs = [d for d in diffs if d.interval.n]

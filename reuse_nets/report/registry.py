@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from reuse_nets.design.study_spec import StudySpec
 from reuse_nets.errors import SweepError, first_line
 from reuse_nets.names import CELL_TAG, MODEL_URI_TAG, REGISTERED_RUN_TAG, STUDY_TAG
 from reuse_nets.report.analysis import FinalRun
-from reuse_nets.spec.studies import StudySpec
 
 BEST_ALIAS = "best"  # the study's best final run over all cells
 ALIAS_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")

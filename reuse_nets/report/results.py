@@ -1,6 +1,9 @@
-"""A study's trial runs as pandas DataFrames, for notebooks: one call, one table.
+"""A study's trial runs, and its comparisons, as pandas DataFrames, for notebooks: one call, one table.
 
     df = results.trials("strategy_depth", phase="tune", tracking_uri="sqlite:///mlflow.db")
+    family = results.comparisons("strategy_depth", storage="sqlite:///optuna.db", tracking_uri=...)
+
+`comparisons` is the report's family, one row per comparison (see its docstring).
 
 Read back from the stores, like the report, never from memory. One row per MLflow
 run of a trial (a slot whose process died and was retried has a row per attempt).
@@ -25,28 +28,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from reuse_nets.design import plan, study_files
+from reuse_nets.design.study_spec import StudySpec
 from reuse_nets.errors import SweepError, first_line
 from reuse_nets.names import (
     CAPACITY_METRICS,
     CELL_TAG,
     EPOCH_METRICS,
     IDENTITY_TAG,
-    KIND_TAG,
     OUTCOME_TAG,
     PHASE_TAG,
     REPEAT_TAG,
     RUN_ID_ATTR,
     SLOT_ATTR,
     STATE_TAG,
-    STUDY_TAG,
     TEST_PREFIX,
     TRIAL_TAG,
-    Kind,
     Phase,
+    TrialState,
 )
-from reuse_nets.spec import plan, study_files
-from reuse_nets.spec.studies import StudySpec
-from reuse_nets.store import optuna_store, study_runs
+from reuse_nets.store import optuna_store, parent_run, readback
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 PHASES = tuple(Phase)
 RUN_COLUMNS = ["run_id", "run_name", "phase", "cell", "repeat", "trial", "state", "outcome", "status", "start_time"]
 OPTUNA_COLUMNS = ["slot", "value"]
-PAGE_SIZE = 1000  # runs per MLflow search request
 BOOLEANS = {"True": True, "False": False}  # how MLflow logs a bool param
 
 
@@ -179,29 +179,15 @@ def _trial_runs(spec: StudySpec, phase: str | None, tracking_uri: str | None) ->
     if experiment is None:
         raise SweepError(f"study {spec.name!r} has no MLflow experiment in {uri}; run it first with reuse-nets run")
     _check_identity(client, spec, experiment.experiment_id)
-    where = f"tags.`{KIND_TAG}` = '{Kind.TRIAL}' and tags.`{STUDY_TAG}` = '{spec.name}'"
-    if phase:
-        where += f" and tags.`{PHASE_TAG}` = '{phase}'"
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment.experiment_id], where, max_results=PAGE_SIZE, page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            return runs
+    return readback.trial_runs(client, experiment.experiment_id, study=spec.name, phase=phase)
 
 
 def _check_identity(client, spec: StudySpec, experiment_id: str) -> None:
     """Refuses a spec other than the one the experiment's parent run was made for."""
 
-    parents = client.search_runs(
-        [experiment_id],
-        study_runs.parent_filter(spec.name),
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    stored = parents[0].data.tags.get(IDENTITY_TAG) if parents else None
-    if stored is not None and stored != study_runs.spec_digest(spec):
+    found = readback.parent(client, experiment_id, spec.name)
+    stored = found.data.tags.get(IDENTITY_TAG) if found else None
+    if stored is not None and stored != parent_run.spec_digest(spec):
         raise SweepError(
             f"study {spec.name!r} in MLflow was run with a different spec (other overrides?); "
             "pass the overrides it was run with"
@@ -223,6 +209,78 @@ def _optuna_trials(spec: StudySpec, phase: str | None, url: str) -> dict[str, di
         study = optuna_store.load_existing(storage, name)
         for trial in study.get_trials(deepcopy=False) if study is not None else ():
             if RUN_ID_ATTR in trial.user_attrs:
-                value = trial.value if trial.state.name == "COMPLETE" else float("nan")
+                value = trial.value if trial.state.name == TrialState.COMPLETE else float("nan")
                 found[trial.user_attrs[RUN_ID_ATTR]] = {"slot": trial.user_attrs.get(SLOT_ATTR), "value": value}
     return found
+
+
+COMPARISON_COLUMNS = [
+    "comparison",
+    "condition",
+    "declared",
+    "n",
+    "mean",
+    "low",
+    "high",
+    "interval",
+    "p_t",
+    "p_sign_flip",
+    "p_adjusted",
+    "equivalence_p",
+    "verdict",
+    "wins",
+    "per_unit",
+]
+
+
+def comparisons(
+    study: str | StudySpec,
+    *,
+    storage: str,
+    tracking_uri: str | None = None,
+    overrides: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The report's family, one row per comparison, in the report's order: the contrast
+    pairs per condition, then each declared contrast (`report.contrasts`) per condition.
+
+    Columns: `comparison` ("residual − plain", or a declared contrast's name),
+    `condition` ("depth=64": the compared knobs held fixed), `declared`, `n` (paired
+    units: seeds, or tuning repeats), `mean`, `low` and `high` (the interval printed
+    beside the verdict, and what it is: `interval`), `p_t`, `p_sign_flip` (unadjusted),
+    `p_adjusted` (the verdict's), `equivalence_p`, `verdict`, `wins` and `per_unit`
+    (the paired values the tests use).
+
+    Raises:
+        StudyError: no such study file, or an invalid override.
+        SweepError: no such store, or the study has not run there (or ran with other overrides).
+    """
+    import pandas as pd
+
+    from reuse_nets.report import analysis, writer
+
+    spec = study if isinstance(study, StudySpec) else study_files.load_study(study, list(overrides))
+    runs = writer.final_runs_of(spec, storage, tracking_uri)
+    rows = []
+    for a in analysis.assess(spec, analysis.paired_differences(spec, runs)):
+        d = a.difference
+        low, high = a.verdict_interval
+        rows.append(
+            {
+                "comparison": d.label,
+                "condition": ",".join(f"{n}={v}" for n, v in d.condition.items()),
+                "declared": d.declared,
+                "n": d.interval.n,
+                "mean": d.interval.mean,
+                "low": low,
+                "high": high,
+                "interval": a.interval_label,
+                "p_t": a.p_t,
+                "p_sign_flip": a.p_sign_flip,
+                "p_adjusted": a.p_adjusted,
+                "equivalence_p": a.equivalence_p,
+                "verdict": str(a.verdict),
+                "wins": d.wins,
+                "per_unit": list(d.diffs),
+            }
+        )
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -9,34 +9,35 @@ words, and plots (isolation, paired differences, gradient norm vs depth).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import urllib.parse
 from pathlib import Path
 
+from reuse_nets.design import datasets, plan
+from reuse_nets.design.selection import Selection
+from reuse_nets.design.study_spec import REPEAT_SEED_STRIDE, StudySpec
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.errors import SweepError, plain_text
 from reuse_nets.names import (
     CAPACITY_METRICS,
     CELL_TAG,
+    EPOCHS_TRAINED_METRIC,
     GRAD_NORM_PREFIX,
-    KIND_TAG,
     NOTE_TAG,
-    PARENT_TAG,
-    PHASE_TAG,
+    OUTCOME_ATTR,
+    PLATEAU_METRIC,
     REPEAT_TAG,
-    RUN_ID_ATTR,
-    STATE_TAG,
-    Kind,
-    Phase,
+    SELECTED_PREFIX,
+    TrialState,
+    Verdict,
 )
 from reuse_nets.nn import capacity
 from reuse_nets.report import analysis
 from reuse_nets.report import html_page as report_html
 from reuse_nets.report.analysis import FinalRun
 from reuse_nets.runtime import disk
-from reuse_nets.spec import datasets, plan
-from reuse_nets.spec.config import TrialConfig
-from reuse_nets.spec.studies import REPEAT_SEED_STRIDE, StudySpec
-from reuse_nets.store import optuna_store
+from reuse_nets.store import optuna_store, readback
 
 REPORT_ROOT = Path("reports")  # beside mlflow.db, in the working directory
 NOTE_LIMIT = 7800  # characters of the report kept as the parent run's description (MLflow: 8000)
@@ -53,21 +54,11 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{PHASE_TAG}` = '{Phase.FINAL}' "
-            f"and tags.`{STATE_TAG}` = 'COMPLETE' and tags.`{KIND_TAG}` = '{Kind.TRIAL}'"
-        ),
-        max_results=50000,
-    )
     cells = {cell.key: cell for cell in spec.cells()}
-    wanted = _final_run_ids(spec, storage) if storage is not None else None
     found = []
-    for run in runs:
-        if wanted is not None and run.info.run_id not in wanted:
-            continue
-        cell = cells.get(run.data.tags.get(CELL_TAG))
+    for run in readback.completed_final_runs(client, experiment_id, parent_run_id, spec, storage):
+        cell_tag = run.data.tags.get(CELL_TAG)
+        cell = cells.get(cell_tag) if cell_tag is not None else None
         metrics = run.data.metrics
         if cell is None or spec.objective.test_metric not in metrics:
             continue
@@ -90,7 +81,13 @@ def collect_final_runs(spec: StudySpec, parent_run_id: str, storage=None) -> lis
                 seed=int(run.data.params["seed"]),
                 repeat=int(run.data.tags.get(REPEAT_TAG, 0)),
                 test=metrics[spec.objective.test_metric],
-                val=metrics[spec.objective.metric],
+                # The validation metric of the weights it ended with (logged since early stopping existed).
+                val=metrics.get(SELECTED_PREFIX + spec.objective.metric, metrics[spec.objective.metric]),
+                patience=None
+                if run.data.params.get("patience", "None") == "None"
+                else int(run.data.params["patience"]),
+                epochs_trained=int(metrics[EPOCHS_TRAINED_METRIC]) if EPOCHS_TRAINED_METRIC in metrics else None,
+                plateaued=bool(metrics[PLATEAU_METRIC]) if PLATEAU_METRIC in metrics else None,
                 grad_first=metrics.get(f"{GRAD_NORM_PREFIX}block_01", float("nan")),
                 grad_last=metrics.get(f"{GRAD_NORM_PREFIX}block_{depth:02d}", float("nan")),
                 curve=tuple(value for _, value in curve),
@@ -107,16 +104,6 @@ def _count(metrics: dict, key: str) -> int | None:
     return int(metrics[key]) if key in metrics else None
 
 
-def _final_run_ids(spec: StudySpec, storage) -> set[str]:
-    study = optuna_store.load_existing(storage, plan.final_study_name(spec))
-    ids = set()
-    for trials in optuna_store.slot_trials(study).values() if study else ():
-        complete = [t for t in trials if t.state.name == "COMPLETE" and RUN_ID_ATTR in t.user_attrs]
-        if complete:
-            ids.add(complete[0].user_attrs[RUN_ID_ATTR])
-    return ids
-
-
 def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
     """Per cell: final slots complete, failed (diverged, error, or died past max_retry) and not yet run."""
     study = optuna_store.load_existing(storage, plan.final_study_name(spec))
@@ -127,7 +114,7 @@ def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
     by_slot = optuna_store.slot_trials(study)
     for slot, (cell, _) in enumerate(plan.final_job(spec, selection).slots):
         trials = by_slot.get(slot, [])
-        if any(t.state.name == "COMPLETE" for t in trials):
+        if any(t.state.name == TrialState.COMPLETE for t in trials):
             status[cell.key]["complete"] += 1
         elif any(optuna_store.is_finished(t) for t in trials) or optuna_store.deaths(trials) > spec.execution.max_retry:
             status[cell.key]["failed"] += 1  # diverged, raised, or died more often than retried
@@ -137,10 +124,12 @@ def final_status(spec: StudySpec, storage) -> dict[str, dict[str, int]]:
 
 
 def budget_rows(spec: StudySpec, storage) -> list[dict]:
-    """Per cell (and tuning repeat): tuning trials by how they ended (slots, so retries count once)."""
+    """Per cell (and tuning repeat): tuning trials by how they ended (slots, so retries count once),
+    and each pruned or failed one in words (`stopped`)."""
     rows = []
     for cell, repeat in plan.units(spec):
         counts = {"complete": 0, "pruned": 0, "failed": 0, "died": 0}
+        stopped = []
         name = plan.tune_study_name(spec, cell, repeat)
         study = optuna_store.load_existing(storage, name) if spec.tune else None
         for trials in optuna_store.slot_trials(study).values() if study else ():
@@ -148,9 +137,21 @@ def budget_rows(spec: StudySpec, storage) -> list[dict]:
             counts["died"] += optuna_store.deaths(trials)
             if ended:
                 state = ended[0].state.name
-                counts[state.lower() if state in ("COMPLETE", "PRUNED") else "failed"] += 1
-        rows.append({"cell": plan.unit_key(spec, cell, repeat), **counts})
+                counts[state.lower() if state in (TrialState.COMPLETE, TrialState.PRUNED) else "failed"] += 1
+                if state != TrialState.COMPLETE:
+                    stopped.append(_stopped_trial(ended[0]))
+        rows.append({"cell": plan.unit_key(spec, cell, repeat), **counts, "stopped": stopped})
     return rows
+
+
+def _stopped_trial(trial) -> str:
+    """`trial 3 (learning_rate=0.01): pruned after epoch 4`, or its outcome when it failed."""
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    if trial.state.name == TrialState.PRUNED:
+        how = f"pruned after epoch {max(trial.intermediate_values, default=0)}"
+    else:
+        how = str(trial.user_attrs.get(OUTCOME_ATTR, "failed"))
+    return f"trial {trial.number} ({params}): {how}"
 
 
 def _fmt(value) -> str:
@@ -166,15 +167,17 @@ def _fixed_knobs(spec: StudySpec) -> str:
     )
 
 
-def _interval(i: analysis.Interval, sign: str = "") -> str:
-    return f"{i.mean:{sign}.4f} ± {i.half:.4f}" if i.n >= 2 else f"{i.mean:{sign}.4f}"
+def _interval(i: analysis.Interval, sign: str = "", unit: str = "seed") -> str:
+    if i.n < 2:
+        return f"{i.mean:{sign}.4f} ({analysis.no_interval(unit)})"
+    return f"{i.mean:{sign}.4f} ± {i.half:.4f}"
 
 
 def build_markdown(
     spec: StudySpec,
     runs: list[FinalRun],
     budget: list[dict],
-    selection: dict,
+    selection: Selection,
     status: dict[str, dict[str, int]],
     images: list[str],
 ) -> str:
@@ -223,7 +226,8 @@ def build_markdown(
                 "its numbers are over the others, and the pairs with those seeds are left out."
             )
     if runs:
-        lines += [f"- {analysis.verdict(spec, a, test_metric)}" for a in assessed] or [
+        edges = analysis.edge_notes(spec, selection)
+        lines += [f"- {analysis.verdict(spec, a, test_metric, edges)}" for a in assessed] or [
             "- Only one compared value: nothing to contrast."
         ]
     else:
@@ -234,26 +238,28 @@ def build_markdown(
         lines += [
             "## Tuning budget and selection",
             "",
-            f"| cell | complete | pruned | failed | died (retried) | selected | val {metric} |",
-            "|---|---|---|---|---|---|---|",
+            f"| cell | complete | pruned | failed | died (retried) | selected | {metric} | pruned and failed trials |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in budget:
             chosen = selection.get(row["cell"]) if selection else None
-            picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "none"
-            value = f"{chosen['value']:.4f}" if chosen else ""
+            picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen.params.items()) if chosen else "none"
+            value = f"{chosen.value:.4f}" if chosen else ""
             lines.append(
-                f"| {row['cell']} | {row['complete']} | {row['pruned']} | {row['failed']} | {row['died']} | {picked} | {value} |"
+                f"| {row['cell']} | {row['complete']} | {row['pruned']} | {row['failed']} | {row['died']} | {picked} "
+                f"| {value} | {'; '.join(row['stopped'])} |"
             )
         lines += [""] + [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     per_cell = analysis.by_cell(runs, repeated=spec.repeats > 1)
     val_cell = analysis.by_cell(runs, "val", repeated=spec.repeats > 1)
     over = f"the {spec.repeats} tuning repeats' means (n: repeats)" if spec.repeats > 1 else "the final seeds"
+    unit = "tuning repeat" if spec.repeats > 1 else "seed"
     lines += [
         f"## Final {test_metric} per cell",
         f"Mean ± {int(analysis.CONFIDENCE * 100)}% Student-t interval over {over} "
         "(no interval for one); failed: final runs that diverged, raised, or died past max_retry.",
         "",
-        f"| cell | {test_metric} | n | failed | val {metric} |",
+        f"| cell | {test_metric} | n | failed | {metric} |",
         "|---|---|---|---|---|",
     ]
     for cell in cells:
@@ -261,32 +267,38 @@ def build_markdown(
         if i is None:
             lines.append(f"| {cell.key} | no finished final run | 0 | {failed} | |")
         else:
-            lines.append(f"| {cell.key} | {_interval(i)} | {i.n} | {failed} | {val_cell[cell.key].mean:.4f} |")
+            lines.append(
+                f"| {cell.key} | {_interval(i, unit=unit)} | {i.n} | {failed} | {val_cell[cell.key].mean:.4f} |"
+            )
     lines.append("")
     if differences:
         against = "the other value" if spec.report.pairs == "all" else str(spec.baseline)
         lines += [
             f"## Paired differences ({spec.contrast} value − {against}, {'same repeat and seed; tests over repeat means' if spec.repeats > 1 else 'same seed'})",
-            f"p: two-sided, unadjusted; adjusted: {spec.report.adjust.capitalize()} over the {len(assessed)} comparisons, "
-            f"for the {'t-test' if spec.report.test == 't' else 'sign-flip test'}; simultaneous: Bonferroni t interval "
-            f"at 1 − {spec.report.alpha}/m; bootstrap: percentile, 95%, which under-covers below about 10 seeds "
-            "(a check; no verdict rests on it).",
+            f"p: two-sided, unadjusted; adjusted: {spec.report.adjust.capitalize()} over the {len(assessed)} comparisons "
+            f"within the direction of the difference, for the {'t-test' if spec.report.test == 't' else 'sign-flip test'}; "
+            f"verdict CI: the interval the verdict is read from, the simultaneous {100 * (1 - spec.report.alpha):.4g}% "
+            "interval compatible with the adjusted tests (0 bounds a claimed side), or for an equivalent comparison "
+            "TOST's interval (its confidence beside it), which lies inside ±min_effect exactly then; "
+            "bootstrap: percentile, 95%, which under-covers below about 10 seeds (a check; no verdict rests on it).",
+            *_declared_contrasts(spec),
             "",
-            f"| condition | {spec.contrast} | mean diff | 95% CI | simultaneous CI | bootstrap CI | p (t) | p (sign-flip) "
+            f"| condition | {spec.contrast} | mean diff | 95% CI | verdict CI | bootstrap CI | p (t) | p (sign-flip) "
             f"| adjusted p | verdict | wins | per-{'repeat' if spec.repeats > 1 else 'seed'} |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for a in assessed:
             d = a.difference
             where = ", ".join(f"{n}={v}" for n, v in d.condition.items()) or "all"
-            label = d.value if spec.report.pairs == "baseline" else f"{d.value} − {d.reference}"
+            label = d.value if spec.report.pairs == "baseline" and not d.declared else d.label
             i = d.interval
             if not i.n:
                 lines.append(f"| {where} | {label} | no paired runs | | | | | | | | | |")
                 continue
+            ci = _pair(i.low, i.high) if i.n >= 2 else analysis.no_interval(d.unit)
             lines.append(
-                f"| {where} | {label} | {i.mean:+.4f} | {_pair(i.low, i.high)} | {_pair(*a.simultaneous)} "
-                f"| {_pair(*a.bootstrap)} | {_p(a.p_t)} | {_p(a.p_sign_flip)} | {_p(a.p_adjusted)} | {a.outcome} "
+                f"| {where} | {label} | {i.mean:+.4f} | {ci} | {_verdict_interval(a)} "
+                f"| {_pair(*a.bootstrap)} | {_p(a.p_t)} | {_p(a.p_sign_flip)} | {_p(a.p_adjusted)} | {a.verdict} "
                 f"| {d.wins}/{i.n} | {', '.join(f'{x:+.4f}' for x in d.diffs)} |"
             )
         lines.append("")
@@ -294,6 +306,50 @@ def build_markdown(
     lines += _capacity_and_convergence(spec, runs, selection)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
+
+
+def _declared_contrasts(spec: StudySpec) -> list[str]:
+    """What each declared contrast (`report.contrasts`) computes per seed, in words."""
+    lines = []
+    for c in spec.report.contrasts:
+        factors = " × ".join(f"({knob}={spec.compare[knob][1]} − {knob}={spec.compare[knob][0]})" for knob in c.of)
+        averaged = f", averaged over {', '.join(c.average)}" if c.average else ""
+        kind = "interaction" if len(c.of) > 1 else "effect"
+        lines.append(f"Declared contrast **{c.name}**: the {kind} {factors}{averaged}, per seed; in the family above.")
+    return [""] + lines if lines else []
+
+
+def findings(
+    spec: StudySpec, runs: list[FinalRun], selection: Selection, status: dict[str, dict[str, int]]
+) -> list[str]:
+    """The verdict for a terminal, in plain text: one line per comparison, then the warnings that matter."""
+    assessed = analysis.assess(spec, analysis.paired_differences(spec, runs))
+    if runs:
+        edges = analysis.edge_notes(spec, selection)
+        lines = [analysis.verdict_line(spec, a, spec.objective.test_metric, edges) for a in assessed] or [
+            "only one compared value: nothing to contrast"
+        ]
+    else:
+        lines = ["no final runs have finished yet: no verdict"]
+    pending = sum(counts["pending"] for counts in status.values())
+    if pending:
+        lines.append(f"incomplete: {pending} final run(s) have not run yet; the numbers are over those that have")
+    lines += [
+        f"warning: {key}: {counts['failed']} of {sum(counts.values())} final runs failed"
+        for key, counts in status.items()
+        if counts["failed"]
+    ]
+    lines += [f"warning: {warning}" for warning in analysis.edge_warnings(spec, selection)]
+    rising = [key for key, c in analysis.convergence(spec, runs).items() if c.rising]
+    if rising:
+        lines.append(f"warning: {len(rising)} cell(s) still rising at the last epoch: {', '.join(rising)}")
+    return lines
+
+
+def _verdict_interval(a: analysis.Assessed) -> str:
+    """The verdict's interval; an equivalent one's is TOST's, at the confidence of the step that decided it."""
+    shown = _pair(*a.verdict_interval)
+    return f"{shown} ({a.interval_label})" if a.verdict == Verdict.EQUIVALENT else shown
 
 
 def _pair(low: float, high: float) -> str:
@@ -315,15 +371,16 @@ def _match_lines(spec: StudySpec) -> list[str]:
     ]
 
 
-def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: dict) -> list[str]:
+def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: Selection) -> list[str]:
     """Per cell: what it trained (width, parameters, FLOPs, selected values) and whether it had plateaued."""
     if not runs:
         return []
     metric = spec.objective.metric
     converged = analysis.convergence(spec, runs)
-    first = {}
-    for run in runs:
-        first.setdefault(run.cell, run)
+    stopped = analysis.stopping(runs)
+    first: dict[str, FinalRun] = {}
+    for r in runs:
+        first.setdefault(r.cell, r)
     lines = [
         "## Capacity and convergence per cell",
         "What each cell trained (read back from its final runs), and whether its final runs were still improving. "
@@ -333,11 +390,13 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
         "interval. Still rising: **yes** when the whole interval shows improvement (a longer budget could change "
         "the comparison), *falling* when it shows a decline (overfitting), *no evidence* otherwise: with few "
         "seeds that is not proof of a plateau. Learning curves: `learning_curves.png`, and "
-        "`learning_curves.csv` per epoch.",
+        "`learning_curves.csv` per epoch. With early stopping (`patience`) the gain test does not apply: "
+        "epochs trained (mean, fewest-most) and how many final runs a plateau stopped versus the epoch cap "
+        "stand in its place, and the metric is the best epoch's, whose weights the run kept.",
         "",
-        f"| cell | width | trainable params | effective params | FLOPs/example | selected | val {metric} (last epoch) "
-        "| gain over last k epochs | k | still rising |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| cell | width | trainable params | effective params | FLOPs/example | selected | {metric} (last epoch) "
+        "| gain over last k epochs | k | still rising | epochs trained | plateau / cap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in spec.cells():
         run = first.get(cell.key)
@@ -352,12 +411,26 @@ def _capacity_and_convergence(spec: StudySpec, runs: list[FinalRun], selection: 
         gain = _interval(c.gain, "+") if c else ""
         flag = _rising_flag(c)
         window = c.window if c else ""
+        s = stopped.get(cell.key)
+        if s is not None:
+            last = _interval(analysis.mean_interval([r.val for r in runs if r.cell == cell.key]))
+            gain, window, flag = "early stopping", "", ""
+        epochs = f"{s.epochs.mean:.1f} ({s.fewest}-{s.most})" if s else "fixed budget"
+        ends = f"{s.plateaued} / {s.capped}" if s else ""
         lines.append(
-            f"| {cell.key} | {run.width} | {params} | {effective} | {flops} | {picked} | {last} | {gain} | {window} | {flag} |"
+            f"| {cell.key} | {run.width} | {params} | {effective} | {flops} | {picked} | {last} | {gain} | {window} "
+            f"| {flag} | {epochs} | {ends} |"
         )
     rising = [key for key, c in converged.items() if c.rising]
     if rising:
         lines += ["", f"> warning: {len(rising)} cell(s) still rising at the last epoch: {', '.join(rising)}"]
+    capped = [f"{key} ({s.capped}/{s.plateaued + s.capped})" for key, s in stopped.items() if s.capped]
+    if capped:
+        lines += [
+            "",
+            f"> warning: final runs reached the epoch cap before a plateau in {len(capped)} cell(s): "
+            f"{', '.join(capped)}; a higher cap could change the comparison",
+        ]
     return lines + [""]
 
 
@@ -382,7 +455,7 @@ def _tuning_variance(spec: StudySpec, runs: list[FinalRun], differences: list[an
     rows = [(key, analysis.variance_split(groups)) for key, groups in analysis.by_repeat(runs).items()]
     for d in differences:
         where = ", ".join(f"{n}={v}" for n, v in d.condition.items())
-        label = f"{d.value} − {spec.baseline if d.reference is None else d.reference}" + (
+        label = (d.label if d.declared else f"{d.value} − {spec.baseline if d.reference is None else d.reference}") + (
             f" ({where})" if where else ""
         )
         rows.append((label, analysis.variance_split(d.by_repeat)))
@@ -393,7 +466,8 @@ def _tuning_variance(spec: StudySpec, runs: list[FinalRun], differences: list[an
         widened = split.clustered.half / split.pooled.half if split.pooled.half > 0 else math.nan
         lines.append(
             f"| {label} | {_sd(split.between_tuning)} | {_sd(split.between_seed)} | {_share(split.tuning_share)} "
-            f"| {_interval(split.single, '+')} | {_interval(split.pooled, '+')} | {_interval(split.clustered, '+')} "
+            f"| {_interval(split.single, '+')} | {_interval(split.pooled, '+')} "
+            f"| {_interval(split.clustered, '+', 'tuning repeat')} "
             f"| {'n/a' if math.isnan(widened) else f'{widened:.2f}x'} |"
         )
     return lines + [""]
@@ -407,12 +481,12 @@ def _share(share: float) -> str:
     return "n/a" if math.isnan(share) else f"{share:.0%}"
 
 
-def _selected_text(spec: StudySpec, selection: dict, cell) -> str:
+def _selected_text(spec: StudySpec, selection: Selection, cell) -> str:
     """The cell's selected tuned values; one group per tuning repeat when there are several."""
     picks = []
     for repeat in range(spec.repeats):
         chosen = selection.get(plan.unit_key(spec, cell, repeat))
-        picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items()) if chosen else "none"
+        picked = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen.params.items()) if chosen else "none"
         picks.append(picked if spec.repeats == 1 else f"r{repeat}: {picked}")
     return "; ".join(picks)
 
@@ -440,14 +514,27 @@ def artifact_link(run_id: str, path: str) -> str:
     return "get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
 
 
-def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPORT_ROOT) -> str:
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A report written to its folder, with its verdict in plain text for a terminal (`findings`)."""
+
+    folder: str
+    findings: list[str]
+
+
+def report_paths(folder: str) -> str:
+    """Where a written report is, for a terminal."""
+    return f"{folder}/report.md, {folder}/report.html"
+
+
+def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPORT_ROOT) -> Written:
     """Writes `reports/<study>/report.{md,html}` and PNGs (see `report_html`); logs them to the parent run.
 
     Each file is replaced only once whole: a full disk leaves the previous report's
     files as they were (`runtime.disk.write_atomically`).
 
     Returns:
-        The report folder.
+        The report folder and the verdict's plain-text lines (`findings`).
 
     Raises:
         DiskFull: no space left for the report folder, the parent run's artifacts or its stores.
@@ -465,9 +552,8 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     selection = (optuna_store.stored_selection(final) if final is not None else None) or {}
     with disk.guard(f"the report folder {out.absolute()}", out):
         images = report_plots.write_plots(spec, runs, out) if runs else []
-        markdown = build_markdown(
-            spec, runs, budget_rows(spec, storage), selection, final_status(spec, storage), images
-        )
+        status = final_status(spec, storage)
+        markdown = build_markdown(spec, runs, budget_rows(spec, storage), selection, status, images)
         disk.write_text(out / "report.md", markdown, point="report", context=spec.name)
         disk.write_text(out / "learning_curves.csv", learning_curves_csv(spec, runs))
         report_html.write_html(spec, storage, markdown, selection, out)
@@ -485,7 +571,7 @@ def write_report(spec: StudySpec, storage, parent_run_id: str, root: Path = REPO
     # Through log_batch: runners on several machines finishing together set it at once,
     # and MLflow's SQL store retries that conflict only there.
     client.log_batch(parent_run_id, tags=[RunTag(NOTE_TAG, note)])
-    return str(out)
+    return Written(str(out), findings(spec, runs, selection, status))
 
 
 def check_report_root(root: Path = REPORT_ROOT) -> None:
@@ -503,45 +589,18 @@ def check_report_root(root: Path = REPORT_ROOT) -> None:
 
 def rebuild_report(
     spec: StudySpec, storage_url: str, tracking_uri: str | None, root: Path = REPORT_ROOT
-) -> tuple[str, str]:
-    """Rebuilds a run study's report from the stores; returns (report folder, parent run id).
+) -> tuple[Written, str]:
+    """Rebuilds a run study's report from the stores; returns (the written report, parent run id).
 
     Raises:
         SweepError: the study has no final runs or no parent run in these stores,
             or it was run from a different spec (other overrides).
     """
-    storage, parent_run_id = open_finished(spec, storage_url, tracking_uri)
+    storage, parent_run_id = readback.open_finished(spec, storage_url, tracking_uri)
     return write_report(spec, storage, parent_run_id, root), parent_run_id
 
 
 def final_runs_of(spec: StudySpec, storage_url: str, tracking_uri: str | None) -> list[FinalRun]:
     """A run study's complete final runs, read from its stores (as the report reads them)."""
-    storage, parent_run_id = open_finished(spec, storage_url, tracking_uri)
+    storage, parent_run_id = readback.open_finished(spec, storage_url, tracking_uri)
     return collect_final_runs(spec, parent_run_id, storage)
-
-
-def open_finished(spec: StudySpec, storage_url: str, tracking_uri: str | None):
-    """`(Optuna storage, parent run id)` of a study that has run in these stores.
-
-    Raises:
-        SweepError: no such store, the study has no final runs or no parent run in it,
-            or it was run from a different spec (other overrides).
-    """
-    import mlflow
-
-    from reuse_nets.store import study_runs, tracking
-
-    tracking.set_tracking_uri(tracking_uri)
-    # Reading must not create empty stores (./optuna.db, ./mlflow.db) on the way to an error.
-    optuna_store.require_existing_sqlite(storage_url, "Optuna storage")
-    optuna_store.require_existing_sqlite(mlflow.get_tracking_uri(), "MLflow tracking store")
-    storage = optuna_store.make_storage(storage_url, spec.execution)
-    if optuna_store.load_existing(storage, plan.final_study_name(spec)) is None:
-        raise SweepError(f"study {spec.name!r} has no final runs in this storage yet; run it first with reuse-nets run")
-    # The same spec (overrides included) as the run, or the numbers would describe another study.
-    optuna_store.check_identity(storage, plan.final_study_name(spec), spec.identity())
-    experiment = mlflow.MlflowClient().get_experiment_by_name(spec.name)
-    parent_run_id = study_runs.find_parent_run(spec, experiment.experiment_id) if experiment else None
-    if not parent_run_id:
-        raise SweepError(f"study {spec.name!r} has no MLflow parent run yet; run it first with reuse-nets run")
-    return storage, parent_run_id

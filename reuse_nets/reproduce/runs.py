@@ -16,6 +16,7 @@ import dataclasses
 import math
 import time
 
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.errors import ExecutionError, ReproduceError, SettingsUnavailable, first_line
 from reuse_nets.names import (
     KIND_TAG,
@@ -26,9 +27,9 @@ from reuse_nets.names import (
     STOPPED_EARLY,
     TEST_PREFIX,
     Kind,
+    RunStatus,
 )
 from reuse_nets.names import Outcome as RunOutcome
-from reuse_nets.spec.config import TrialConfig
 from reuse_nets.store import provenance, tracking
 from reuse_nets.train import execution
 from reuse_nets.train.data import DataSource
@@ -52,7 +53,9 @@ class MetricComparison:
 
 
 @dataclasses.dataclass
-class Outcome:
+class Reproduction:
+    """One logged run re-run: the metrics compared with the original, and the warnings."""
+
     original_run_id: str
     new_run_id: str | None
     warnings: list[str]
@@ -122,16 +125,16 @@ def _fetch_run(run_id: str):
     import mlflow
 
     from reuse_nets.errors import SweepError, first_line
-    from reuse_nets.store import optuna_store, study_runs
+    from reuse_nets.store import optuna_store, parent_run
 
     uri = mlflow.get_tracking_uri()
     try:
-        study_runs.check_server(uri)
+        parent_run.check_server(uri)
         optuna_store.require_existing_sqlite(uri, "MLflow tracking store")  # reading creates no store
     except SweepError as error:
         raise ReproduceError(str(error)) from None
     try:
-        with study_runs.patient_requests():
+        with parent_run.patient_requests():
             run = mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
@@ -141,7 +144,7 @@ def _fetch_run(run_id: str):
     experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
     if experiment.lifecycle_stage == "deleted":
         raise ReproduceError(f"run {run_id} is in deleted MLflow experiment {experiment.name!r}; restore it first")
-    if run.info.status == "RUNNING":
+    if run.info.status == RunStatus.RUNNING:
         raise ReproduceError(
             f"run {run_id} is still RUNNING (or its process died unnoticed); reproduce it once it has ended"
         )
@@ -302,7 +305,7 @@ def reproduce(
     threads: int | None = None,
     onednn: bool | None = None,
     say=print,
-) -> Outcome:
+) -> Reproduction:
     """Checks, then re-trains (or re-scores) a logged run and compares the metrics.
 
     The original's thread counts and oneDNN setting are pinned first; `threads`
@@ -340,14 +343,14 @@ def reproduce(
         raise ReproduceError(f"{len(problems)} provenance difference(s) and --strict: " + "; ".join(problems))
     if evaluate_only:
         rows = _evaluate(run, config, dataset)
-        return Outcome(
+        return Reproduction(
             run_id, None, problems, rows, tolerance, time.monotonic() - started, pinned.describe(), isa_difference
         )
     from reuse_nets.train import training
 
     outcome = run.data.tags.get(OUTCOME_TAG, RunOutcome.COMPLETED)
     epochs = max(logged)
-    hooks = ()
+    hooks: tuple[StopAfter, ...] = ()
     if outcome in STOPPED_EARLY and epochs < config.epochs:
         say(f"the original ended {outcome} after epoch {epochs}: re-training exactly that far")
         hooks = (StopAfter(epochs, outcome),)
@@ -371,7 +374,7 @@ def reproduce(
     except training.StopTraining:
         pass  # the planned stop: the run is closed with the original's outcome
     rows = compare_runs(run_id, reproduction.run_id)
-    return Outcome(
+    return Reproduction(
         run_id,
         reproduction.run_id,
         problems,

@@ -15,18 +15,28 @@ import os
 import queue as queue_module
 import random
 import re
+from typing import TypedDict
 
-from reuse_nets import names
 from reuse_nets.errors import ReproduceError, SettingsUnavailable, first_line
-from reuse_nets.names import KIND_TAG, OUTCOME_TAG, PARENT_TAG, PHASE_TAG, RECHECKABLE, Kind, Phase
-from reuse_nets.reproduce.runs import MetricComparison, Outcome, _client, _settings_for, reproduce
+from reuse_nets.names import OUTCOME_TAG, RECHECKABLE, Phase
+from reuse_nets.reproduce.runs import MetricComparison, Reproduction, _client, _settings_for, reproduce
 from reuse_nets.runtime import interrupts
 from reuse_nets.runtime.interrupts import SHUTDOWN_GRACE
-from reuse_nets.store import study_runs
+from reuse_nets.store import readback
 from reuse_nets.train import execution
 from reuse_nets.train.data import DataSource
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class _ReproduceOptions(TypedDict):
+    """The keyword arguments of `reproduce` that every run of a study shares (a child gets them too)."""
+
+    source: DataSource
+    tolerance: float
+    strict: bool
+    threads: int | None
+    onednn: bool | None
 
 
 @dataclasses.dataclass
@@ -34,12 +44,12 @@ class StudyRow:
     run_id: str
     run_name: str
     metric: str  # the headline metric shown: test accuracy for final runs, else validation
-    outcome: Outcome | None
+    reproduction: Reproduction | None
     error: str | None = None
 
     @property
     def agree(self) -> bool:
-        return self.error is None and self.outcome is not None and self.outcome.agree
+        return self.error is None and self.reproduction is not None and self.reproduction.agree
 
 
 def study_runs_to_check(study: str, sample: int | None = None, seed: int = 0):
@@ -60,25 +70,12 @@ def study_runs_to_check(study: str, sample: int | None = None, seed: int = 0):
         ) from None
     if experiment is None or experiment.lifecycle_stage == "deleted":
         raise ReproduceError(f"no MLflow experiment {study!r} in tracking store {mlflow.get_tracking_uri()}")
-    parents = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=study_runs.parent_filter(study),
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if not parents:
+    found = readback.parent(client, experiment.experiment_id, study)
+    if found is None:
         raise ReproduceError(f"MLflow experiment {study!r} holds no parent run of a reuse-nets study")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = '{Kind.TRIAL}' and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'",
-        max_results=10000,
-    )
+    runs = readback.trial_runs(client, experiment.experiment_id, parent_run_id=found.info.run_id)
     runs = [r for r in runs if r.data.tags.get(OUTCOME_TAG) in RECHECKABLE and r.data.metrics]
-    final = [
-        r
-        for r in runs
-        if r.data.tags.get(PHASE_TAG) == Phase.FINAL and r.data.tags.get(OUTCOME_TAG) == names.Outcome.COMPLETED
-    ]
+    final = [r for r in runs if readback.is_completed_final_run(r)]
     phase, chosen = (Phase.FINAL, final) if final else ("trials", runs)
     if not chosen:
         raise ReproduceError(f"study {study!r} has no finished runs to reproduce")
@@ -90,7 +87,7 @@ def study_runs_to_check(study: str, sample: int | None = None, seed: int = 0):
     return phase, chosen
 
 
-def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: dict) -> Outcome:
+def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: _ReproduceOptions) -> Reproduction:
     """Reproduces a run in a fresh process: one whose TensorFlow has not started yet."""
     import mlflow
 
@@ -125,19 +122,21 @@ def _reproduce_in_child(run_id: str, settings: execution.Settings, kwargs: dict)
     child.join()
     if "error" in answer:
         raise ReproduceError(answer["error"])
-    fields = answer["outcome"]
+    fields = answer["reproduction"]
     fields["rows"] = [MetricComparison(**row) for row in fields["rows"]]
-    return Outcome(**fields)
+    return Reproduction(**fields)
 
 
-def _child(run_id: str, tracking_uri: str, kwargs: dict, queue) -> None:
+def _child(run_id: str, tracking_uri: str, kwargs: _ReproduceOptions, queue) -> None:
     import mlflow
 
     interrupts.stop_on_signals()
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        outcome = reproduce(run_id, say=lambda m: None, **kwargs)
-        queue.put(json.dumps({"outcome": dataclasses.asdict(outcome)}))  # JSON, not pickles, between processes
+        reproduction = reproduce(run_id, say=lambda m: None, **kwargs)
+        queue.put(
+            json.dumps({"reproduction": dataclasses.asdict(reproduction)})
+        )  # JSON, not pickles, between processes
     except Exception as error:  # sent back as one line; the parent decides
         queue.put(json.dumps({"error": f"{type(error).__name__}: {first_line(error)}"}))
 
@@ -163,7 +162,7 @@ def reproduce_study(
     say(
         f"reproducing {len(runs)} {'final-phase run' if phase == Phase.FINAL else 'finished trial'}(s) of study {study}"
     )
-    kwargs = dict(source=source, tolerance=tolerance, strict=strict, threads=threads, onednn=onednn)
+    kwargs = _ReproduceOptions(source=source, tolerance=tolerance, strict=strict, threads=threads, onednn=onednn)
     rows = []
     for index, run in enumerate(runs, 1):
         metric = "test_accuracy" if "test_accuracy" in run.data.metrics else "val_accuracy"
@@ -171,12 +170,12 @@ def reproduce_study(
         row = StudyRow(run.info.run_id, run.info.run_name or run.info.run_id, metric, None)
         try:
             try:
-                row.outcome = reproduce(run.info.run_id, say=lambda m: say("  " + m), **kwargs)
+                row.reproduction = reproduce(run.info.run_id, say=lambda m: say("  " + m), **kwargs)
             except SettingsUnavailable:
                 settings = _settings_for(run, threads, onednn, lambda m: None)
                 say(f"  in a fresh process: it needs {settings.describe()}")
-                row.outcome = _reproduce_in_child(run.info.run_id, settings, kwargs)
-                for warning in row.outcome.warnings:
+                row.reproduction = _reproduce_in_child(run.info.run_id, settings, kwargs)
+                for warning in row.reproduction.warnings:
                     say(f"  warning: {warning}")
         except Exception as error:  # one run's problem is its row's, as in a child process
             row.error = (
@@ -184,7 +183,7 @@ def reproduce_study(
                 if isinstance(error, ReproduceError)
                 else f"{type(error).__name__}: {first_line(error)}"
             )
-        say(f"  {row.outcome.verdict() if row.outcome else 'ERROR: ' + row.error}")
+        say(f"  {row.reproduction.verdict() if row.reproduction else f'ERROR: {row.error}'}")
         rows.append(row)
     return phase, rows
 
@@ -195,14 +194,14 @@ def study_table(rows: list[StudyRow]) -> str:
         f"{'run':40s} {'metric':14s} {'original':>10s} {'reproduced':>10s} {'max diff':>9s} {'worst at':24s} verdict"
     ]
     for row in rows:
-        if row.outcome is None:
+        if row.reproduction is None:
             lines.append(
                 f"{row.run_name[:40]:40s} {row.metric:14s} {'':>10s} {'':>10s} {'':>9s} {'':24s} ERROR: {row.error}"
             )
             continue
-        by_name = {r.name: r for r in row.outcome.rows}
+        by_name = {r.name: r for r in row.reproduction.rows}
         headline = by_name.get(row.metric)
-        worst = row.outcome.worst()
+        worst = row.reproduction.worst()
         biggest = max(worst.final_diff, worst.max_epoch_diff) if worst else math.inf
         where = (
             "-"
@@ -213,12 +212,12 @@ def study_table(rows: list[StudyRow]) -> str:
         reproduced = f"{headline.reproduced:10.6g}" if headline else f"{'-':>10s}"
         lines.append(
             f"{row.run_name[:40]:40s} {row.metric:14s} {original} {reproduced} {biggest:9.3g} {where[:24]:24s} "
-            + ("AGREE" if row.outcome.agree else "DISAGREE")
-            + (" (other ISA)" if row.outcome.isa_difference and not row.outcome.agree else "")
+            + ("AGREE" if row.reproduction.agree else "DISAGREE")
+            + (" (other ISA)" if row.reproduction.isa_difference and not row.reproduction.agree else "")
         )
     agreed = sum(row.agree for row in rows)
     lines.append(
         f"{agreed}/{len(rows)} runs reproduce"
-        + (" exactly" if rows and rows[0].outcome and rows[0].outcome.tolerance == 0 else "")
+        + (" exactly" if rows and rows[0].reproduction and rows[0].reproduction.tolerance == 0 else "")
     )
     return "\n".join(lines)

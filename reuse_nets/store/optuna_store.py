@@ -14,9 +14,19 @@ import json
 import time
 import warnings
 
+from reuse_nets.design import selection
+from reuse_nets.design.selection import Selection
+from reuse_nets.design.study_spec import ExecutionSpec, sampler_to_resume
 from reuse_nets.errors import SweepError, TrialFailed, first_line
-from reuse_nets.names import FAILED_WITH_RESULT, IDENTITY_ATTR, OUTCOME_ATTR, SELECTION_ATTR, SLOT_ATTR, Outcome
-from reuse_nets.spec.studies import ExecutionSpec
+from reuse_nets.names import (
+    FAILED_WITH_RESULT,
+    IDENTITY_ATTR,
+    OUTCOME_ATTR,
+    SELECTION_ATTR,
+    SLOT_ATTR,
+    Outcome,
+    TrialState,
+)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # in the working directory, beside mlflow.db
 
@@ -210,6 +220,12 @@ def check_identity(storage, name: str, identity: dict) -> None:
     except KeyError:
         return  # not created yet
     if stored is not None and stored != json.dumps(identity, sort_keys=True):
+        ran = sampler_to_resume(stored, identity)
+        if ran is not None:  # e.g. tpe, the sampler of study files that named none until 2026-12-08
+            raise SweepError(
+                f"Optuna study {name!r} ran with sampler {ran!r}, not {identity['tune']['sampler']['type']!r}; "
+                f"to resume it, name it in the study file (tune.sampler.type: {ran}) or --set tune.sampler.type={ran}"
+            )
         raise SweepError(
             f"Optuna study {name!r} already exists in this storage with a different spec; "
             "rename the study (--set name=NEW_NAME)"
@@ -246,8 +262,8 @@ def is_finished(trial) -> bool:
     does one marked `completed` (it died between recording its result and COMPLETE).
     """
     state = trial.state.name
-    return state in ("COMPLETE", "PRUNED") or (
-        state == "FAIL" and trial.user_attrs.get(OUTCOME_ATTR) in FAILED_WITH_RESULT
+    return state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        state == TrialState.FAIL and trial.user_attrs.get(OUTCOME_ATTR) in FAILED_WITH_RESULT
     )
 
 
@@ -271,7 +287,9 @@ def deaths(trials) -> int:
     `max_retry` times."""
     lost = (Outcome.TRANSIENT, Outcome.COMPLETED)
     return sum(
-        1 for t in trials if t.state.name == "FAIL" and t.user_attrs.get(OUTCOME_ATTR, Outcome.TRANSIENT) in lost
+        1
+        for t in trials
+        if t.state.name == TrialState.FAIL and t.user_attrs.get(OUTCOME_ATTR, Outcome.TRANSIENT) in lost
     )
 
 
@@ -287,7 +305,7 @@ def open_slots(study, n_slots: int, max_retry: int) -> list[int]:
         slot
         for slot in range(n_slots)
         if not slot_done(by_slot.get(slot, []), max_retry)
-        and not any(t.state.name in ("RUNNING", "WAITING") for t in by_slot.get(slot, []))
+        and not any(t.state.name in (TrialState.RUNNING, TrialState.WAITING) for t in by_slot.get(slot, []))
     ]
 
 
@@ -347,7 +365,7 @@ def claim_slot(trial) -> int:
         for other in trial.study.get_trials(deepcopy=False)
         if other.user_attrs.get(SLOT_ATTR) == slot
         and other.number != trial.number
-        and (other.state.name == "RUNNING" or is_finished(other))
+        and (other.state.name == TrialState.RUNNING or is_finished(other))
     ]
     if owners and min(owners) < trial.number:
         trial.set_user_attr(OUTCOME_ATTR, Outcome.DUPLICATE)
@@ -361,12 +379,12 @@ def count_finished_slots(study, n_slots: int) -> int:
     return sum(1 for slot in range(n_slots) if any(is_finished(t) for t in by_slot.get(slot, [])))
 
 
-def stored_selection(study) -> dict[str, dict | None] | None:
+def stored_selection(study) -> Selection | None:
     """The selection stored on the final-phase study, or None."""
     raw = study.user_attrs.get(SELECTION_ATTR)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else selection.from_json(raw)
 
 
-def store_selection(study, selection: dict) -> None:
+def store_selection(study, chosen: Selection) -> None:
     """Stores the final phase's selection on its study, once."""
-    study.set_user_attr(SELECTION_ATTR, json.dumps(selection, sort_keys=True))
+    study.set_user_attr(SELECTION_ATTR, selection.to_json(chosen))

@@ -26,25 +26,31 @@ from typing import Any
 import numpy as np
 import yaml
 
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.names import (
+    BEST_EPOCH_METRIC,
     CAPACITY_METRICS,
     COMPILE_CACHE_TAG,
+    EPOCH_METRICS,
+    EPOCHS_TRAINED_METRIC,
     GRAD_NORM_PREFIX,
     KIND_TAG,
     MODEL_URI_TAG,
     OUTCOME_TAG,
     PARENT_TAG,
+    PLATEAU_METRIC,
     REASON_TAG,
     RUN_END,
+    SELECTED_PREFIX,
     STATE_TAG,
     TRAINER_REUSED_TAG,
     Kind,
     Outcome,
+    TrialState,
 )
 from reuse_nets.nn import capacity, models
 from reuse_nets.runtime import disk, faults, interrupts, noise, profile
 from reuse_nets.runtime.paths import PACKAGE_DIR
-from reuse_nets.spec.config import TrialConfig
 from reuse_nets.store import dataset_inputs, provenance, storage_errors
 from reuse_nets.train import execution, trainers, training
 from reuse_nets.train.data import Dataset
@@ -237,6 +243,21 @@ def close_run(client, run_id: str, outcome: Outcome, reason: str | None = None) 
     client.set_terminated(run_id, status=status)
 
 
+def selected_metrics(result: training.TrainingResult) -> dict[str, float]:
+    """Which epoch's weights the run ends with, how many epochs it trained, whether a plateau
+    stopped it, and the validation metrics of those weights (`SELECTED_PREFIX`)."""
+    best = result.best_epoch or len(result.history)
+    chosen = result.history[best - 1]
+    return {
+        BEST_EPOCH_METRIC: best,
+        EPOCHS_TRAINED_METRIC: len(result.history),
+        PLATEAU_METRIC: float(result.plateaued),
+        **{
+            SELECTED_PREFIX + name: chosen[name] for name in EPOCH_METRICS if name.startswith("val_") and name in chosen
+        },
+    }
+
+
 class TrialRun:
     """The MLflow run of one training run, open inside `trial_run`."""
 
@@ -268,7 +289,7 @@ class TrialRun:
         if result.status == Outcome.DIVERGED:
             self.outcome, self.reason = Outcome.DIVERGED, f"diverged: {result.reason}"
             return
-        mlflow.log_metrics(result.test_metrics, step=len(result.history))
+        mlflow.log_metrics({**result.test_metrics, **selected_metrics(result)}, step=len(result.history))
         if self.log_model:
             with profile.section("mlflow: model"), self.writing_artifacts():
                 mlflow.set_tag(MODEL_URI_TAG, _log_model(result.model, self.dataset, self.name))
@@ -305,12 +326,17 @@ def _stop_system_metrics(run_id: str) -> None:
     thread.join(SYSTEM_METRICS_STOP)
     if not thread.is_alive():
         with contextlib.suppress(Exception):  # samples still buffered; their loss loses no result
+            if getattr(monitor, "_logging_step", 1) == 0:
+                # A run shorter than one interval: one sample at its end, so every
+                # run's system-metrics page shows something.
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
             monitor.mlflow_logger.flush()
 
 
 # Seconds between system-metric samples of a trial run: each sample is a few psutil reads
 # and one MLflow request (milliseconds), under 1% of the trial; a trial shorter than
-# this logs none.
+# this logs one sample, at its end.
 SYSTEM_METRICS_INTERVAL = 2.0
 
 
@@ -341,7 +367,7 @@ def trial_run(
         **provenance.provenance_tags(),
         **settings.tags(),
         COMPILE_CACHE_TAG: str(trainers.capacity()),
-        STATE_TAG: "RUNNING",
+        STATE_TAG: TrialState.RUNNING,
         **(tags or {}),
     }
     if parent_run_id:
@@ -390,7 +416,7 @@ def trial_run(
         raise
     finally:
         # On a full disk these writes may fail too: the run is then left RUNNING, and the
-        # next start closes it, as it closes a dead process's run (`phases.reconcile`).
+        # next start closes it, as it closes a dead process's run (`reconcile.reconcile`).
         closing = contextlib.suppress(Exception) if outcome == Outcome.DISK_FULL else contextlib.nullcontext()
         with profile.section("mlflow: run start and end"):
             _stop_system_metrics(run.run_id)

@@ -14,6 +14,9 @@ import math
 import time
 from pathlib import Path
 
+from reuse_nets.design import study_spec
+from reuse_nets.design.plan import REPEAT_PARAM, Job
+from reuse_nets.design.study_spec import Cell, StudySpec
 from reuse_nets.errors import TrialFailed
 from reuse_nets.names import (
     CELL_ATTR,
@@ -33,9 +36,6 @@ from reuse_nets.names import (
     Phase,
 )
 from reuse_nets.runtime import disk, faults, profile
-from reuse_nets.spec import studies
-from reuse_nets.spec.plan import REPEAT_PARAM, Job
-from reuse_nets.spec.studies import Cell, StudySpec
 from reuse_nets.store import optuna_store, storage_errors, tracking, ui_links
 from reuse_nets.store.optuna_store import claim_slot, count_finished_slots, optuna
 from reuse_nets.train import training
@@ -113,13 +113,13 @@ class Objective:
 
     def config_of(self, trial, cell: Cell):
         if self.job.phase == Phase.TUNE:
-            tuned = studies.suggest_tuned(self.spec, trial)
+            tuned = study_spec.suggest_tuned(self.spec, trial)
             return self.spec.cell_config(cell, tuned, self.spec.tuning_seed(self.job.repeat))
         # Final: every value is enqueued; suggesting with the study's distributions
         # records them as the trial's params (for Optuna's own tools).
         for name, values in self.spec.compare.items():
             trial.suggest_categorical(name, values)
-        tuned = studies.suggest_tuned(self.spec, trial)
+        tuned = study_spec.suggest_tuned(self.spec, trial)
         seed = trial.suggest_categorical("seed", self.spec.all_final_seeds())
         if self.spec.repeats > 1:
             trial.suggest_int(REPEAT_PARAM, 0, self.spec.repeats - 1)

@@ -47,7 +47,8 @@ class Progress:
         self.out = out if out is not None else sys.stdout
         isatty = getattr(self.stream, "isatty", None)
         self.bars = enabled and bool(isatty and isatty())
-        self.name, self.total, self.done, self.start_done, self.start = "", 0, None, 0, 0.0
+        self.name, self.total, self.start_done, self.start = "", 0, 0, 0.0
+        self.done: int | None = None  # None until the phase's first `update`
         self._trials = self._epochs = None
 
     # --- event lines -------------------------------------------------------------------
@@ -73,12 +74,15 @@ class Progress:
     def eta(self) -> str:
         """'ETA 2m10s' from this run's pace; 'ETA ?' before its first finished trial."""
         elapsed = self.clock() - self.start
-        if self.done >= self.total:
+        done = self.done
+        if done is None:  # no count yet in this phase
+            return "ETA ?"
+        if done >= self.total:
             return f"done in {duration(elapsed)}"
-        finished_here = self.done - self.start_done
+        finished_here = done - self.start_done
         if finished_here <= 0:
             return "ETA ?"
-        return f"ETA {duration(elapsed / finished_here * (self.total - self.done))}"
+        return f"ETA {duration(elapsed / finished_here * (self.total - done))}"
 
     def status(self) -> str:
         return f"{self.name} {self.done}/{self.total} trials, {self.eta()}"

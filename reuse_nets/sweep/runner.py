@@ -15,10 +15,11 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+from reuse_nets.design import plan
+from reuse_nets.design.study_spec import StudySpec
+from reuse_nets.names import RunStatus
 from reuse_nets.runtime import disk, faults, profile
-from reuse_nets.spec import plan
-from reuse_nets.spec.studies import StudySpec
-from reuse_nets.store import optuna_store, study_runs
+from reuse_nets.store import optuna_store, parent_run
 from reuse_nets.sweep import phases
 from reuse_nets.sweep.progress import Progress
 from reuse_nets.sweep.study_run import StudyRun, SweepOptions
@@ -33,6 +34,7 @@ class StudyResult:
     parent_run_id: str
     complete: bool  # every slot of both phases has a result
     report_dir: str | None
+    findings: list[str] = dataclasses.field(default_factory=list)  # the report's verdict, plain text
 
 
 def run_study(spec: StudySpec, options: SweepOptions = SweepOptions()) -> StudyResult:
@@ -78,32 +80,36 @@ def _run_study(spec: StudySpec, options: SweepOptions) -> StudyResult:
     try:
         complete = run.run_phase(plan.tune_jobs(spec), opened)
         if complete:
-            complete = run.run_phase([phases.final_job(spec, run.storage, run.say)], opened)
+            complete = run.run_phase([phases.select_final_job(spec, run.storage, run.say)], opened)
     except BaseException as error:
         with _cleaning_up_after(error):
             run.reconcile_all(opened)
         with _cleaning_up_after(error):
-            study_runs.close_parent(run.parent_run_id, "KILLED" if _stopped(error) else "FAILED")
+            parent_run.close_parent(run.parent_run_id, RunStatus.KILLED if _stopped(error) else RunStatus.FAILED)
         raise
     finally:
         progress.close()
-    report_dir = None
+    written = None
     try:
         if optuna_store.load_existing(run.storage, plan.final_study_name(spec)) is not None:
             faults.point("report", spec.name)
             folders = [Path(options.reports)] if options.reports else []
             with profile.section("report"):
-                report_dir = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
+                written = writer.write_report(spec, run.storage, run.parent_run_id, *folders)
     except BaseException as error:
         with _cleaning_up_after(error):
-            study_runs.close_parent(run.parent_run_id, "KILLED" if disk.is_disk_full(error) else "FAILED")
+            parent_run.close_parent(
+                run.parent_run_id, RunStatus.KILLED if disk.is_disk_full(error) else RunStatus.FAILED
+            )
         raise
-    study_runs.close_parent(run.parent_run_id, "FINISHED" if complete else "KILLED")
-    return StudyResult(spec.name, run.experiment_id, run.parent_run_id, complete, report_dir)
+    parent_run.close_parent(run.parent_run_id, RunStatus.FINISHED if complete else RunStatus.KILLED)
+    if written is None:
+        return StudyResult(spec.name, run.experiment_id, run.parent_run_id, complete, None)
+    return StudyResult(spec.name, run.experiment_id, run.parent_run_id, complete, written.folder, written.findings)
 
 
 def summary(result: StudyResult) -> str:
-    """The end-of-study summary: state, where to look, and the report's findings."""
+    """The end-of-study summary, in plain text: state, where to look, the verdict, where the report is."""
     import mlflow
 
     from reuse_nets.store import ui_links
@@ -116,7 +122,8 @@ def summary(result: StudyResult) -> str:
         ui_links.mlflow_ui_hint(result.experiment_id, mlflow.get_tracking_uri()),
     ]
     if result.report_dir:
-        report = (Path(result.report_dir) / "report.md").read_text(encoding="utf-8").splitlines()
-        lines += [line for line in report if not line.startswith(("![", "# ", "## Plots"))]
-        lines.append(f"report: {result.report_dir}/report.md (also logged to the parent run)")
-    return "\n".join(lines).rstrip()
+        from reuse_nets.report import writer
+
+        lines += result.findings
+        lines.append(f"report: {writer.report_paths(result.report_dir)} (also logged to the parent run)")
+    return "\n".join(lines)

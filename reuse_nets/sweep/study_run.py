@@ -17,14 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reuse_nets.design import plan
+from reuse_nets.design.plan import Job
+from reuse_nets.design.study_spec import StudySpec
 from reuse_nets.errors import DiskFull, ExecutionError, SweepError, TrialFailed, first_line
-from reuse_nets.names import Phase
+from reuse_nets.names import Phase, TrialState
 from reuse_nets.runtime import disk, faults, profile
-from reuse_nets.spec import plan
-from reuse_nets.spec.plan import Job
-from reuse_nets.spec.studies import StudySpec
-from reuse_nets.store import optuna_store, storage_errors, study_runs
-from reuse_nets.sweep import phases, workers
+from reuse_nets.store import optuna_store, parent_run, storage_errors
+from reuse_nets.sweep import phases, reconcile, worker_share, workers
 from reuse_nets.sweep.objective import Objective
 from reuse_nets.sweep.progress import Progress
 
@@ -93,18 +93,18 @@ class StudyRun:
             dataset = data.load(spec.base.dataset, options.data or data.DataSource())
         faults.point("data", spec.name)
         tracking.set_tracking_uri(options.tracking_uri)
-        study_runs.check_experiment(spec)
+        parent_run.check_experiment(spec)
         storage = optuna_store.make_storage(options.storage, spec.execution)
         # The identity of every Optuna study is checked here, once, before anything is written.
         for job in plan.tune_jobs(spec):
-            optuna_store.check_identity(storage, job.study_name, plan.identity_of(spec, job))
+            optuna_store.check_identity(storage, job.study_name, job.identity)
         optuna_store.check_identity(storage, plan.final_study_name(spec), spec.identity())
         # A user who may only read the experiment is refused (403) at the first write,
         # the parent run's, so nothing is written: one line, as for a refused login (401).
-        with study_runs.refused_logins(spec.name, mlflow.get_tracking_uri()):
-            experiment_id = study_runs.experiment_id(spec)
-            parent_run_id = study_runs.ensure_parent_run(spec, experiment_id, dataset)
-            study_runs.describe_experiment(spec, experiment_id)
+        with parent_run.refused_logins(spec.name, mlflow.get_tracking_uri()):
+            experiment_id = parent_run.experiment_id(spec)
+            parent_run_id = parent_run.ensure_parent_run(spec, experiment_id, dataset)
+            parent_run.describe_experiment(spec, experiment_id)
         timeout = options.timeout or spec.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         return cls(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, progress)
@@ -122,7 +122,7 @@ class StudyRun:
         tracking.set_tracking_uri(options.tracking_uri)
         storage = optuna_store.make_storage(options.storage, spec.execution)
         dataset = data.load(spec.base.dataset, options.data or data.DataSource())
-        experiment_id = study_runs.experiment_id(spec)
+        experiment_id = parent_run.experiment_id(spec)
         return cls(spec, options, storage, dataset, experiment_id, parent_run_id, deadline, lines, stream)
 
     def say(self, line: str) -> None:
@@ -160,10 +160,10 @@ class StudyRun:
 
         def no_more_waiting(study, trial) -> None:
             after_trial()
-            if not optuna_store.trials_in(study, "WAITING"):
+            if not optuna_store.trials_in(study, TrialState.WAITING):
                 study.stop()
 
-        while waiting := len(optuna_store.trials_in(study, "WAITING")):
+        while waiting := len(optuna_store.trials_in(study, TrialState.WAITING)):
             timeout = None if self.deadline is None else self.deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 return
@@ -183,7 +183,7 @@ class StudyRun:
     def reconcile_all(self, studies) -> None:
         """Closes the runs of trials that died, in every opened study (after a failure)."""
         for study in studies:
-            phases.reconcile(study, self.experiment_id, self.spec.execution.max_retry)
+            reconcile.reconcile(study, self.experiment_id, self.spec.execution.max_retry)
 
     def run_phase(self, jobs: list[Job], opened: list) -> bool:
         """Runs `jobs` until every slot has a result; False if time ran out first.
@@ -220,7 +220,7 @@ class StudyRun:
         left = 0
         for job in jobs:
             study = studies[job.study_name]
-            closed = phases.reconcile(study, self.experiment_id, max_retry)
+            closed = reconcile.reconcile(study, self.experiment_id, max_retry)
             if closed:
                 self.say(f"closed {closed} MLflow run(s) of {job.label} left RUNNING by a dead process")
             optuna_store.enqueue_slots(study, [params for _, params in job.slots], max_retry)
@@ -230,7 +230,7 @@ class StudyRun:
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return False
-        waiting = sum(len(optuna_store.trials_in(studies[j.study_name], "WAITING")) for j in jobs)
+        waiting = sum(len(optuna_store.trials_in(studies[j.study_name], TrialState.WAITING)) for j in jobs)
         if waiting:
             self.say(f"phase {jobs[0].phase}: {left} trial(s) to run")
 
@@ -279,7 +279,7 @@ def worker_main(
     stops=None,
 ) -> None:
     """Entry point of worker `index` of `count`: runs the phase's waiting trials,
-    its own share of the cells first (`phases.worker_order`, `phases.worker_slots`).
+    its own share of the cells first (`worker_share.worker_order`, `worker_share.worker_slots`).
     `stops`: a queue for the message of a full disk, which the parent reports."""
     from reuse_nets.runtime import interrupts
 
@@ -326,8 +326,8 @@ def _work(
     lines = WorkerLines(index, options.verbose)  # the parent shows the counts
     run = StudyRun.join(spec, options, parent_run_id, deadline, index, lines)
     jobs = run.jobs(phase)
-    for job in phases.worker_order(jobs, index, count):
+    for job in worker_share.worker_order(jobs, index, count):
         study = run.open(job)
         if len(jobs) == 1:  # the final phase: one study whose slots span every cell
-            optuna_store.prefer_slots(study, phases.worker_slots(job, index, count))
+            optuna_store.prefer_slots(study, worker_share.worker_slots(job, index, count))
         run.optimize(job, study=study)

@@ -3,7 +3,8 @@ storage resumes from its last complete epoch and ends bit-identical to a run tha
 was never stopped.
 
 A checkpoint holds, after each epoch: the network's weights and the optimizer's
-variables (`state.npz`, arrays only, loaded with `allow_pickle=False`); Python's and
+variables, and with early stopping the best epoch's weights too (`state.npz`, arrays
+only, loaded with `allow_pickle=False`); Python's and
 NumPy's RNG states; and the epochs' logged metrics, the trial config and a digest of
 the arrays (`meta.json`). The data order needs no state of its own: the training
 pipeline reshuffles per epoch from the trial's seed, and a resumed trial draws the
@@ -49,6 +50,7 @@ class Restored:
 
     history: list[dict]
     run_id: str | None  # the MLflow run of the attempt that wrote it
+    best_weights: list | None = None  # with early stopping: the network's weights at its best epoch
 
     @property
     def epochs(self) -> int:
@@ -69,7 +71,7 @@ class Checkpoint:
 
     # --- writing ---------------------------------------------------------------------
 
-    def save(self, trainer, history: list[dict]) -> bool:
+    def save(self, trainer, history: list[dict], best_weights: list | None = None) -> bool:
         """Stores the state after the epochs in `history` (replacing the previous one).
 
         False, and the trial goes on without it, if it could not be written for another
@@ -84,7 +86,7 @@ class Checkpoint:
         temporaries = [self.folder / f"{name}.{os.getpid()}.tmp" for name in (STATE_FILE, META_FILE)]
         try:
             with disk.guard(f"the checkpoint {self.folder.absolute()}", self.folder):
-                self._save(trainer, history, *temporaries)
+                self._save(trainer, history, best_weights, *temporaries)
         except OSError:
             return False
         finally:
@@ -93,15 +95,20 @@ class Checkpoint:
                     temporary.unlink()
         return True
 
-    def _save(self, trainer, history: list[dict], state_temporary: Path, meta_temporary: Path) -> None:
+    def _save(
+        self, trainer, history: list[dict], best_weights: list | None, state_temporary: Path, meta_temporary: Path
+    ) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = _state_arrays(trainer)
-        numpy_state = np.random.get_state()
+        arrays.update({f"b{i:05d}": np.asarray(value) for i, value in enumerate(best_weights or ())})
+        numpy_state = np.random.get_state(legacy=True)  # the default, spelled out: numpy's stubs assume False
+        if not isinstance(numpy_state, tuple):  # legacy=True gives a tuple for the global MT19937 generator
+            raise TypeError(f"numpy's global generator state is not MT19937's: {type(numpy_state).__name__}")
         arrays["numpy_rng_keys"] = numpy_state[1]
         # Temporary names of this process's own: two attempts of a slot never share one.
         with open(state_temporary, "wb") as handle:
             faults.disk_full("checkpoint", f"epoch {len(history)}", state_temporary)
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=True, **arrays)  # the default, explicit so `**arrays` cannot be it
         meta = {
             "format": FORMAT,
             "config": self.config_json,
@@ -162,7 +169,8 @@ class Checkpoint:
         kind, position, has_gauss, gauss = meta["numpy_rng"]
         np.random.set_state((kind, arrays["numpy_rng_keys"], position, has_gauss, gauss))
         self.restored_from = meta.get("run_id")
-        return Restored(history=meta["history"], run_id=self.restored_from)
+        best = [arrays[name] for name in sorted(arrays) if name.startswith("b")] or None
+        return Restored(history=meta["history"], run_id=self.restored_from, best_weights=best)
 
 
 def _state_variables(trainer) -> dict:

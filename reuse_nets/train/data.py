@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse_nets.design import datasets
 from reuse_nets.errors import DataError, first_line
-from reuse_nets.spec import datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Dataset:
         shuffled = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
         whole = shuffled.batch(count)
         # Keras's fit makes two iterators per epoch (Keras 3.15: epoch i trains on the
-        # pipeline's order 2i - 1); tests/test_sweeps.py's resume test checks it bit-exactly.
+        # pipeline's order 2i - 1); tests/test_sweep_stops.py's resume test checks it bit-exactly.
         drawn = [next(iter(whole)) for _ in range(ITERATORS_PER_EPOCH * epochs)]
         orders = drawn[ITERATORS_PER_EPOCH * skip :: ITERATORS_PER_EPOCH]
         ds = tf.data.Dataset.from_tensor_slices(tf.stack(orders)).flat_map(

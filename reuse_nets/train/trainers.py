@@ -23,8 +23,8 @@ import collections
 import dataclasses
 from typing import Any
 
-from reuse_nets.spec.config import TrialConfig
-from reuse_nets.spec.studies import ExecutionSpec
+from reuse_nets.design.study_spec import ExecutionSpec
+from reuse_nets.design.trial_config import TrialConfig
 
 DEFAULT_CAPACITY: int = ExecutionSpec.model_fields["compile_cache"].default
 
@@ -52,8 +52,19 @@ def clear() -> None:
 
 def architecture(config: TrialConfig, input_shape: tuple, num_classes: int, xla: bool) -> tuple:
     """What a traced step depends on: everything but the seed and the optimizer's values."""
-    # The learning rate is a variable and the epoch count a loop bound: neither is traced.
-    shape_only = config.model_copy(update={"seed": 0, "learning_rate": 1.0, "epochs": 1})
+    # The learning rate (and a schedule's numbers) are variables, the epoch count a loop bound
+    # and early stopping a decision between epochs: none of them is traced.
+    shape_only = config.model_copy(
+        update={
+            "seed": 0,
+            "learning_rate": 1.0,
+            "epochs": 1,
+            "warmup_epochs": min(config.warmup_epochs, 1),  # whether there is one: a schedule or a float
+            "patience": None,
+            "min_delta": 0.0,
+            "monitor": "val_accuracy",
+        }
+    )
     return (shape_only, tuple(input_shape), int(num_classes), bool(xla))
 
 
@@ -97,11 +108,12 @@ def cached(key: tuple) -> bool:
     return _capacity > 0 and key in _CACHE
 
 
-def lease(model, key: tuple, learning_rate: float, compile_fn, build_fn) -> Lease:
+def lease(model, key: tuple, set_rate, compile_fn, build_fn) -> Lease:
     """A compiled trainer for architecture `key`, set to start exactly as `model` does.
 
     `compile_fn(network)` compiles a new trainer; `build_fn()` builds another
-    network of the same architecture (its weights are overwritten). With the cache
+    network of the same architecture (its weights are overwritten); `set_rate(optimizer)`
+    sets the trial's learning rate (or schedule) on a reused trainer's optimizer. With the cache
     off, the trainer is compiled around `model` itself, as before the cache existed.
     """
     if _capacity == 0:
@@ -125,5 +137,5 @@ def lease(model, key: tuple, learning_rate: float, compile_fn, build_fn) -> Leas
     _copy(model.weights, trainer.network.weights)
     for variable, value in zip(trainer.optimizer.variables, entry.optimizer_start, strict=True):
         variable.assign(value)
-    trainer.optimizer.learning_rate = learning_rate
+    set_rate(trainer.optimizer)
     return Lease(trainer, model, reused=reused, key=key)

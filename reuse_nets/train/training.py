@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from reuse_nets.design.trial_config import TrialConfig
 from reuse_nets.names import GRAD_NORM_PREFIX, Outcome
 from reuse_nets.nn import models
 from reuse_nets.runtime import profile
-from reuse_nets.spec.config import TrialConfig
-from reuse_nets.train import checkpoints, execution, trainers
+from reuse_nets.train import checkpoints, early_stopping, execution, schedules, trainers
 from reuse_nets.train.data import Dataset
 
 # Called after each epoch with (epoch counted from 1, metrics). May raise to stop
@@ -184,9 +184,14 @@ class TrainingResult:
     test_metrics: dict = dataclasses.field(default_factory=dict)
     reused_trainer: bool = False  # trained on a compiled trainer an earlier trial traced
     resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained here
+    # With early stopping (`patience`): the epoch (from 1) whose weights the model holds, and
+    # whether training stopped on a plateau before the epoch cap. Without: the last epoch.
+    best_epoch: int = 0
+    plateaued: bool = False
 
     def final(self, metric: str) -> float:
-        return self.history[-1][metric]
+        """`metric` of the weights the model holds: the best epoch's with early stopping, else the last's."""
+        return self.history[(self.best_epoch or len(self.history)) - 1][metric]
 
 
 def epoch_timer(examples: int, on_epoch=None):
@@ -219,9 +224,10 @@ def epoch_timer(examples: int, on_epoch=None):
     return EpochTimer()
 
 
-def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks, checkpoint=None):
-    """Records each epoch's metrics and timing, stops on non-finite loss, runs the hooks,
-    then checkpoints the epoch (when given a `checkpoints.Checkpoint`)."""
+def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult, hooks, checkpoint=None, plateau=None):
+    """Records each epoch's metrics and timing, stops on non-finite loss, keeps the best
+    epoch's weights and stops on a plateau (given an `early_stopping.Plateau`), runs the
+    hooks, then checkpoints the epoch (when given a `checkpoints.Checkpoint`)."""
 
     def on_epoch(epoch: int, logs: dict, seconds: float, rate: float, model) -> None:
         metrics = {k: float(v) for k, v in logs.items()}
@@ -232,11 +238,16 @@ def _epoch_callback(num_train: int, history: list[dict], result: TrainingResult,
             result.status = Outcome.DIVERGED
             result.reason = f"non-finite loss ({metrics['loss']}) at epoch {epoch + 1}"
             model.stop_training = True
+        if plateau is not None and result.status == Outcome.COMPLETED:
+            if plateau.update(epoch + 1, metrics):
+                plateau.weights = [np.array(w.numpy()) for w in model.network.weights]
+            model.stop_training = model.stop_training or plateau.stop
         for hook in hooks:
             hook(epoch + 1, metrics)
         if checkpoint is not None and result.status == Outcome.COMPLETED:
             with profile.section("checkpoint"):
-                checkpoint.save(model, history)  # False (not fatal) if it failed; a full disk raises DiskFull
+                # False (not fatal) if it failed; a full disk raises DiskFull
+                checkpoint.save(model, history, plateau.weights if plateau is not None else None)
 
     return epoch_timer(num_train, on_epoch)
 
@@ -275,35 +286,26 @@ def _profile_callback():
 
 def build(config: TrialConfig, dataset: Dataset):
     """The network a config describes, for a dataset's input shape and classes."""
-    strategy = models.STRATEGIES[config.strategy]
     return models.build_model(
-        config.strategy,
-        config.depth,
-        config.width,
-        dataset.input_shape,
-        dataset.num_classes,
-        family=config.family,
-        activation=config.activation,
-        kernel_size=config.kernel_size,
-        reuse_source=config.reuse_source,
-        kernel_initializer=config.kernel_initializer,
-        normalization=config.normalization,
-        seed=config.seed,
-        **{option: getattr(config, option) for option in strategy.options},
+        input_shape=dataset.input_shape, num_classes=dataset.num_classes, **config.model_arguments()
     )
 
 
-def compile_for_training(model, config: TrialConfig, track_gradients: bool = True, xla: bool | None = None):
+def compile_for_training(
+    model, config: TrialConfig, track_gradients: bool = True, xla: bool | None = None, steps_per_epoch: int = 0
+):
     """The compiled trainer: the gradient-norm wrapper, or `model` itself.
 
     `xla` compiles its steps with XLA; None: as this process's execution settings say.
+    `steps_per_epoch` sizes a learning-rate schedule (`schedules`); 0 for a trainer that
+    only evaluates, whose optimizer never steps (it then gets the peak rate as a float).
     """
     import keras
 
     trainer = _gradient_norm_model_class()(model) if track_gradients else model
-    optimizer = keras.optimizers.get(
-        {"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}}
-    )
+    # A schedule needs the steps per epoch; without one (the default) the rate is a float.
+    rate = schedules.learning_rate(config, steps_per_epoch) if steps_per_epoch else config.learning_rate
+    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": rate}})
     xla = execution.current().xla if xla is None else xla
     with _xla_allowed(xla):
         trainer.compile(
@@ -372,13 +374,14 @@ def train(
         # forced gc.collect() (~0.5 s): the collector frees old models as it runs.
         keras.backend.clear_session(free_memory=False)
     seed_everything(config.seed, keep_compiled=reuse)
+    steps = dataset.batches_per_epoch("train", config.batch_size)
     with profile.section("build and compile"):
         model = build(config, dataset)
         lease = trainers.lease(
             model,
             key,
-            config.learning_rate,
-            compile_fn=lambda network: compile_for_training(network, config),
+            set_rate=lambda optimizer: schedules.apply(optimizer, config, steps),
+            compile_fn=lambda network: compile_for_training(network, config, steps_per_epoch=steps),
             build_fn=lambda: build(config, dataset),
         )
     trainer = lease.trainer
@@ -388,7 +391,8 @@ def train(
     result = TrainingResult(model=model, history=history, reused_trainer=lease.reused)
     train_data = dataset.pipeline("train", config.batch_size, seed=config.seed)
     val_data = dataset.pipeline("validation", config.batch_size)
-    callbacks = [_epoch_callback(dataset.num_examples("train"), history, result, hooks, checkpoint)]
+    plateau = early_stopping.Plateau.of(config)
+    callbacks = [_epoch_callback(dataset.num_examples("train"), history, result, hooks, checkpoint, plateau)]
     if profile.enabled():
         callbacks.append(_profile_callback())
     try:
@@ -399,14 +403,19 @@ def train(
             if on_resume is not None:
                 on_resume(restored)
             for epoch, metrics in enumerate(restored.history, 1):
+                if plateau is not None:
+                    plateau.update(epoch, metrics)  # the state is the history's; the weights were stored
                 for hook in hooks:
                     hook(epoch, metrics)
+            if plateau is not None:
+                plateau.weights = restored.best_weights
             if restored.epochs < config.epochs:
                 train_data = dataset.resumed_pipeline(
                     "train", config.batch_size, config.seed, restored.epochs, config.epochs
                 )
-        # A checkpoint of the last epoch (killed while testing or logging the model) leaves none to train.
-        if result.resumed_epochs < config.epochs:
+        # A checkpoint of the last epoch (killed while testing or logging the model), or of
+        # the epoch a plateau stopped at, leaves none to train.
+        if result.resumed_epochs < config.epochs and not (plateau is not None and plateau.stop):
             with profile.section("training steps"):
                 trainer.fit(
                     train_data,
@@ -419,6 +428,8 @@ def train(
                     shuffle=False,  # the pipeline shuffles, with the trial's seed
                     callbacks=callbacks,
                 )
+        if plateau is not None and result.status == Outcome.COMPLETED:
+            _keep_best(trainer.network, plateau, result)
         if evaluate_test and result.status == Outcome.COMPLETED and "test" in dataset.splits:
             with profile.section("test evaluation"):
                 scores = trainer.evaluate(dataset.pipeline("test", config.batch_size), verbose=0, return_dict=True)
@@ -431,3 +442,14 @@ def train(
         raise
     lease.give_back()
     return result
+
+
+def _keep_best(network, plateau: early_stopping.Plateau, result: TrainingResult) -> None:
+    """Gives `network` back its best epoch's weights (those the run reports on) and records which."""
+    result.best_epoch, result.plateaued = plateau.best_epoch, plateau.stop
+    if plateau.best_epoch == len(result.history):
+        return  # the last epoch was the best: the network holds its weights already
+    if plateau.weights is None:  # a checkpoint of this config always stores them
+        raise RuntimeError(f"the weights of best epoch {plateau.best_epoch} were not kept")
+    for variable, value in zip(network.weights, plateau.weights, strict=True):
+        variable.assign(value)

@@ -13,9 +13,9 @@ from typing import Any
 import pydantic
 import yaml
 
+from reuse_nets.design.study_spec import StudySpec, first_error
 from reuse_nets.errors import StudyError
 from reuse_nets.runtime.paths import PROJECT_ROOT
-from reuse_nets.spec.studies import StudySpec, first_error
 
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
@@ -110,11 +110,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_study(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
-    """Reads, overrides and validates a study file.
+def read_study(name_or_path: str) -> tuple[Path, dict]:
+    """A study file's path and its raw data, `name` defaulting to the file's stem.
 
     Raises:
-        StudyError: one line naming the file, the field and what is allowed.
+        StudyError: no such study, or a file that is not a mapping of fields.
     """
     path = study_path(name_or_path)
     if not path.is_file():
@@ -124,8 +124,27 @@ def load_study(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file must be a mapping of fields")
     raw.setdefault("name", path.stem)
+    return path, raw
+
+
+def validate_study(raw: dict, overrides: Sequence[str], source: str | Path) -> StudySpec:
+    """Raw study data (a file's, or a stored `study.yaml`'s) with `overrides` applied, validated.
+
+    Raises:
+        StudyError: one line naming `source`, the field and what is allowed.
+    """
     raw = apply_overrides(raw, list(overrides))
     try:
         return StudySpec.model_validate(raw)
     except pydantic.ValidationError as error:
-        raise StudyError(f"{path}: {first_error(error)}") from None
+        raise StudyError(f"{source}: {first_error(error)}") from None
+
+
+def load_study(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
+    """Reads, overrides and validates a study file.
+
+    Raises:
+        StudyError: one line naming the file, the field and what is allowed.
+    """
+    path, raw = read_study(name_or_path)
+    return validate_study(raw, overrides, path)

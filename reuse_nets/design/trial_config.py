@@ -8,7 +8,7 @@ enough to re-run it.
 from __future__ import annotations
 
 import difflib
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 
@@ -60,9 +60,19 @@ MAX_EPOCHS = 100_000
 MAX_SEED = 2**32 - 1 - models.MAX_DEPTH
 
 
-# Fields added after studies were stored (2026-12-01): a study's identity leaves them
-# out while at their default, so that studies stored before them still resume.
-ADDED_FIELDS = ("kernel_initializer", "normalization", "branch_gain_init")
+# Fields added after studies were stored (2026-12-01, 2026-12-08): a study's identity leaves
+# them out while at their default, so that studies stored before them still resume.
+ADDED_FIELDS = (
+    "kernel_initializer",
+    "normalization",
+    "branch_gain_init",
+    "start_as_identity",
+    "patience",
+    "min_delta",
+    "monitor",
+    "warmup_epochs",
+    "lr_schedule",
+)
 
 
 class DatasetConfig(pydantic.BaseModel):
@@ -94,12 +104,24 @@ class TrialConfig(pydantic.BaseModel):
     kernel_initializer: str = "he_normal"  # of every block's transform: any of models.KERNEL_INITIALIZERS
     normalization: Literal["none", "layer", "batch"] = "none"  # of every block's pre-activations
     branch_gain_init: float = pydantic.Field(0.0, allow_inf_nan=False)  # residual: 0 = ReZero, 1 = classic
+    # Whether each block starts as the identity map, one factor across strategies. plain: True
+    # gives its width-to-width blocks identity kernels (zero biases; the first block, from the
+    # input, and the head keep their initialisers). residual: True/False sets the branch gain's
+    # start to 0/1. None: the strategy's own start (plain: its initializer; residual: branch_gain_init).
+    start_as_identity: bool | None = None
     keep_ratio: float = pydantic.Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)  # masked: fraction of features kept
     learned_mask: bool = False  # masked: trainable gate instead of a fixed mask
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = pydantic.Field(1e-3, gt=0.0, allow_inf_nan=False)
+    learning_rate: float = pydantic.Field(1e-3, gt=0.0, allow_inf_nan=False)  # the peak, after any warm-up
+    warmup_epochs: int = pydantic.Field(0, ge=0, le=MAX_EPOCHS)  # linear warm-up from 0 over these epochs
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up; cosine decays to 0 at `epochs`
     batch_size: int = pydantic.Field(128, ge=1, le=MAX_BATCH)
-    epochs: int = pydantic.Field(5, ge=1, le=MAX_EPOCHS)
+    epochs: int = pydantic.Field(5, ge=1, le=MAX_EPOCHS)  # the budget; with `patience`, the cap
+    # Early stopping: stop once `monitor` has not improved by more than `min_delta` for `patience`
+    # epochs, and keep the best epoch's weights (tested, logged, selected on). None: train `epochs`.
+    patience: int | None = pydantic.Field(None, ge=1, le=MAX_EPOCHS)
+    min_delta: float = pydantic.Field(0.0, ge=0.0, allow_inf_nan=False)
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = pydantic.Field(0, ge=0, le=MAX_SEED)  # seeds Python, NumPy, TF, init, masks and shuffling
     dataset: DatasetConfig = DatasetConfig()
 
@@ -135,6 +157,36 @@ class TrialConfig(pydantic.BaseModel):
                 f"allowed: {', '.join(allowed)}"
             )
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _identity_start_is_plain(self):
+        if self.start_as_identity is not None and "start_as_identity" not in models.STRATEGIES[self.strategy].options:
+            raise ValueError(f"start_as_identity is defined for strategies plain and residual, not {self.strategy!r}")
+        if self.start_as_identity is not None and self.branch_gain_init != 0.0:
+            raise ValueError(
+                "set start_as_identity or branch_gain_init, not both: each sets the residual branch's start"
+            )
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
+
+    def model_arguments(self) -> dict[str, Any]:
+        """The arguments of `nn.models.build_model` and `nn.capacity.count` (all but the data's
+        shape and classes), the strategy's own options included: the one place a config
+        becomes a network's arguments, so a strategy's new option reaches both by its name."""
+        return {
+            "strategy": self.strategy,
+            "depth": self.depth,
+            "width": self.width,
+            "family": self.family,
+            "activation": self.activation,
+            "kernel_size": self.kernel_size,
+            "reuse_source": self.reuse_source,
+            "kernel_initializer": self.kernel_initializer,
+            "normalization": self.normalization,
+            "seed": self.seed,
+            **{option: getattr(self, option) for option in models.STRATEGIES[self.strategy].options},
+        }
 
     def flat(self) -> dict[str, object]:
         """Every knob as a flat `{"dataset.name": ..., "depth": ...}` dict."""

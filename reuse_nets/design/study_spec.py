@@ -23,89 +23,41 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
+import typing
 from typing import Annotated, Any, Literal
 
 import pydantic
 
+from reuse_nets.design import datasets, matching, search_space
+from reuse_nets.design.search_space import (
+    Choices,
+    Param,
+    PrunerSpec,
+    Range,
+    SamplerSpec,
+    SamplerType,
+    StrictModel,
+    from_unit,
+)
+from reuse_nets.design.trial_config import ADDED_FIELDS, MAX_SEED, TrialConfig
 from reuse_nets.names import EPOCH_METRICS, TEST_PREFIX
-from reuse_nets.nn import capacity
-from reuse_nets.spec import datasets, matching
-from reuse_nets.spec.config import ADDED_FIELDS, MAX_SEED, TrialConfig
+from reuse_nets.nn import capacity, models
 
 # Knobs that are never compared or tuned: the data is the study's, seeds are
-# repeats (`base.seed` for tuning, `final.seeds` for the final runs).
-NOT_VARIED = ("dataset", "seed")
-# The epoch budget is what pruning counts in; it may be compared, not tuned.
-NOT_TUNED = (*NOT_VARIED, "epochs")
+# repeats (`base.seed` for tuning, `final.seeds` for the final runs), and early
+# stopping watches the objective's metric.
+NOT_VARIED = ("dataset", "seed", "monitor")
+# The budget (epochs, and early stopping's patience and minimum improvement) is what
+# pruning and selection count in; it may be compared, not tuned.
+NOT_TUNED = (*NOT_VARIED, "epochs", "patience", "min_delta")
 # Tuning repeat r runs the study with every seed shifted by r * REPEAT_SEED_STRIDE.
 REPEAT_SEED_STRIDE = 1000
 MAX_REPEATS = 20
 
 
-class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-
-
-class Choices(_Strict):
-    """A categorical dimension: `{choices: [1, 2, 4]}` (or a bare list)."""
-
-    choices: list[Any] = pydantic.Field(min_length=1)
-
-
-class Range(_Strict):
-    """A numeric range: `{low: 1e-4, high: 1e-2, log: true}`; ints if both bounds are."""
-
-    low: float | int
-    high: float | int
-    log: bool = False
-    step: float | int | None = None
-
-    @property
-    def is_int(self) -> bool:
-        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self):
-        if not all(math.isfinite(v) for v in (self.low, self.high, self.step or 0)):
-            raise ValueError(f"range bounds must be finite numbers, got low={self.low} high={self.high}")
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log ranges need low > 0, got {self.low}")
-        if self.log and self.step is not None:
-            raise ValueError("a range cannot have both log and step")
-        if self.step is not None and self.step <= 0:
-            raise ValueError(f"step must be positive, got {self.step}")
-        return self
-
-    def ends(self) -> list:
-        return [self.low, self.high]
-
-
-Param = Choices | Range
-
-
-class SamplerSpec(_Strict):
-    # grid: every combination of choices, in order. sobol: slot k of every cell tries the
-    # k-th point of one scrambled Sobol sequence (seeded): the same candidates in every
-    # cell, whatever the workers or resume order. tpe and random draw as trials run.
-    type: Literal["tpe", "random", "grid", "sobol"] = "tpe"
-    # The same seed in every cell: each cell's search is reproducible. Workers offset it
-    # (`sweep.phases.sampler`), so it leaves room below 2**32.
-    seed: int = pydantic.Field(0, ge=0, le=2**31)
-    n_startup_trials: int = pydantic.Field(4, ge=0)  # tpe: random trials before modelling
-
-
-class PrunerSpec(_Strict):
-    type: Literal["none", "median", "hyperband"] = "none"
-    n_startup_trials: int = pydantic.Field(3, ge=0)  # median: the cell's trials finished before pruning
-    n_warmup_steps: int = pydantic.Field(1, ge=0)  # median: epochs never pruned (2: not before epoch 3)
-    min_resource: int = pydantic.Field(1, ge=1)  # hyperband: fewest epochs a trial gets (<= epochs)
-    reduction_factor: int = pydantic.Field(3, ge=2)  # hyperband
-
-
-class TuneSpec(_Strict):
+class TuneSpec(StrictModel):
     """Nuisance knobs, tuned in every cell with the same budget and settings."""
 
     trials_per_cell: int | None = pydantic.Field(None, ge=1)  # required, except for grid: the grid size
@@ -119,17 +71,26 @@ class TuneSpec(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _budget(self):
+        ranges = [n for n, p in self.search_space.items() if isinstance(p, Range)]
+        default = ""  # said when the study file names no sampler
+        if self.sampler.type is None:  # reproducible by default: every slot's candidates fixed in advance
+            object.__setattr__(self, "sampler", self.sampler.model_copy(update={"type": "sobol" if ranges else "grid"}))
+            default = (
+                ", the default sampler when a knob is searched over a range"
+                if ranges
+                else " (grid is the default sampler when every tuned knob is a list of choices; "
+                "name tune.sampler.type to try fewer)"
+            )
         if self.sampler.type == "grid":
-            ranges = [n for n, p in self.search_space.items() if isinstance(p, Range)]
             if ranges:
                 raise ValueError(f"the grid sampler needs choices, not ranges, for: {', '.join(ranges)}")
             size = len(self.grid())
             if self.trials_per_cell is None:
                 object.__setattr__(self, "trials_per_cell", size)
             elif self.trials_per_cell != size:
-                raise ValueError(f"trials_per_cell is {self.trials_per_cell} but the grid has {size} points")
+                raise ValueError(f"trials_per_cell is {self.trials_per_cell} but the grid has {size} points{default}")
         elif self.trials_per_cell is None:
-            raise ValueError(f"trials_per_cell is required with sampler type {self.sampler.type!r}")
+            raise ValueError(f"trials_per_cell is required with sampler type {self.sampler.type!r}{default}")
         return self
 
     def points(self, repeat: int = 0) -> list[dict[str, Any]] | None:
@@ -160,7 +121,7 @@ class TuneSpec(_Strict):
             unit = qmc.Sobol(d=len(names), scramble=True, seed=self.sampler_seed(repeat)).random(
                 self.trials_per_cell or 0
             )
-        return [{name: _from_unit(self.search_space[name], u) for name, u in zip(names, row)} for row in unit]
+        return [{name: from_unit(self.search_space[name], u) for name, u in zip(names, row)} for row in unit]
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the searched choices, in order (grid sampler)."""
@@ -191,12 +152,12 @@ class TuneSpec(_Strict):
         return {name: param.model_dump(exclude_none=True) for name, param in space.items()}
 
 
-class FinalSpec(_Strict):
+class FinalSpec(StrictModel):
     # Fresh seeds, never the tuning seed; NumPy and TF take seeds below 2**32.
     seeds: list[Annotated[int, pydantic.Field(ge=0, le=MAX_SEED)]] = pydantic.Field([0], min_length=1)
 
 
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(StrictModel):
     metric: str = "val_accuracy"  # a validation metric; its final-epoch value selects configs
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -206,12 +167,29 @@ class ObjectiveSpec(_Strict):
         return TEST_PREFIX + self.metric.removeprefix("val_")
 
 
-class ReportSpec(_Strict):
+class ContrastSpec(StrictModel):
+    """A declared contrast beyond "each value vs the baseline", paired by seed.
+
+    `of: [A]` is A's second compared value minus its first; `of: [A, B]` their interaction,
+    the difference of differences (A2B2 − A1B2) − (A2B1 − A1B1); and so on. Each knob of
+    `of` is compared with exactly two values (first: the reference level). Knobs in
+    `average` are averaged over (a main effect); every other compared knob is held fixed,
+    one contrast per combination of its values.
+    """
+
+    name: str = pydantic.Field(min_length=1, max_length=100)
+    of: tuple[str, ...] = pydantic.Field(min_length=1)
+    average: tuple[str, ...] = ()
+
+
+class ReportSpec(StrictModel):
     """What the report compares and how it decides (`reuse_nets/statistics.py`)."""
 
     contrast: str | None = None  # the compared knob whose values are differenced; default: the first
     baseline: Any = None  # the value the others are compared with; default: its first value
     pairs: Literal["baseline", "all"] = "baseline"  # all: every pair of the contrast's values, in one family
+    # Main effects and interactions, in the same family as the pairs (and adjusted with them).
+    contrasts: tuple[ContrastSpec, ...] = ()
     alpha: float = pydantic.Field(0.05, gt=0.0, lt=0.5)  # family-wise error rate of the verdicts
     adjust: Literal["holm", "bonferroni"] = "holm"  # multiplicity adjustment across the family
     test: Literal["t", "sign_flip"] = "t"  # the paired test verdicts rest on; the other is shown beside
@@ -224,7 +202,7 @@ class ReportSpec(_Strict):
     pilot: str | None = pydantic.Field(None, min_length=1, max_length=1000)
 
 
-class ExecutionSpec(_Strict):
+class ExecutionSpec(StrictModel):
     heartbeat_interval: int = pydantic.Field(10, ge=1)  # seconds between trial heartbeats
     grace_period: int = pydantic.Field(40, ge=2)  # seconds without heartbeat: trial died
     max_retry: int = pydantic.Field(2, ge=0)  # retries of a trial whose process died
@@ -260,7 +238,7 @@ class Cell(pydantic.BaseModel):
         return ",".join(f"{name}={value}" for name, value in self.values.items())
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     """A study: what it compares, what it tunes per cell, how it retrains."""
 
     # The study's folder under reports/ and its MLflow experiment: never a path.
@@ -313,6 +291,11 @@ class StudySpec(_Strict):
             )
         if self.base.dataset.test_split is None:
             raise ValueError("base.dataset.test_split: the report's numbers are test metrics; name a test split")
+        if (self.base.patience is not None or "patience" in self.compare) and self.base.monitor != metric:
+            # The run keeps its best epoch by `monitor`; selection ranks runs by `metric`: one metric for both.
+            raise ValueError(
+                f"base.monitor: early stopping keeps the best epoch by {metric!r}, the objective; got {self.base.monitor!r}"
+            )
         seeds = self.final.seeds
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"final.seeds must be distinct, got {seeds}")
@@ -333,9 +316,11 @@ class StudySpec(_Strict):
             raise ValueError(f"report.contrast: {contrast!r} is not compared; compared: {', '.join(self.compare)}")
         if self.baseline not in self.compare[contrast]:
             raise ValueError(f"report.baseline: {self.baseline!r} is not a compared value of {contrast}")
+        self._check_contrasts()
         if self.match is not None:
             self._match_capacities()
         self._check_combinations()
+        self._check_compared_knobs_matter()
         if self.tune is not None and self.tune.pruner.type == "hyperband":
             least = min(self.cell_config(cell).epochs for cell in self.cells())
             if self.tune.pruner.min_resource > least:
@@ -343,6 +328,23 @@ class StudySpec(_Strict):
                     f"tune.pruner.min_resource ({self.tune.pruner.min_resource}) exceeds the epochs ({least})"
                 )
         return self
+
+    def _check_contrasts(self) -> None:
+        names = [c.name for c in self.report.contrasts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"report.contrasts: names must be distinct, got {names}")
+        for c in self.report.contrasts:
+            where = f"report.contrasts.{c.name}"
+            for knob in [*c.of, *c.average]:
+                if knob not in self.compare:
+                    raise ValueError(f"{where}: {knob!r} is not compared; compared: {', '.join(self.compare)}")
+            if len(set(c.of) | set(c.average)) != len(c.of) + len(c.average):
+                raise ValueError(f"{where}: a knob is named twice in `of` and `average`")
+            for knob in c.of:
+                if len(self.compare[knob]) != 2:
+                    raise ValueError(
+                        f"{where}: {knob!r} has {len(self.compare[knob])} compared values; a factor of a contrast has 2"
+                    )
 
     def _check_repeat_seeds(self) -> None:
         """Every repeat's tuning and final seeds are valid and used once across all repeats."""
@@ -378,6 +380,29 @@ class StudySpec(_Strict):
                 except pydantic.ValidationError as error:
                     where = ", ".join(f"{k}={v}" for k, v in combination.items())
                     raise ValueError(f"the combination {where} is not a valid trial: {first_error(error)}") from None
+
+    def _check_compared_knobs_matter(self) -> None:
+        """Refuses a compared knob with no effect: every two cells that differ only in it, with every tuned
+        choice and range end, would train identical networks (e.g. kernel_size in an mlp study)."""
+        tuned = self._tuned_points()
+        points = [dict(zip(tuned, values)) for values in itertools.product(*tuned.values())]
+        configs = {cell.key: [self.cell_config(cell, point) for point in points] for cell in self.cells()}
+
+        def network(key: str) -> list[dict]:
+            return [models.effective_knobs(config.model_dump()) for config in configs[key]]
+
+        for knob, values in self.compare.items():
+            at_first = {cell.key: Cell(values={**cell.values, knob: values[0]}).key for cell in self.cells()}
+            if len(values) < 2 or any(network(key) != network(first) for key, first in at_first.items()):
+                continue
+            why = [models.ignored_knobs(c.strategy, c.family).get(knob) for cs in configs.values() for c in cs]
+            unread = " or ".join(sorted({reason for reason in why if reason}))
+            effect = (
+                f"{knob} has no effect on {unread} networks"
+                if all(why)
+                else f"its values {values} make no difference to the networks"
+            )
+            raise ValueError(f"compare.{knob}: {effect}; the cells would train identical networks")
 
     @property
     def match_reference(self) -> tuple[str, Any]:
@@ -457,9 +482,34 @@ class StudySpec(_Strict):
 
     @property
     def family_size(self) -> int:
-        """How many comparisons the report makes: conditions x contrast pairs."""
+        """How many comparisons the report makes: conditions x contrast pairs, plus each declared
+        contrast in each of its conditions."""
         conditions = math.prod(len(v) for n, v in self.compare.items() if n != self.contrast)
-        return conditions * len(self.contrast_pairs())
+        declared = sum(len(self.contrast_conditions(c)) for c in self.report.contrasts)
+        return conditions * len(self.contrast_pairs()) + declared
+
+    def contrast_conditions(self, contrast: ContrastSpec) -> list[dict[str, Any]]:
+        """The combinations of the compared knobs a declared contrast holds fixed."""
+        fixed = {n: v for n, v in self.compare.items() if n not in contrast.of and n not in contrast.average}
+        return [dict(zip(fixed, values)) for values in itertools.product(*fixed.values())]
+
+    def contrast_weights(self, contrast: ContrastSpec, condition: dict[str, Any]) -> dict[str, float]:
+        """Cell key -> its coefficient in the contrast under `condition` (the coefficients sum to 0).
+
+        A knob of `of` contributes -1 at its first value and +1 at its second (their product is
+        the interaction's sign); a knob of `average` divides by its number of values.
+        """
+        weights = {}
+        for cell in self.cells():
+            if any(cell.values[n] != v for n, v in condition.items()):
+                continue
+            weight = 1.0
+            for knob in contrast.of:
+                weight *= 1.0 if cell.values[knob] == self.compare[knob][1] else -1.0
+            for knob in contrast.average:
+                weight /= len(self.compare[knob])
+            weights[cell.key] = weight
+        return weights
 
     def cells(self) -> list[Cell]:
         """Every combination of compared values, in a stable order."""
@@ -493,11 +543,13 @@ class StudySpec(_Strict):
         return [seed for r in range(self.repeats) for seed in self.final_seeds(r)]
 
     @property
-    def tuning_trials(self) -> int:
+    def n_tuning_trials(self) -> int:
+        """How many tuning trials the study plans (every cell, slot and repeat)."""
         return len(self.cells()) * (self.tune.trials_per_cell or 0) * self.repeats if self.tune else 0
 
     @property
-    def final_runs(self) -> int:
+    def n_final_runs(self) -> int:
+        """How many final runs the study plans (every cell, final seed and repeat)."""
         return len(self.cells()) * len(self.final.seeds) * self.repeats
 
     def tune_identity(self, cell: Cell, repeat: int = 0) -> dict:
@@ -527,6 +579,21 @@ class StudySpec(_Strict):
         return identity
 
 
+def sampler_to_resume(stored: str, identity: dict) -> str | None:
+    """The sampler type a stored identity (its JSON) has where `identity` has another, when nothing else
+    differs: naming it in the study file resumes the study. Studies whose file named no sampler ran with
+    tpe until 2026-12-08, and their identities say so."""
+    tune = identity.get("tune")
+    if tune is None:
+        return None
+    for ran in typing.get_args(SamplerType):
+        if ran != tune["sampler"]["type"]:
+            ran_with = {**identity, "tune": {**tune, "sampler": {**tune["sampler"], "type": ran}}}
+            if json.dumps(ran_with, sort_keys=True) == stored:
+                return ran
+    return None
+
+
 def _base_identity(base: TrialConfig) -> dict:
     """`base` as identities hold it: fields added later are left out at their default,
     so that a study stored before they existed keeps its identity."""
@@ -537,21 +604,6 @@ def _base_identity(base: TrialConfig) -> dict:
     if not dumped["dataset"]["allow_overlap"]:
         del dumped["dataset"]["allow_overlap"]
     return dumped
-
-
-def _from_unit(param: Param, u: float) -> Any:
-    """The value of a search dimension at `u` in [0, 1): uniform in its own (log) scale."""
-    if isinstance(param, Choices):
-        return param.choices[min(int(u * len(param.choices)), len(param.choices) - 1)]
-    low, high = float(param.low), float(param.high)
-    if param.step is not None or param.is_int:
-        # Every point of the grid low, low + step, ... <= high gets the same share of [0, 1).
-        step = float(param.step or 1)
-        points = math.floor((high - low) / step + 1e-9) + 1
-        value = low + min(int(u * points), points - 1) * step
-        return round(value) if param.is_int else value
-    value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if param.log else low + u * (high - low)
-    return min(max(value, low), high)  # rounding never leaves the range
 
 
 def _check_field(name: str, excluded: tuple[str, ...], verb: str) -> None:
@@ -572,13 +624,5 @@ def first_error(error: pydantic.ValidationError) -> str:
 
 
 def suggest_tuned(spec: StudySpec, trial) -> dict[str, Any]:
-    """The tuned values of an Optuna trial: the only caller of `trial.suggest_*` for them."""
-    values: dict[str, Any] = {}
-    for name, param in spec.tune.search_space.items() if spec.tune else ():
-        if isinstance(param, Choices):
-            values[name] = trial.suggest_categorical(name, param.choices)
-        elif param.is_int:
-            values[name] = trial.suggest_int(name, low=param.low, high=param.high, step=param.step or 1, log=param.log)
-        else:
-            values[name] = trial.suggest_float(name, low=param.low, high=param.high, step=param.step, log=param.log)
-    return values
+    """The tuned values of an Optuna trial, from the study's search space."""
+    return search_space.suggest(spec.tune.search_space if spec.tune else {}, trial)

@@ -16,8 +16,8 @@ from typing import Literal
 
 import pydantic
 
+from reuse_nets.design.trial_config import MAX_WIDTH, TrialConfig
 from reuse_nets.nn import capacity
-from reuse_nets.spec.config import MAX_WIDTH, TrialConfig
 
 
 class MatchSpec(pydantic.BaseModel):

@@ -19,17 +19,22 @@ from typing import Any
 import yaml
 
 from reuse_nets import statistics
+from reuse_nets.design import datasets, study_spec
+from reuse_nets.design.selection import Selection
+from reuse_nets.design.study_spec import Cell, StudySpec
 from reuse_nets.names import Phase
 from reuse_nets.nn import capacity
-from reuse_nets.spec import datasets, studies
-from reuse_nets.spec.studies import Cell, StudySpec
 
-# A selection: per unit key (`unit_key`: the cell, and its tuning repeat when there are
-# several), the chosen tuning trial ({"trial", "value", "params", "run_id"}) or None.
-Selection = dict[str, dict[str, Any] | None]
-# A pilot study's measured paired-difference SDs (between seeds; between tuning runs, None if
-# it tuned once) and where they came from, or why there are none.
-Spread = tuple[float, float | None, str] | str
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """A pilot study's measured paired-difference SDs, for `--dry-run`'s power lines."""
+
+    seed_sd: float  # between seeds
+    tuning_sd: float | None  # between tuning runs; None if the pilot tuned once
+    source: str  # where they came from, in words
+
+
 REPEAT_PARAM = "repeat"  # a final trial's tuning repeat, among its Optuna params (with tune.repeats > 1)
 
 
@@ -45,6 +50,9 @@ class Job:
     study_name: str
     slots: tuple[tuple[Cell, dict[str, Any]], ...]
     label: str  # for console lines, e.g. "tune strategy=plain,depth=4"
+    # What the job's Optuna study must have been made from (checked on resume): the tuning
+    # identity of its cell and repeat, or the study's identity for the final job.
+    identity: dict[str, Any] = dataclasses.field(hash=False, compare=False)
     repeat: int = 0  # a tuning job's repeat (`tune.repeats`); final slots carry theirs in REPEAT_PARAM
 
 
@@ -67,13 +75,6 @@ def final_study_name(spec: StudySpec) -> str:
     return f"{spec.name}:{Phase.FINAL}"
 
 
-def identity_of(spec: StudySpec, job: Job) -> dict:
-    """What the job's Optuna study must have been made from (checked on resume)."""
-    if job.phase == Phase.TUNE:
-        return spec.tune_identity(job.slots[0][0], job.repeat)
-    return spec.identity()
-
-
 def tune_jobs(spec: StudySpec) -> list[Job]:
     """One job per cell and tuning repeat."""
     if not spec.tune:
@@ -85,7 +86,8 @@ def tune_jobs(spec: StudySpec) -> list[Job]:
         points = spec.tune.points(repeat) or [{} for _ in range(spec.tune.trials_per_cell or 0)]
         slots = tuple((cell, point) for point in points)
         label = f"tune {unit_key(spec, cell, repeat)}"
-        jobs.append(Job(Phase.TUNE, tune_study_name(spec, cell, repeat), slots, label, repeat))
+        name = tune_study_name(spec, cell, repeat)
+        jobs.append(Job(Phase.TUNE, name, slots, label, spec.tune_identity(cell, repeat), repeat))
     return jobs
 
 
@@ -93,13 +95,14 @@ def final_job(spec: StudySpec, selection: Selection) -> Job:
     """Every cell (and repeat) with a selected config, times that repeat's final seeds."""
     slots = []
     for cell, repeat in units(spec):
-        chosen = selection.get(unit_key(spec, cell, repeat)) if spec.tune else {"params": {}}
-        if chosen is None:
+        chosen = selection.get(unit_key(spec, cell, repeat))
+        if spec.tune and chosen is None:
             continue  # no tuning trial of this cell completed: nothing to retrain
+        params = chosen.params if spec.tune and chosen is not None else {}
         tag = {REPEAT_PARAM: repeat} if spec.repeats > 1 else {}
         for seed in spec.final_seeds(repeat):
-            slots.append((cell, {**cell.values, **chosen["params"], "seed": seed, **tag}))
-    return Job(Phase.FINAL, final_study_name(spec), tuple(slots), "final runs")
+            slots.append((cell, {**cell.values, **params, "seed": seed, **tag}))
+    return Job(Phase.FINAL, final_study_name(spec), tuple(slots), "final runs", spec.identity())
 
 
 def describe_plan(
@@ -108,7 +111,7 @@ def describe_plan(
     tracking_uri: str | None,
     workers: int,
     threads: int,
-    pilot: Spread | None = None,
+    pilot: Spread | str | None = None,
 ) -> str:
     """What running `spec` would do, as text; reads and writes nothing.
 
@@ -126,13 +129,13 @@ def describe_plan(
     if spec.tune:
         tune = spec.tune
         lines.append(
-            f"tune: {tune.trials_per_cell} trials per cell ({spec.tuning_trials} in all), sampler {sampler_text(tune.sampler)}, "
+            f"tune: {tune.trials_per_cell} trials per cell ({spec.n_tuning_trials} in all), sampler {sampler_text(tune.sampler)}, "
             f"pruner {tune.pruner.type} within each cell, tuning seed {spec.base.seed}"
         )
         if spec.repeats > 1:
             lines.append(
                 f"  repeats: {spec.repeats} independent tune -> select -> retrain runs of every cell; repeat r shifts "
-                f"every seed by r x {studies.REPEAT_SEED_STRIDE} (tuning seeds "
+                f"every seed by r x {study_spec.REPEAT_SEED_STRIDE} (tuning seeds "
                 f"{[spec.tuning_seed(r) for r in range(spec.repeats)]}); verdicts rest on the repeats' means"
             )
         for name, param in tune.search_space.items():
@@ -140,13 +143,13 @@ def describe_plan(
     else:
         lines.append("tune: none (a plain grid: every cell runs the base config)")
     per_repeat = (
-        f"; repeat r's seeds shifted by r x {studies.REPEAT_SEED_STRIDE}, {spec.all_final_seeds()}"
+        f"; repeat r's seeds shifted by r x {study_spec.REPEAT_SEED_STRIDE}, {spec.all_final_seeds()}"
         if spec.repeats > 1
         else ""
     )
     lines.append(
         f"final: best {'tuned ' if spec.tune else ''}config of each cell{' and repeat' if spec.repeats > 1 else ''} "
-        f"x seeds {spec.final.seeds}{per_repeat} = {spec.final_runs} runs"
+        f"x seeds {spec.final.seeds}{per_repeat} = {spec.n_final_runs} runs"
     )
     if spec.match:
         knob, value = spec.match_reference
@@ -161,15 +164,16 @@ def describe_plan(
         counted = f"; {capacity_text(spec, cell, capacities)}" if capacities else ""
         lines.append(f"  {index:3d}: {cell.key}  ({budget}{len(spec.final.seeds) * spec.repeats} final runs{counted})")
     lines += power_lines(spec, pilot)
-    total = spec.tuning_trials + spec.final_runs
+    total = spec.n_tuning_trials + spec.n_final_runs
     epochs = max(spec.cell_config(cell).epochs for cell in cells)
     lines.append(f"total: {total} training runs of up to {epochs} epochs")
     lines += ["resolved study:", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip()]
     return "\n".join(lines)
 
 
-def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
-    """The smallest difference the final seeds (or tuning repeats) can detect, for a paired-difference SD.
+def power_lines(spec: StudySpec, pilot: Spread | str | None = None) -> list[str]:
+    """The smallest difference the final seeds (or tuning repeats) can detect, for a paired-difference SD,
+    and the smallest equivalence margin TOST can show (true difference 0), both with 80% power.
 
     The SD is the one measured on a pilot study, else the study file's `report.assumed_sd`.
     """
@@ -180,8 +184,8 @@ def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
     seed_sd: float | None = None
     tuning_sd: float | None = None
     source = ""
-    if isinstance(pilot, tuple):
-        seed_sd, tuning_sd, source = pilot
+    if isinstance(pilot, Spread):
+        seed_sd, tuning_sd, source = pilot.seed_sd, pilot.tuning_sd, pilot.source
     elif isinstance(pilot, str):
         lines.append(f"power: the pilot gives no SD ({pilot})")
     if seed_sd is None and report.assumed_sd is not None:
@@ -199,10 +203,22 @@ def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
         caveat = f" (one tuning run's seeds; between tuning runs the pilot's SD was {tuning_sd:.4g}, not in this test)"
     first = statistics.detectable_difference(n, sd, report.alpha / m)
     alone = statistics.detectable_difference(n, sd, report.alpha)
+    margin = statistics.equivalence_margin(n, sd, report.alpha / m)
     lines.append(
         f"power: with {n} {unit} and a paired-difference SD of {sd:.4g} ({source}), a t-test detects with 80% power "
-        f"a difference of {first:.4f} at alpha/{m} (the strictest Holm step; {alone:.4f} for one comparison alone){caveat}"
+        f"a difference of {first:.4f} at alpha/{m} (the strictest Holm step; {alone:.4f} for one comparison alone), "
+        f"and TOST shows equivalence within ±{margin:.4f} at alpha/{m} when there is no difference{caveat}"
     )
+    for contrast in report.contrasts:
+        # A contrast's per-seed value is a weighted sum of cells; with independent cells of one SD,
+        # its SD is the paired difference's (weights +1, -1) times sqrt(sum of squared weights / 2).
+        weights = spec.contrast_weights(contrast, spec.contrast_conditions(contrast)[0]).values()
+        scale = math.sqrt(sum(w * w for w in weights) / 2)
+        detectable = statistics.detectable_difference(n, sd * scale, report.alpha / m)
+        lines.append(
+            f"power: contrast {contrast.name!r} (SD x {scale:.3g} of a difference's) is detected with 80% power "
+            f"at {detectable:.4f} at alpha/{m}"
+        )
     if report.test == "sign_flip" and 2 / 2**n >= report.alpha / m:
         lines.append(
             f"warning: with {n} {unit} the sign-flip test's smallest p-value is {2 / 2**n:.4g}: no verdict can be better or worse"
@@ -210,6 +226,11 @@ def power_lines(spec: StudySpec, pilot: Spread | None = None) -> list[str]:
     if report.min_effect is not None and first > report.min_effect:
         lines.append(
             f"warning: that is larger than report.min_effect ({report.min_effect}): more seeds, or a smaller family, are needed"
+        )
+    if report.min_effect is not None and margin > report.min_effect:
+        lines.append(
+            f"warning: report.min_effect ({report.min_effect}) is below the margin TOST shows with 80% power: "
+            "an equivalent verdict is unlikely"
         )
     return lines
 
@@ -271,8 +292,6 @@ def selection_rows(spec: StudySpec, selection: Selection) -> list[str]:
         if chosen is None:
             rows.append(f"  {key}: no completed tuning trial; it has no final runs")
         else:
-            params = ", ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["params"].items()
-            )
-            rows.append(f"  {key}: trial {chosen['trial']} ({params}) {spec.objective.metric}={chosen['value']:.4f}")
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.params.items())
+            rows.append(f"  {key}: trial {chosen.trial} ({params}) {spec.objective.metric}={chosen.value:.4f}")
     return rows

@@ -2,28 +2,34 @@
 
 One experiment per study holds one parent run (found again on resume) with every
 trial run nested under it. Closing the runs of trials that died is
-`sweep.phases.reconcile`'s job.
+`sweep.reconcile.reconcile`'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+import pydantic
 import yaml
 
 from reuse_nets import names
+from reuse_nets.design import study_files
+from reuse_nets.design.study_spec import StudySpec
 from reuse_nets.errors import SweepError, first_line, plain_text
-from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, STUDY_TAG, Kind
-from reuse_nets.spec.studies import StudySpec
-from reuse_nets.store import dataset_inputs, provenance
+from reuse_nets.names import IDENTITY_TAG, KIND_TAG, NOTE_TAG, STUDY_TAG, Kind, RunStatus
+from reuse_nets.store import dataset_inputs, provenance, readback
 
 if TYPE_CHECKING:
     from reuse_nets.train.data import Dataset
+
+STUDY_ARTIFACT = "study.yaml"  # the parent run's resolved spec (`ensure_parent_run`, `ran_spec`)
 
 
 def check_experiment(spec: StudySpec) -> None:
@@ -237,18 +243,12 @@ def _set_experiment_tag(client, experiment_id: str, key: str, value: str, attemp
                 raise
 
 
-def parent_filter(study_name: str) -> str:
-    """The MLflow search filter that finds a study's parent run(s)."""
-    return f"tags.`{KIND_TAG}` = '{Kind.STUDY}' and tags.`{STUDY_TAG}` = '{study_name}'"
-
-
 def find_parent_run(spec: StudySpec, experiment_id: str) -> str | None:
+    """The id of the study's parent run (`readback.parent`), or None."""
     import mlflow
 
-    found = mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=parent_filter(spec.name), order_by=["attributes.start_time ASC"], max_results=1
-    )
-    return found[0].info.run_id if found else None
+    found = readback.parent(mlflow.MlflowClient(), experiment_id, spec.name)
+    return found.info.run_id if found else None
 
 
 def spec_digest(spec: StudySpec) -> str:
@@ -270,11 +270,12 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str, dataset: Dataset | No
     import mlflow
     from mlflow.entities import RunTag
 
+    digest, params = spec_digest(spec), _parent_params(spec)
     client = mlflow.MlflowClient()
     run_id = find_parent_run(spec, experiment_id)
     if run_id:
         stored = client.get_run(run_id).data.tags.get(IDENTITY_TAG)
-        if stored is not None and stored != spec_digest(spec):
+        if stored is not None and stored != digest:
             raise SweepError(
                 f"MLflow experiment {spec.name!r} holds a run of a different spec of this study "
                 f"(parent run {run_id}); rename the study (--set name=NEW_NAME)"
@@ -290,7 +291,7 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str, dataset: Dataset | No
                 {
                     KIND_TAG: Kind.STUDY,
                     STUDY_TAG: spec.name,
-                    IDENTITY_TAG: spec_digest(spec),
+                    IDENTITY_TAG: digest,
                     **provenance.provenance_tags(),
                 }
             ),
@@ -299,18 +300,9 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str, dataset: Dataset | No
         # the earliest parent run and delete their own if it lost.
         run_id = find_parent_run(spec, experiment_id) or run.info.run_id
         if run_id != run.info.run_id:
-            client.set_terminated(run.info.run_id, status="KILLED")  # never left RUNNING, even deleted
+            client.set_terminated(run.info.run_id, status=RunStatus.KILLED)  # never left RUNNING, even deleted
             client.delete_run(run.info.run_id)
         else:
-            params = {
-                "compare": ", ".join(f"{n}={v}" for n, v in spec.compare.items()),
-                "tuned": ", ".join(spec.tune.search_space) if spec.tune else "none",
-                "trials_per_cell": spec.tune.trials_per_cell if spec.tune else 0,
-                "final_seeds": ",".join(map(str, spec.all_final_seeds())),
-                "objective": f"{spec.objective.direction} {spec.objective.metric}",
-                "dataset": spec.base.dataset.name,
-                "epochs": spec.base.epochs,
-            }
             for key, value in params.items():
                 client.log_param(run_id, key, value)
             if dataset is not None:
@@ -324,12 +316,89 @@ def ensure_parent_run(spec: StudySpec, experiment_id: str, dataset: Dataset | No
             RunTag(names.LOCK_TAG, provenance.lock_hash()),
         ],
     )
-    client.update_run(run_id, status="RUNNING")
-    client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "study.yaml")
+    client.update_run(run_id, status=RunStatus.RUNNING)
+    client.log_text(run_id, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), STUDY_ARTIFACT)
     return run_id
+
+
+def _parent_params(spec: StudySpec) -> dict:
+    """What the parent run logs as params: the study's design at a glance in `mlflow ui`."""
+    return {
+        "compare": ", ".join(f"{n}={v}" for n, v in spec.compare.items()),
+        "tuned": ", ".join(spec.tune.search_space) if spec.tune else "none",
+        "trials_per_cell": spec.tune.trials_per_cell if spec.tune else 0,
+        "final_seeds": ",".join(map(str, spec.all_final_seeds())),
+        "objective": f"{spec.objective.direction} {spec.objective.metric}",
+        "dataset": spec.base.dataset.name,
+        "epochs": spec.base.epochs,
+    }
 
 
 def close_parent(parent_run_id: str, status: str) -> None:
     import mlflow
 
     mlflow.MlflowClient().set_terminated(parent_run_id, status=status)
+
+
+def ran_spec(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
+    """The spec a study ran with, for the commands that act on it afterwards (report, register).
+
+    Its parent run's `study.yaml` (the resolved spec, `--set`s included) with `overrides`
+    applied on top, as `--set` applies them to a study file: the run's own `--set`s need
+    not be repeated. A study with no parent run in the tracking store (MLflow's current
+    one) yet, or no `study.yaml` this code reads, is read from its study file with
+    `overrides`, as `reuse-nets run` reads it.
+
+    Raises:
+        StudyError: a bad study file or override.
+        SweepError: the tracking store is unusable, or `overrides` change what the
+            study is (its identity digest differs from the parent run's).
+    """
+    path, raw = study_files.read_study(name_or_path)
+    name = study_files.apply_overrides(copy.deepcopy(raw), list(overrides)).get("name")
+    stored = _stored_spec(name) if isinstance(name, str) else None
+    if stored is None:
+        return study_files.validate_study(raw, overrides, path)
+    run, data = stored
+    spec = study_files.validate_study(data, overrides, f"study.yaml of parent run {run.info.run_id}")
+    digest = run.data.tags.get(IDENTITY_TAG)
+    if digest is not None and digest != spec_digest(spec):
+        raise SweepError(
+            f"study {name!r} ran with a different spec (parent run {run.info.run_id}); its spec is read from the "
+            f"stores, so give no --set that changes it (got: {' '.join(overrides) or 'none'})"
+        )
+    return spec
+
+
+def _stored_spec(study_name: str):
+    """`(parent run, data of its study.yaml)`, or None: no tracking store, parent run or valid study.yaml."""
+    import mlflow
+
+    from reuse_nets.store import optuna_store
+
+    uri = mlflow.get_tracking_uri()
+    try:
+        optuna_store.require_existing_sqlite(uri, "MLflow tracking store")
+    except SweepError:
+        return None  # reading must not create a store; the command's own checks say it is missing
+    check_server(uri)
+    try:
+        with refused_logins(study_name, uri):
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name(study_name)
+            run = readback.parent(client, experiment.experiment_id, study_name) if experiment else None
+    except SweepError:
+        raise
+    except Exception as error:  # a bad URI or a broken database
+        raise SweepError(f"MLflow tracking store {uri} is unusable: {first_line(error)}") from None
+    if run is None:
+        return None
+    try:
+        data = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{STUDY_ARTIFACT}"))
+    except (mlflow.exceptions.MlflowException, OSError, yaml.YAMLError):
+        return None  # a parent run killed before it logged its spec
+    try:
+        StudySpec.model_validate(copy.deepcopy(data))
+    except pydantic.ValidationError:
+        return None  # not a spec this version of the code reads (e.g. an older one's): the study file decides
+    return run, data
