@@ -151,14 +151,18 @@ def test_warmup_must_end_before_the_budget(fashion_mnist_config):
 # --- Starting as the identity --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family, shape", [("mlp", (6, 6, 1)), ("conv", (6, 6, 3))])
-def test_a_plain_network_that_starts_as_the_identity_passes_block_1_through_unchanged(family, shape):
-    model = models.build_model("plain", 4, 8, shape, 3, family=family, start_as_identity=True, seed=1)
+@pytest.mark.parametrize(
+    "family, shape, kernel_size", [("mlp", (6, 6, 1), 3), ("conv", (6, 6, 3), 3), ("conv", (6, 6, 3), 4)]
+)
+def test_a_plain_network_that_starts_as_the_identity_passes_block_1_through_unchanged(family, shape, kernel_size):
+    model = models.build_model(
+        "plain", 4, 8, shape, 3, family=family, kernel_size=kernel_size, start_as_identity=True, seed=1
+    )
     x = np.random.default_rng(0).random((5, *shape), dtype="float32")
     first = keras.Model(model.input, model.get_layer("block_01").output)(x)
     last = keras.Model(model.input, model.get_layer("block_04").output)(x)
     assert np.array_equal(first.numpy(), last.numpy())
-    standard = models.build_model("plain", 4, 8, shape, 3, family=family, seed=1)
+    standard = models.build_model("plain", 4, 8, shape, 3, family=family, kernel_size=kernel_size, seed=1)
     assert not np.array_equal(keras.Model(standard.input, standard.get_layer("block_04").output)(x).numpy(), first)
 
 
@@ -183,3 +187,33 @@ def test_a_study_stops_early_on_its_objective_only():
         )
     with pytest.raises(StudyError, match="'patience' cannot be tuned"):
         study_files.load_study("residual_depth", ["tune.search_space.patience=[1, 2]"])
+
+
+def test_evaluate_only_compares_an_early_stopped_model_with_its_kept_epochs_metrics(
+    fashion_mnist, fashion_mnist_config, monkeypatch
+):
+    """A tuning run has no test metrics: `reproduce --evaluate-only` re-scores validation, which the
+    kept (best-epoch) weights give as `selected/val_*`, not as the last epoch's `val_*`."""
+    import types
+
+    from reuse_nets.names import MODEL_URI_TAG
+    from reuse_nets.reproduce import runs as reproduce_runs
+    from reuse_nets.store import tracking
+
+    config = config_of(fashion_mnist_config, epochs=3, patience=1, min_delta=0.5)  # keeps epoch 1, stops at 2
+    result = training.train(config, fashion_mnist, evaluate_test=False)
+    assert result.best_epoch == 1 and len(result.history) == 2
+    last = {k: result.history[-1][k] for k in ("val_loss", "val_accuracy")}
+    selected = {k: v for k, v in tracking.selected_metrics(result).items() if k.startswith("selected/")}
+    assert selected == {f"selected/{k}": result.history[0][k] for k in ("val_loss", "val_accuracy")}
+    monkeypatch.setattr(tracking, "load_logged_model", lambda uri: result.model)
+
+    def rescored(metrics):
+        run = types.SimpleNamespace(
+            info=types.SimpleNamespace(run_id="r"),
+            data=types.SimpleNamespace(tags={MODEL_URI_TAG: "m"}, metrics=metrics),
+        )
+        return {row.name: row.final_diff for row in reproduce_runs._evaluate(run, config, fashion_mnist)}
+
+    assert rescored({**last, **selected}) == {"val_loss": 0.0, "val_accuracy": 0.0}
+    assert rescored(last)["val_loss"] > 0  # the last epoch's metric is not the kept weights'

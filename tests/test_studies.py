@@ -935,6 +935,9 @@ def test_an_interaction_is_a_difference_of_differences_paired_by_seed_in_the_hol
     assert deep.p_adjusted >= deep.p_t and deep.p_adjusted < spec.report.alpha
     line = analysis.verdict_line(spec, deep, spec.objective.test_metric)
     assert line.startswith("contrast skip x identity at depth=4: better, +0.04")
+    text = analysis.family_text(spec, assessed)
+    assert text.startswith("8 comparisons (strategy: each value against plain, in each of 4 condition(s) and 4 of ")
+    assert "declared contrasts (skip x identity, identity start)" in text
 
 
 @pytest.mark.parametrize(
@@ -977,3 +980,27 @@ def test_the_tuning_table_lists_each_pruned_and_failed_trial():
         f"trial 1 (learning_rate={lrs[1]:.4g}): pruned after epoch 2",
         f"trial 2 (learning_rate={lrs[2]:.4g}): diverged",
     ]
+
+
+def test_early_stoppings_knobs_without_patience_would_train_identical_cells():
+    compared = "compare={strategy: [plain, residual], min_delta: [0.0, 0.01]}"
+    with pytest.raises(StudyError, match=r"compare\.min_delta: .* the cells would train identical networks"):
+        load("smoke", [compared])
+    assert len(load("smoke", [compared, "base.patience=2"]).cells()) == 4  # with early stopping it matters
+
+
+def test_edge_notes_name_the_tuning_repeat():
+    spec = load(
+        "residual_depth", ["compare.depth=[1]", "tune.repeats=2", "tune.search_space.learning_rate=[0.001, 0.01]"]
+    )
+    plain = spec.cells()[0]
+    selection = {
+        plan.unit_key(spec, plain, 0): Chosen(trial=0, value=0.5, params={"learning_rate": 0.01}),
+        plan.unit_key(spec, plain, 1): Chosen(trial=0, value=0.5, params={"learning_rate": 0.001}),
+    }
+    assert analysis.edge_notes(spec, selection) == {
+        plain.key: [
+            "learning_rate=0.01 is the largest choice (repeat 0)",
+            "learning_rate=0.001 is the smallest choice (repeat 1)",
+        ]
+    }

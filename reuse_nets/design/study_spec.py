@@ -389,7 +389,7 @@ class StudySpec(StrictModel):
         configs = {cell.key: [self.cell_config(cell, point) for point in points] for cell in self.cells()}
 
         def network(key: str) -> list[dict]:
-            return [models.effective_knobs(config.model_dump()) for config in configs[key]]
+            return [_effective(config) for config in configs[key]]
 
         for knob, values in self.compare.items():
             at_first = {cell.key: Cell(values={**cell.values, knob: values[0]}).key for cell in self.cells()}
@@ -592,6 +592,15 @@ def sampler_to_resume(stored: str, identity: dict) -> str | None:
             if json.dumps(ran_with, sort_keys=True) == stored:
                 return ran
     return None
+
+
+def _effective(config: TrialConfig) -> dict:
+    """A trial as its training sees it (`models.effective_knobs`), early stopping's knobs left out
+    when it does not stop early: without `patience`, `min_delta` and `monitor` do nothing."""
+    knobs = models.effective_knobs(config.model_dump())
+    if config.patience is None:
+        knobs = {k: v for k, v in knobs.items() if k not in ("min_delta", "monitor")}
+    return knobs
 
 
 def _base_identity(base: TrialConfig) -> dict:

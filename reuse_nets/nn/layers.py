@@ -184,7 +184,8 @@ class IdentityKernel(keras.initializers.Initializer):
     non-negative outputs of the block before), a plain block then passes its input
     through unchanged at initialisation, as an IRNN's recurrent kernel does (Le et al.,
     2015), or a residual block whose branch gain starts at 0. Only for square kernels
-    (input features = units).
+    (input features = units). The tap is the one "same" padding aligns with each output
+    position: the centre of an odd window, `(size - 1) // 2` of an even one.
 
     Example:
     >>> IdentityKernel()((3, 3)).numpy().tolist()
@@ -193,10 +194,10 @@ class IdentityKernel(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         *window, in_dim, units = shape
-        if in_dim != units or any(size % 2 == 0 for size in window):
-            raise ValueError(f"an identity kernel needs as many inputs as units and odd windows; got shape {shape}")
+        if in_dim != units:
+            raise ValueError(f"an identity kernel needs as many inputs as units; got shape {shape}")
         kernel = np.zeros(shape, dtype="float32")
-        centre = tuple(size // 2 for size in window)
+        centre = tuple((size - 1) // 2 for size in window)
         kernel[(*centre, slice(None), slice(None))] = np.eye(units, dtype="float32")
         return ops.convert_to_tensor(kernel, dtype=dtype or keras.config.floatx())
 

@@ -309,8 +309,13 @@ def family_text(spec: StudySpec, assessed: list[Assessed]) -> str:
     pairs = "every pair of values" if report.pairs == "all" else f"each value against {spec.baseline}"
     unit = "tuning repeats" if spec.repeats > 1 else "seeds"
     missing = f", {m - paired} of them without two paired {unit} (counted as p = 1)" if paired < m else ""
+    declared = [c.name for c in report.contrasts]
+    contrasts = (
+        f" and {m - len(conditions(spec)) * len(spec.contrast_pairs())} of declared contrasts ({', '.join(declared)})"
+    )
     text = (
-        f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s){missing}), "
+        f"{m} comparisons ({spec.contrast}: {pairs}, in each of {len(conditions(spec))} condition(s)"
+        f"{contrasts if declared else ''}{missing}), "
         f"decided together: better or worse when the {report.adjust.capitalize()}-adjusted p-value of the {test} "
         f"is below {report.alpha}, adjusted within each direction (the one-sided tests of a difference above 0 form "
         f"one family, those below 0 another, each at {report.alpha}/2), so the chance of any false or wrong-way claim "
@@ -504,7 +509,7 @@ def edge_notes(spec: StudySpec, selection: Selection) -> dict[str, list[str]]:
     notes: dict[str, list[str]] = {}
     for cell, repeat in plan.units(spec):
         for text in _edges(spec, selection.get(plan.unit_key(spec, cell, repeat))):
-            notes.setdefault(cell.key, []).append(text)
+            notes.setdefault(cell.key, []).append(f"{text} (repeat {repeat})" if spec.repeats > 1 else text)
     return notes
 
 

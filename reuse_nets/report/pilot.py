@@ -59,7 +59,8 @@ def spread(pilot: str, tracking_uri: str | None) -> PilotSpread:
         if row.cell in cells
     ]
     # Per comparison, its paired differences grouped by tuning repeat (one group without repeats).
-    grouped = [d.by_repeat or (d.diffs,) for d in analysis.paired_differences(spec, runs)]
+    # Paired differences only: a declared contrast's SD is a difference's times sqrt(sum of w^2 / 2).
+    grouped = [d.by_repeat or (d.diffs,) for d in analysis.paired_differences(spec, runs) if not d.declared]
     within = [(sum(len(g) - 1 for g in groups if len(g) > 1), _pooled(groups)) for groups in grouped]
     within = [(df, variance) for df, variance in within if df > 0]
     if not within:

@@ -79,6 +79,8 @@ def write_plots(spec: StudySpec, runs: list[FinalRun], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4.4))
         labels: dict[str, list[analysis.Difference]] = {}
         for d in differences:
+            if x and x not in d.condition:
+                continue  # a declared contrast over the x knob itself has no place on that axis
             rest = ", ".join(f"{n}={v}" for n, v in d.condition.items() if n != x)
             labels.setdefault(d.label + (f" ({rest})" if rest else ""), []).append(d)
         xs_all = []

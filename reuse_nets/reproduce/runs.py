@@ -24,6 +24,7 @@ from reuse_nets.names import (
     OUTCOME_TAG,
     PARENT_TAG,
     REPRODUCES_TAG,
+    SELECTED_PREFIX,
     STOPPED_EARLY,
     TEST_PREFIX,
     Kind,
@@ -257,7 +258,11 @@ def _evaluate(run, config: TrialConfig, dataset) -> list[MetricComparison]:
     rows = []
     for name in ("loss", "accuracy"):
         key = prefix + name
-        logged, now = run.data.metrics[key], float(scores[name])
+        # Validation: the metric of the weights the model holds (the best epoch's under early
+        # stopping), logged apart from the last epoch's since early stopping existed.
+        metrics = run.data.metrics
+        logged = metrics.get(SELECTED_PREFIX + key, metrics[key]) if role == "validation" else metrics[key]
+        now = float(scores[name])
         rows.append(MetricComparison(key, logged, now, _diff(logged, now), _diff(logged, now)))
     return rows
 
